@@ -1,0 +1,1 @@
+//! java runtime (in progress)

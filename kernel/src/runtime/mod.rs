@@ -1,0 +1,329 @@
+//! Language back-ends behind one [`Runtime`] trait (xeus' interpreter without the protocol
+//! invariants). A runtime never sees sockets or Jupyter messages: it runs code and reports what it
+//! produced through [`Publish`]. The protocol invariants (busy/idle, execution count, reply order)
+//! live in `server`; metering and magics in `exec`.
+
+use carbon_magics::MimeBundle;
+use std::sync::Arc;
+use thiserror::Error;
+
+pub mod child;
+pub mod java;
+pub mod python;
+pub mod rust;
+#[doc(hidden)]
+pub mod test_runtime;
+
+/// A language the kernel can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Language {
+    /// Python 3 in a persistent child process.
+    Python,
+    /// Java through JShell (JDK 17+).
+    Java,
+    /// Rust through evcxr.
+    Rust,
+}
+
+impl Language {
+    /// Lower-case name as used in magics and CSV rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Java => "java",
+            Language::Rust => "rust",
+        }
+    }
+
+    /// Parses `python` / `java` / `rust` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Language> {
+        match s.to_ascii_lowercase().as_str() {
+            "python" | "py" | "python3" => Some(Language::Python),
+            "java" => Some(Language::Java),
+            "rust" | "rs" => Some(Language::Rust),
+            _ => None,
+        }
+    }
+
+    /// All languages, in display order.
+    pub const ALL: [Language; 3] = [Language::Python, Language::Java, Language::Rust];
+}
+
+/// `language_info` of `kernel_info_reply`, free of Jupyter types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanguageInfo {
+    /// e.g. `python`
+    pub name: String,
+    /// language version, e.g. `3.11.7`
+    pub version: String,
+    /// e.g. `text/x-python`
+    pub mimetype: String,
+    /// e.g. `.py`
+    pub file_extension: String,
+    /// e.g. `ipython3`
+    pub pygments_lexer: String,
+    /// CodeMirror mode name (e.g. `ipython`, `text/x-java`, `rust`)
+    pub codemirror_mode: String,
+    /// e.g. `python`
+    pub nbconvert_exporter: String,
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamName {
+    /// stdout
+    Stdout,
+    /// stderr
+    Stderr,
+}
+
+/// A phase boundary inside one execution, so the meter can split compile from run energy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Compilation starts (javac, JShell's compiler, cargo/rustc).
+    Compile,
+    /// User code starts running.
+    Run,
+}
+
+/// What a runtime may emit while it runs. Implemented by the kernel's iopub bridge (and by test
+/// collectors). All methods are called from the runtime's blocking thread.
+pub trait Publish: Send {
+    /// Live stdout/stderr text (may be partial lines).
+    fn stream(&mut self, name: StreamName, text: &str);
+    /// `display_data`; `display_id` set for displays that can later be updated.
+    fn display(&mut self, bundle: MimeBundle, display_id: Option<&str>);
+    /// `update_display_data` of an earlier display with this id.
+    fn update_display(&mut self, bundle: MimeBundle, display_id: &str);
+    /// `clear_output`.
+    fn clear_output(&mut self, wait: bool);
+    /// Asks the front-end for a line of input (stdin channel). `None` when the front-end does not
+    /// allow stdin or the request was interrupted.
+    fn input(&mut self, prompt: &str, password: bool) -> Option<String>;
+    /// A phase boundary (compile/run) for metering. Default: ignored.
+    fn phase(&mut self, _phase: Phase) {}
+    /// A second publisher to the same cell, for another thread (e.g. the live energy display).
+    fn boxed_clone(&self) -> Box<dyn Publish>;
+}
+
+/// The result of running one cell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOutcome {
+    /// The value of the last expression, as `execute_result`.
+    pub result: Option<MimeBundle>,
+    /// The cell failed with an error (already meaningful to the user).
+    pub error: Option<ExecError>,
+    /// Pager payloads (`obj?`): text/plain (and optionally html) to show in the pager.
+    pub pager: Option<MimeBundle>,
+}
+
+/// An error of user code (exception, compile error, panic), as Jupyter's `error` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecError {
+    /// e.g. `ZeroDivisionError`
+    pub ename: String,
+    /// e.g. `division by zero`
+    pub evalue: String,
+    /// Traceback lines (may contain ANSI colours).
+    pub traceback: Vec<String>,
+}
+
+impl ExecError {
+    /// Convenience constructor with a one-line traceback.
+    pub fn new(ename: impl Into<String>, evalue: impl Into<String>) -> Self {
+        let ename = ename.into();
+        let evalue = evalue.into();
+        let traceback = vec![format!("{ename}: {evalue}")];
+        Self {
+            ename,
+            evalue,
+            traceback,
+        }
+    }
+}
+
+/// Completeness of a code fragment (`is_complete_request`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completeness {
+    /// Ready to run.
+    Complete,
+    /// Needs more lines; the indent to use for the next one.
+    Incomplete(String),
+    /// Will not compile whatever follows.
+    Invalid,
+    /// Cannot tell.
+    Unknown,
+}
+
+/// Completion candidates (`complete_request`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completions {
+    /// Candidate texts.
+    pub matches: Vec<String>,
+    /// Byte offset (in the code) where the replaced text starts.
+    pub cursor_start: usize,
+    /// Byte offset where it ends.
+    pub cursor_end: usize,
+}
+
+/// Result of an inspection (`inspect_request`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inspection {
+    /// Found something.
+    pub found: bool,
+    /// Documentation / signature.
+    pub data: MimeBundle,
+}
+
+/// Failure of the runtime itself (not of user code).
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The language toolchain is missing or too old.
+    #[error("{language} runtime unavailable: {reason}")]
+    Unavailable {
+        /// language name
+        language: &'static str,
+        /// What is missing and what to install or set.
+        reason: String,
+    },
+    /// The child process died; its state is lost. The runtime restarts on the next cell.
+    #[error(
+        "{language} runtime died ({how}); its state (variables, imports) is lost and it restarts on the next cell"
+    )]
+    Died {
+        /// language name
+        language: &'static str,
+        /// exit status / signal in words
+        how: String,
+    },
+    /// I/O with the child failed.
+    #[error("{language} runtime I/O error: {source}")]
+    Io {
+        /// language name
+        language: &'static str,
+        /// cause
+        #[source]
+        source: std::io::Error,
+    },
+    /// Protocol violation by the child (malformed frame).
+    #[error("{language} runtime protocol error: {detail}")]
+    Protocol {
+        /// language name
+        language: &'static str,
+        /// what was wrong
+        detail: String,
+    },
+}
+
+/// A cheap, cloneable handle that interrupts the running cell from another thread.
+pub type InterruptHandle = Arc<dyn Fn() + Send + Sync>;
+
+/// One language back-end. Implementations start their child lazily ([`Runtime::start`]).
+pub trait Runtime: Send {
+    /// Which language.
+    fn language(&self) -> Language;
+    /// `language_info` for `kernel_info_reply`.
+    fn info(&self) -> LanguageInfo;
+    /// Starts the child if not running (idempotent). Called before metering so the pid is known.
+    fn start(&mut self) -> Result<(), RuntimeError>;
+    /// Runs one cell, streaming outputs through `out`. Returns when the cell is done.
+    fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError>;
+    /// `is_complete_request`.
+    fn is_complete(&mut self, _code: &str) -> Completeness {
+        Completeness::Unknown
+    }
+    /// `complete_request`.
+    fn complete(&mut self, _code: &str, cursor: usize) -> Completions {
+        Completions {
+            matches: vec![],
+            cursor_start: cursor,
+            cursor_end: cursor,
+        }
+    }
+    /// `inspect_request`.
+    fn inspect(&mut self, _code: &str, _cursor: usize, _detail: u8) -> Inspection {
+        Inspection::default()
+    }
+    /// A handle that interrupts the cell running now (callable while `execute` blocks).
+    fn interrupt_handle(&self) -> InterruptHandle;
+    /// Stops the child (kernel shutdown or restart).
+    fn shutdown(&mut self);
+    /// The processes whose energy is this cell's (roots; the meter adds their descendants).
+    fn pids(&self) -> Vec<u32>;
+}
+
+/// One thing a [`Collector`] received.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Collected {
+    /// stream text
+    Stream(StreamName, String),
+    /// display_data (bundle, display id)
+    Display(MimeBundle, Option<String>),
+    /// update_display_data
+    Update(MimeBundle, String),
+    /// clear_output
+    Clear(bool),
+    /// phase boundary
+    Phase(Phase),
+}
+
+/// A [`Publish`] that records everything (unit tests, and the exec layer's dry runs). Clones share
+/// the same log. Input requests are answered from a queue.
+#[derive(Clone, Default)]
+pub struct Collector {
+    /// Everything published, in order.
+    pub log: Arc<std::sync::Mutex<Vec<Collected>>>,
+    /// Answers to `input()` calls, front first.
+    pub inputs: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl Collector {
+    /// All stream text of one stream, concatenated.
+    pub fn text(&self, name: StreamName) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|c| match c {
+                Collected::Stream(n, t) if *n == name => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A copy of the log.
+    pub fn items(&self) -> Vec<Collected> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn push(&self, c: Collected) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+    }
+}
+
+impl Publish for Collector {
+    fn stream(&mut self, name: StreamName, text: &str) {
+        self.push(Collected::Stream(name, text.to_string()));
+    }
+    fn display(&mut self, bundle: MimeBundle, display_id: Option<&str>) {
+        self.push(Collected::Display(bundle, display_id.map(str::to_string)));
+    }
+    fn update_display(&mut self, bundle: MimeBundle, display_id: &str) {
+        self.push(Collected::Update(bundle, display_id.to_string()));
+    }
+    fn clear_output(&mut self, wait: bool) {
+        self.push(Collected::Clear(wait));
+    }
+    fn input(&mut self, _prompt: &str, _password: bool) -> Option<String> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+    fn phase(&mut self, phase: Phase) {
+        self.push(Collected::Phase(phase));
+    }
+    fn boxed_clone(&self) -> Box<dyn Publish> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,1 @@
+//! python runtime (in progress)

@@ -1,0 +1,1 @@
+//! rust runtime (in progress)

@@ -1,0 +1,20 @@
+//! # carbon-magics
+//!
+//! Everything in carbon-kernel that is not Jupyter: parsing magics, measuring a cell's energy,
+//! estimating an LLM request's footprint, recording `emissions.csv` rows and drawing charts.
+//!
+//! The API is blocking and free of tokio, ZeroMQ and Jupyter types; the kernel calls it from
+//! `spawn_blocking` where it blocks. Method and constants: `shared/design/METHODOLOGY.md`, each
+//! constant in code carries its source.
+
+pub mod carbon;
+pub mod chart;
+pub mod config;
+pub mod llm;
+pub mod mime;
+pub mod parse;
+pub mod registry;
+pub mod report;
+pub mod units;
+
+pub use mime::MimeBundle;

@@ -1,0 +1,191 @@
+//! Cell syntax: split a cell into its cell magic (`%%name args`, first line only), its line magics
+//! (`%name args` lines) and the body that the language runtime sees.
+//!
+//! Rules (as IPython): a cell magic must be the first line; `%%` anywhere else is not a magic.
+//! Line magics are whole lines starting with `%` (after indentation is *not* allowed, so Python's
+//! `%` operator at line start inside expressions is never mistaken for a magic; IPython has the same
+//! rule). A line `%name?` or `%%name?` asks for help. `?name` / `name?` help requests for the
+//! language are left to the runtime.
+
+use thiserror::Error;
+
+/// One magic invocation: name and raw argument string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagicCall {
+    /// Magic name without `%`/`%%`.
+    pub name: String,
+    /// Raw arguments (rest of the line, trimmed).
+    pub args: String,
+    /// 0-based line number in the cell.
+    pub line: usize,
+    /// `name?` form: the user asked for help.
+    pub help: bool,
+}
+
+impl MagicCall {
+    /// Shell-like split of the arguments (quotes respected).
+    pub fn argv(&self) -> Result<Vec<String>, ParseError> {
+        shlex::split(&self.args).ok_or_else(|| ParseError::Quotes {
+            name: self.name.clone(),
+            line: self.line,
+        })
+    }
+}
+
+/// A parsed cell.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CellPlan {
+    /// `%%name args` on the first line, if any.
+    pub cell_magic: Option<MagicCall>,
+    /// `%name args` lines, in order (only outside a cell magic's body).
+    pub line_magics: Vec<MagicCall>,
+    /// The code left for the runtime (line magics removed; lines kept as blank lines so positions
+    /// in error messages still match the user's cell).
+    pub body: String,
+}
+
+/// Malformed magic syntax.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// `%` or `%%` without a name.
+    #[error("UsageError: line {line}: a magic needs a name after '{prefix}' (see %lsmagic)")]
+    EmptyName {
+        /// The prefix (`%` or `%%`).
+        prefix: &'static str,
+        /// 1-based line.
+        line: usize,
+    },
+    /// `%%name` not on the first line.
+    #[error(
+        "UsageError: line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)"
+    )]
+    CellMagicNotFirst {
+        /// Magic name.
+        name: String,
+        /// 1-based line.
+        line: usize,
+    },
+    /// Unbalanced quotes in the arguments.
+    #[error("UsageError: %{name}: unbalanced quotes in the arguments")]
+    Quotes {
+        /// Magic name.
+        name: String,
+        /// 0-based line.
+        line: usize,
+    },
+}
+
+fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCall, ParseError> {
+    let rest = rest.trim_end();
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let (name, help) = match head.strip_suffix('?') {
+        Some(n) => (n, true),
+        None => (head, false),
+    };
+    if name.is_empty() {
+        return Err(ParseError::EmptyName {
+            prefix,
+            line: line + 1,
+        });
+    }
+    Ok(MagicCall {
+        name: name.to_string(),
+        args: args.to_string(),
+        line,
+        help,
+    })
+}
+
+/// Splits a cell into cell magic, line magics and body.
+///
+/// When a cell magic is present, the rest of the cell is its body verbatim (a `%%llm` prompt or a
+/// `%%java` cell may legitimately contain `%`), so line magics are only recognised in plain cells.
+pub fn parse_cell(code: &str) -> Result<CellPlan, ParseError> {
+    let mut plan = CellPlan::default();
+    let mut lines = code.split_inclusive('\n').enumerate().peekable();
+    // Leading blank lines before a cell magic are tolerated (front-ends sometimes add them).
+    let first_nonblank = code.lines().position(|l| !l.trim().is_empty());
+    if let Some(idx) = first_nonblank {
+        let first = code.lines().nth(idx).unwrap_or_default();
+        if let Some(rest) = first.strip_prefix("%%") {
+            plan.cell_magic = Some(split_magic(rest, idx, "%%")?);
+            plan.body = code.split_inclusive('\n').skip(idx + 1).collect::<String>();
+            return Ok(plan);
+        }
+    }
+    let mut body = String::with_capacity(code.len());
+    while let Some((i, raw)) = lines.next() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        if let Some(rest) = line.strip_prefix("%%") {
+            let call = split_magic(rest, i, "%%")?;
+            return Err(ParseError::CellMagicNotFirst {
+                name: call.name,
+                line: i + 1,
+            });
+        }
+        if let Some(rest) = line.strip_prefix('%') {
+            plan.line_magics.push(split_magic(rest, i, "%")?);
+            // keep line numbering stable for runtime error messages
+            if raw.ends_with('\n') {
+                body.push('\n');
+            }
+            continue;
+        }
+        body.push_str(raw);
+    }
+    plan.body = body;
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_cell_has_no_magics() {
+        let p = parse_cell("x = 1\nprint(x)\n").unwrap();
+        assert!(p.cell_magic.is_none());
+        assert!(p.line_magics.is_empty());
+        assert_eq!(p.body, "x = 1\nprint(x)\n");
+    }
+
+    #[test]
+    fn cell_magic_takes_rest_verbatim() {
+        let p = parse_cell("%%carbon java --country FRA\nint x = 10 % 3;\n%notmagic\n").unwrap();
+        let m = p.cell_magic.unwrap();
+        assert_eq!(m.name, "carbon");
+        assert_eq!(m.args, "java --country FRA");
+        assert_eq!(p.body, "int x = 10 % 3;\n%notmagic\n");
+    }
+
+    #[test]
+    fn line_magics_removed_but_lines_kept() {
+        let p = parse_cell("%carbon on\nx = 1\n%lang java").unwrap();
+        assert_eq!(p.line_magics.len(), 2);
+        assert_eq!(p.line_magics[1].name, "lang");
+        assert_eq!(p.line_magics[1].args, "java");
+        assert_eq!(p.body, "\nx = 1\n");
+    }
+
+    #[test]
+    fn help_suffix_and_errors() {
+        let p = parse_cell("%carbon?").unwrap();
+        assert!(p.line_magics[0].help);
+        assert_eq!(
+            parse_cell("x=1\n%%carbon\n").unwrap_err(),
+            ParseError::CellMagicNotFirst {
+                name: "carbon".into(),
+                line: 2
+            }
+        );
+        assert!(matches!(
+            parse_cell("% foo").unwrap_err(),
+            ParseError::EmptyName { .. }
+        ));
+        let p = parse_cell("%llm \"unbalanced").unwrap();
+        assert!(p.line_magics[0].argv().is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! report (owned by a helper; see docs)

@@ -1,0 +1,1 @@
+//! units (owned by a helper; see docs)
