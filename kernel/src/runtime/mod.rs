@@ -327,3 +327,14 @@ impl Publish for Collector {
         Box::new(self.clone())
     }
 }
+
+/// The real back-ends: Python, Java (JShell) and Rust (evcxr), each started lazily.
+pub fn default_factory() -> crate::exec::RuntimeFactory {
+    Box::new(|lang, settings| -> Box<dyn Runtime> {
+        match lang {
+            Language::Python => Box::new(python::PythonRuntime::new(settings)),
+            Language::Java => Box::new(java::JavaRuntime::new(settings)),
+            Language::Rust => Box::new(rust::RustRuntime::new(settings)),
+        }
+    })
+}
