@@ -1,6 +1,152 @@
 //! carbon-kernel binary: thin CLI over the library.
+//!
+//! `carbon-kernel run --connection-file F [--language python|java|rust]` serves a Jupyter
+//! front-end; `install` / `uninstall` manage the kernelspecs.
 
-fn main() {
+use anyhow::{Context, Result, bail};
+use carbon_kernel::install::{self, Location};
+use carbon_kernel::runtime::{Language, test_runtime::TestRuntime};
+use carbon_kernel::server::{self, ServerConfig};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "carbon-kernel",
+    version,
+    about = "A Jupyter kernel that meters the energy and CO₂ of every cell"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a Jupyter front-end (what kernel.json runs).
+    Run(RunArgs),
+    /// Write the kernelspecs carbon, carbon-java and carbon-rust.
+    Install(InstallArgs),
+    /// Remove the kernelspecs.
+    Uninstall(InstallArgs),
+    /// Merge emissions.csv files into totals and a self-contained HTML report.
+    Report(carbon_kernel::report::ReportArgs),
+    /// List the magics (`--markdown`: the README reference).
+    Magics(carbon_kernel::report::MagicsArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Connection file written by the front-end.
+    #[arg(short = 'f', long = "connection-file", value_name = "FILE")]
+    connection_file: Option<PathBuf>,
+    /// Connection file (positional form).
+    #[arg(value_name = "CONNECTION_FILE", conflicts_with = "connection_file")]
+    positional: Option<PathBuf>,
+    /// Language of plain cells.
+    #[arg(long, default_value = "python", value_parser = ["python", "java", "rust"])]
+    language: String,
+    /// Use the scripted test runtime (same as CARBON_TEST_RUNTIME=1).
+    #[arg(long, hide = true)]
+    test_runtime: bool,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The user's Jupyter data dir (default).
+    #[arg(long, group = "location")]
+    user: bool,
+    /// The active Python environment (VIRTUAL_ENV, CONDA_PREFIX or python3's sys.prefix).
+    #[arg(long, group = "location")]
+    sys_prefix: bool,
+    /// DIR/share/jupyter/kernels.
+    #[arg(long, group = "location", value_name = "DIR")]
+    prefix: Option<PathBuf>,
+    /// Base kernelspec name (NAME, NAME-java, NAME-rust).
+    #[arg(long, default_value = "carbon")]
+    name: String,
+}
+
+impl InstallArgs {
+    fn location(&self) -> Location {
+        match (&self.prefix, self.sys_prefix) {
+            (Some(p), _) => Location::Prefix(p.clone()),
+            (None, true) => Location::SysPrefix,
+            _ => Location::User,
+        }
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let Some(path) = args.connection_file.or(args.positional) else {
+        bail!("no connection file: use `carbon-kernel run --connection-file FILE`");
+    };
+    let connection = server::load_connection_file(&path)?;
+    let language = Language::parse(&args.language).context("unknown language")?;
+    let test = args.test_runtime || std::env::var("CARBON_TEST_RUNTIME").as_deref() == Ok("1");
+    let factory = if test {
+        TestRuntime::factory()
+    } else {
+        carbon_kernel::runtime::default_factory()
+    };
+    let workdir = std::env::current_dir().context("cannot read the current directory")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        // Sockets are light; user code runs on its own thread. Two workers keep control and
+        // heartbeat responsive while shell waits.
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let exit = rt.block_on(server::serve(ServerConfig {
+        connection,
+        language,
+        workdir,
+        factory,
+    }))?;
+    log::info!("kernel exiting: {exit:?}");
+    // Do not wait for a runtime that ignores shutdown: the process ends here.
+    std::process::exit(0);
+}
+
+fn main() -> ExitCode {
     // evcxr re-executes this binary as its runtime child; the hook must run before anything else.
     evcxr::runtime_hook();
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CARBON_LOG", "warn")).init();
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Install(a) => std::env::current_exe()
+            .context("cannot find this binary's path")
+            .and_then(|exe| {
+                let exe = exe.canonicalize().unwrap_or(exe);
+                for d in install::install(&a.location(), &a.name, &exe)? {
+                    println!("installed kernelspec in {}", d.display());
+                }
+                Ok(())
+            }),
+        Command::Uninstall(a) => install::uninstall(&a.location(), &a.name)
+            .map(|dirs| {
+                if dirs.is_empty() {
+                    println!("no carbon kernelspec found");
+                }
+                for d in dirs {
+                    println!("removed {}", d.display());
+                }
+            })
+            .map_err(Into::into),
+        Command::Report(a) => carbon_kernel::report::run_report(&a, &mut std::io::stdout())
+            .map(drop)
+            .map_err(Into::into),
+        Command::Magics(a) => {
+            carbon_kernel::report::run_magics(&a, &mut std::io::stdout()).map_err(Into::into)
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carbon-kernel: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

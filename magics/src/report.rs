@@ -1,1 +1,1327 @@
-//! report (owned by a helper; see docs)
+//! The class report: many `emissions.csv` files (a class, a semester) merged into one picture.
+//!
+//! Files are read by column name with the `csv` crate, so both shapes load: CodeCarbon's own files
+//! (its 3.x header, or the 34 columns of 3.1.0) and ours (CodeCarbon's 38 columns followed by our
+//! extra ones: `kind`, `language`, `llm_model`, …). The report only adds what the files say; it never
+//! re-estimates. A file that is not an emissions log, or cannot be read, is named with the reason and
+//! skipped; a malformed row is named (file and line) and skipped; nothing here panics on input.
+//!
+//! Output: [`ClassReport::text_table`] (totals for a terminal), [`ClassReport::html`] (one
+//! self-contained page: inline CSS and plotters SVG charts, no script, no external link) and
+//! [`ClassReport::totals_json`] (the same totals, exact, for scripts and tests).
+
+use crate::chart::{self, ChartError, PALETTE, chart_err};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// CodeCarbon 3.x's `emissions.csv` columns, in its order (METHODOLOGY §2; CodeCarbon's
+/// `output_methods/emissions_data.py`, `EmissionsData` fields). Ours come after them.
+pub const CODECARBON_COLUMNS: [&str; 38] = [
+    "timestamp",
+    "project_name",
+    "run_id",
+    "experiment_id",
+    "duration",
+    "emissions",
+    "emissions_rate",
+    "cpu_power",
+    "gpu_power",
+    "ram_power",
+    "cpu_energy",
+    "gpu_energy",
+    "ram_energy",
+    "energy_consumed",
+    "water_consumed",
+    "country_name",
+    "country_iso_code",
+    "region",
+    "cloud_provider",
+    "cloud_region",
+    "os",
+    "python_version",
+    "codecarbon_version",
+    "cpu_count",
+    "cpu_model",
+    "gpu_count",
+    "gpu_model",
+    "longitude",
+    "latitude",
+    "ram_total_size",
+    "tracking_mode",
+    "cpu_utilization_percent",
+    "gpu_utilization_percent",
+    "ram_utilization_percent",
+    "ram_used_gb",
+    "on_cloud",
+    "pue",
+    "wue",
+];
+
+/// Columns a file must have to be read as an emissions log (every CodeCarbon 2.x/3.x file has them).
+const REQUIRED: [&str; 4] = ["timestamp", "duration", "emissions", "energy_consumed"];
+
+/// CodeCarbon's default `project_name` (its `EmissionsTracker(project_name="codecarbon")`): it names
+/// no one, so such rows are grouped by file like rows without a project name.
+const DEFAULT_PROJECT: &str = "codecarbon";
+
+/// At most this many problems are listed per file (the rest are counted), so one broken file cannot
+/// flood the report.
+const MAX_LISTED_PROBLEMS: usize = 5;
+
+/// What produced a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowKind {
+    /// A metered notebook cell (`kind = cell`).
+    Cell,
+    /// An LLM request (`kind = llm`).
+    Llm,
+    /// A run recorded by CodeCarbon itself (no `kind` column), or a kind this report does not know.
+    Run,
+}
+
+/// One valid row of one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    /// Index into [`ClassReport::files`].
+    pub file: usize,
+    /// 1-based line of the row in its file (the header is line 1).
+    pub line: u64,
+    /// Whom the row is charged to (see [`GroupBy`]).
+    pub student: String,
+    /// `project_name` as written (may be empty).
+    pub project: String,
+    /// End of the run, when the timestamp parses: converted to UTC when it has an offset, as
+    /// written when it has none (CodeCarbon and carbon-kernel write local time without one).
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Cell, LLM request or CodeCarbon run.
+    pub kind: RowKind,
+    /// `language` column (cells), if any.
+    pub language: Option<String>,
+    /// `llm_provider` column, if any.
+    pub provider: Option<String>,
+    /// `llm_model` column, if any.
+    pub model: Option<String>,
+    /// `duration`, seconds.
+    pub duration_s: f64,
+    /// `energy_consumed`, kWh.
+    pub energy_kwh: f64,
+    /// `emissions`, kgCO₂eq.
+    pub emissions_kg: f64,
+}
+
+/// Shape of a file that was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileFormat {
+    /// Written by carbon-kernel: CodeCarbon's columns then ours (`kind` present).
+    CarbonKernel,
+    /// Written by CodeCarbon (its columns only).
+    CodeCarbon,
+}
+
+/// A file that was read (perhaps with some rows skipped).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileInfo {
+    /// The path as given (or found under a given folder).
+    pub path: PathBuf,
+    /// Short name used for students when grouping by file.
+    pub label: String,
+    /// Who wrote it.
+    pub format: FileFormat,
+    /// Valid rows read.
+    pub rows: usize,
+    /// Rows skipped, each with its line and reason (at most a few listed).
+    pub problems: Vec<String>,
+    /// Rows skipped in all (may exceed `problems.len()`).
+    pub skipped_rows: usize,
+}
+
+/// A file that was not read, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The path as given.
+    pub path: PathBuf,
+    /// One line: why it was skipped.
+    pub reason: String,
+}
+
+/// How rows are charged to students.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupBy {
+    /// `project_name`, unless two files share one (then it names a course or a default, not a
+    /// student, and every row goes by its file); rows with an empty project name or CodeCarbon's
+    /// default one go by their file.
+    #[default]
+    Auto,
+    /// `project_name` (rows without one: the file).
+    Project,
+    /// The file: its name, or its folder's name when the file is called `emissions*.csv`.
+    File,
+}
+
+/// Sum over a group of rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Group name (student, language, model, period).
+    pub key: String,
+    /// Metered cells.
+    pub cells: usize,
+    /// LLM requests.
+    pub llm_requests: usize,
+    /// CodeCarbon runs.
+    pub runs: usize,
+    /// Seconds.
+    pub duration_s: f64,
+    /// kWh.
+    pub energy_kwh: f64,
+    /// kgCO₂eq.
+    pub emissions_kg: f64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Row) {
+        match r.kind {
+            RowKind::Cell => self.cells += 1,
+            RowKind::Llm => self.llm_requests += 1,
+            RowKind::Run => self.runs += 1,
+        }
+        self.duration_s += r.duration_s;
+        self.energy_kwh += r.energy_kwh;
+        self.emissions_kg += r.emissions_kg;
+    }
+
+    /// Rows summed.
+    pub fn count(&self) -> usize {
+        self.cells + self.llm_requests + self.runs
+    }
+}
+
+/// Everything the report shows, built once from the files.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClassReport {
+    /// Files read.
+    pub files: Vec<FileInfo>,
+    /// Files skipped, with reasons.
+    pub skipped: Vec<Skipped>,
+    /// Valid rows of every file read.
+    pub rows: Vec<Row>,
+    /// Whether students are the files (true) or project names (false), after `GroupBy::Auto`.
+    pub students_are_files: bool,
+}
+
+/// Errors of the report itself (never caused by an input file: those are skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+    /// Totals could not be serialised.
+    #[error("report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Expands folders (every `*.csv` and `*.csv.bak` below them, sorted) and drops duplicates; a path
+/// that does not exist stays in the list so the loader names it.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            out.push(dir.to_path_buf());
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // CodeCarbon >= 3.2 moves a mismatched file to `emissions.csv.bak` / `_0.bak`.
+                if name.ends_with(".csv") || (name.contains(".csv") && name.ends_with(".bak")) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            walk(p, &mut out);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+    out
+}
+
+/// The file's short name: its stem, or its folder's name when the file is a generic
+/// `emissions*.csv` (each student's folder holds one `emissions.csv`).
+fn file_label(path: &Path) -> String {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+    let stem = name.split(".csv").next().unwrap_or(name);
+    if stem.starts_with("emissions")
+        && let Some(dir) = path
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|d| d.to_str())
+    {
+        return dir.to_string();
+    }
+    stem.to_string()
+}
+
+/// Parses CodeCarbon's timestamps (`%Y-%m-%dT%H:%M:%S`, local time without offset, kept as
+/// written: the writer's zone is not recorded) and RFC 3339 ones (converted to UTC).
+fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    None
+}
+
+/// Reads one file. `Err` is the one-line reason it is skipped.
+fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("empty file".into());
+    }
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err("not a text file (not UTF-8), not an emissions.csv".into());
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| format!("unreadable CSV header: {e}"))?
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|c| col(c).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let start: String = header.join(",").chars().take(40).collect();
+        return Err(format!(
+            "not an emissions.csv: no column {} (header starts \"{start}\")",
+            missing.join(", ")
+        ));
+    }
+    let [c_ts, c_dur, c_em, c_en] = REQUIRED.map(|c| col(c).unwrap_or_default());
+    let c_project = col("project_name");
+    let c_kind = col("kind");
+    let c_lang = col("language");
+    let c_provider = col("llm_provider").or_else(|| col("provider"));
+    let c_model = col("llm_model").or_else(|| col("model"));
+    let format = if c_kind.is_some() {
+        FileFormat::CarbonKernel
+    } else {
+        FileFormat::CodeCarbon
+    };
+    let mut info = FileInfo {
+        path: path.to_path_buf(),
+        label: file_label(path),
+        format,
+        rows: 0,
+        problems: Vec::new(),
+        skipped_rows: 0,
+    };
+    let mut rows = Vec::new();
+    let problem = |info: &mut FileInfo, msg: String| {
+        info.skipped_rows += 1;
+        if info.problems.len() < MAX_LISTED_PROBLEMS {
+            info.problems.push(msg);
+        }
+    };
+    for rec in rdr.records() {
+        let rec = match rec {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problem(&mut info, format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        if rec.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        if rec.len() != header.len() {
+            problem(
+                &mut info,
+                format!(
+                    "line {line}: {} fields, the header has {}",
+                    rec.len(),
+                    header.len()
+                ),
+            );
+            continue;
+        }
+        let text = |c: Option<usize>| {
+            c.and_then(|i| rec.get(i))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let num = |c: usize, name: &str| -> Result<f64, String> {
+            let raw = rec.get(c).unwrap_or("").trim();
+            match raw.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+                _ => Err(format!("line {line}: bad {name} value \"{raw}\"")),
+            }
+        };
+        let parsed = (|| {
+            Ok::<_, String>((
+                num(c_dur, "duration")?,
+                num(c_en, "energy_consumed")?,
+                num(c_em, "emissions")?,
+            ))
+        })();
+        let (duration_s, energy_kwh, emissions_kg) = match parsed {
+            Ok(v) => v,
+            Err(msg) => {
+                problem(&mut info, msg);
+                continue;
+            }
+        };
+        let kind = match text(c_kind)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("cell") => RowKind::Cell,
+            Some("llm") => RowKind::Llm,
+            _ => RowKind::Run,
+        };
+        rows.push(Row {
+            file: index,
+            line,
+            student: String::new(),
+            project: text(c_project).unwrap_or_default(),
+            timestamp: rec.get(c_ts).and_then(parse_timestamp),
+            kind,
+            language: text(c_lang).map(|l| l.to_ascii_lowercase()),
+            provider: text(c_provider),
+            model: text(c_model),
+            duration_s,
+            energy_kwh,
+            emissions_kg,
+        });
+    }
+    info.rows = rows.len();
+    if rows.is_empty() && info.skipped_rows > 0 {
+        return Err(format!(
+            "no valid row ({} malformed; first: {})",
+            info.skipped_rows,
+            info.problems.first().map(String::as_str).unwrap_or("?")
+        ));
+    }
+    Ok((info, rows))
+}
+
+impl ClassReport {
+    /// Reads every file (folders expanded, see [`expand_inputs`]); bad files are skipped and named.
+    pub fn load(inputs: &[PathBuf], by: GroupBy) -> Self {
+        let mut report = ClassReport::default();
+        for dir in inputs.iter().filter(|p| p.is_dir()) {
+            if expand_inputs(std::slice::from_ref(dir)).is_empty() {
+                report.skipped.push(Skipped {
+                    path: dir.clone(),
+                    reason: "folder without any *.csv file".into(),
+                });
+            }
+        }
+        for path in expand_inputs(inputs) {
+            match read_file(&path, report.files.len()) {
+                Ok((info, rows)) => {
+                    report.files.push(info);
+                    report.rows.extend(rows);
+                }
+                Err(reason) => report.skipped.push(Skipped { path, reason }),
+            }
+        }
+        report.disambiguate_labels();
+        report.assign_students(by);
+        report
+    }
+
+    /// Two files with the same label from different folders (`a/x/emissions.csv`,
+    /// `b/x/emissions.csv`) get their folder's path; files of one folder (`emissions.csv` and the
+    /// `emissions.csv.bak` CodeCarbon moved aside) stay one student.
+    fn disambiguate_labels(&mut self) {
+        let owner = |f: &FileInfo| {
+            let generic = f.label.as_str()
+                == f.path
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|d| d.to_str())
+                    .unwrap_or("");
+            if generic {
+                f.path.parent().unwrap_or(&f.path).to_path_buf()
+            } else {
+                f.path.with_extension("")
+            }
+        };
+        let mut owners: BTreeMap<String, BTreeSet<PathBuf>> = BTreeMap::new();
+        for f in &self.files {
+            owners.entry(f.label.clone()).or_default().insert(owner(f));
+        }
+        for f in &mut self.files {
+            if owners[&f.label].len() > 1 {
+                f.label = owner(f).display().to_string();
+            }
+        }
+    }
+
+    fn assign_students(&mut self, by: GroupBy) {
+        let named = |p: &str| !p.is_empty() && p != DEFAULT_PROJECT;
+        // A project name found in several files names the course or the tool's default, not a
+        // student: then files tell students apart better.
+        let mut files_of: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+        for r in self.rows.iter().filter(|r| named(&r.project)) {
+            files_of
+                .entry(r.project.as_str())
+                .or_default()
+                .insert(r.file);
+        }
+        let shared = files_of.values().any(|f| f.len() > 1);
+        self.students_are_files = match by {
+            GroupBy::File => true,
+            GroupBy::Project => false,
+            GroupBy::Auto => shared,
+        };
+        for r in &mut self.rows {
+            r.student = if !self.students_are_files && named(&r.project) {
+                r.project.clone()
+            } else {
+                self.files[r.file].label.clone()
+            };
+        }
+    }
+
+    /// Sums of every row.
+    pub fn total(&self) -> Totals {
+        let mut t = Totals {
+            key: "total".into(),
+            ..Totals::default()
+        };
+        self.rows.iter().for_each(|r| t.add(r));
+        t
+    }
+
+    fn group(&self, key: impl Fn(&Row) -> Option<String>) -> Vec<Totals> {
+        let mut map: BTreeMap<String, Totals> = BTreeMap::new();
+        for r in &self.rows {
+            if let Some(k) = key(r) {
+                map.entry(k.clone())
+                    .or_insert_with(|| Totals {
+                        key: k,
+                        ..Totals::default()
+                    })
+                    .add(r);
+            }
+        }
+        let mut v: Vec<Totals> = map.into_values().collect();
+        v.sort_by(|a, b| {
+            b.emissions_kg
+                .total_cmp(&a.emissions_kg)
+                .then(a.key.cmp(&b.key))
+        });
+        v
+    }
+
+    /// Per student, most emitting first.
+    pub fn by_student(&self) -> Vec<Totals> {
+        self.group(|r| Some(r.student.clone()))
+    }
+
+    /// Per language of the code that ran: metered cells by their `language`, CodeCarbon runs (which
+    /// record none) under `not recorded (CodeCarbon)`. LLM requests are not code: see
+    /// [`ClassReport::by_model`].
+    pub fn by_language(&self) -> Vec<Totals> {
+        self.group(|r| {
+            Some(match r.kind {
+                RowKind::Llm => return None,
+                RowKind::Run => r
+                    .language
+                    .clone()
+                    .unwrap_or_else(|| "not recorded (CodeCarbon)".into()),
+                RowKind::Cell => r.language.clone().unwrap_or_else(|| "not recorded".into()),
+            })
+        })
+    }
+
+    /// Per LLM model (`provider:model`), LLM requests only.
+    pub fn by_model(&self) -> Vec<Totals> {
+        self.group(|r| {
+            (r.kind == RowKind::Llm).then(|| match (&r.provider, &r.model) {
+                (Some(p), Some(m)) => format!("{p}:{m}"),
+                (None, Some(m)) => m.clone(),
+                (Some(p), None) => format!("{p}:?"),
+                (None, None) => "unknown model".into(),
+            })
+        })
+    }
+
+    /// Per calendar day of the rows' timestamps, oldest first; rows without a readable
+    /// timestamp are left out (counted by [`ClassReport::undated_rows`]).
+    pub fn by_day(&self) -> Vec<Totals> {
+        let mut v = self.group(|r| r.timestamp.map(|t| t.format("%Y-%m-%d").to_string()));
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Rows whose timestamp did not parse.
+    pub fn undated_rows(&self) -> usize {
+        self.rows.iter().filter(|r| r.timestamp.is_none()).count()
+    }
+
+    /// The totals as JSON (exact numbers): `total`, `students`, `languages`, `models`, `days`,
+    /// `files`, `skipped`.
+    pub fn totals_json(&self) -> Result<String, ReportError> {
+        Ok(serde_json::to_string_pretty(&serde_json::json!({
+            "total": self.total(),
+            "students": self.by_student(),
+            "languages": self.by_language(),
+            "models": self.by_model(),
+            "days": self.by_day(),
+            "students_are_files": self.students_are_files,
+            "files": self.files,
+            "skipped": self.skipped,
+        }))?)
+    }
+
+    /// Plain-text tables of totals (for a terminal), then the skipped files and rows.
+    pub fn text_table(&self) -> String {
+        let mut out = String::new();
+        let t = self.total();
+        let _ = writeln!(
+            out,
+            "carbon-kernel class report: {} file(s) read, {} skipped; {} rows ({} cells, {} LLM requests, {} CodeCarbon runs)",
+            self.files.len(),
+            self.skipped.len(),
+            t.count(),
+            t.cells,
+            t.llm_requests,
+            t.runs
+        );
+        let _ = writeln!(
+            out,
+            "total: {} · {} · {}\n",
+            fmt_mass(t.emissions_kg),
+            fmt_energy(t.energy_kwh),
+            fmt_duration(t.duration_s)
+        );
+        let who = if self.students_are_files {
+            "student (file)"
+        } else {
+            "student (project_name)"
+        };
+        for (title, groups) in [
+            (who, self.by_student()),
+            ("language", self.by_language()),
+            ("LLM model", self.by_model()),
+            ("day", self.by_day()),
+        ] {
+            if groups.is_empty() {
+                continue;
+            }
+            out.push_str(&text_section(title, &groups, t.emissions_kg));
+            out.push('\n');
+        }
+        if self.undated_rows() > 0 {
+            let _ = writeln!(
+                out,
+                "{} row(s) without a readable timestamp are not in the per-day table.\n",
+                self.undated_rows()
+            );
+        }
+        for s in &self.skipped {
+            let _ = writeln!(out, "skipped {}: {}", s.path.display(), s.reason);
+        }
+        for f in &self.files {
+            for p in &f.problems {
+                let _ = writeln!(out, "skipped row in {}: {p}", f.path.display());
+            }
+            let more = f.skipped_rows - f.problems.len();
+            if more > 0 {
+                let _ = writeln!(
+                    out,
+                    "… and {more} more skipped row(s) in {}",
+                    f.path.display()
+                );
+            }
+        }
+        out
+    }
+
+    /// The self-contained HTML page: inline CSS and SVG charts, no script and no external resource.
+    pub fn html(&self) -> Result<String, ReportError> {
+        let t = self.total();
+        let mut h = String::new();
+        h.push_str(concat!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+            "<title>carbon-kernel class report</title><style>",
+            "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;padding:0 1em}",
+            "h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}",
+            "table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:right}",
+            "td,th{white-space:nowrap}td:first-child,th:first-child{text-align:left}.cards{display:flex;gap:1em;flex-wrap:wrap}",
+            ".card{background:#f4f8f4;border-radius:6px;padding:.6em 1em}.card b{display:block;font-size:1.3em}",
+            ".note{color:#555;font-size:.9em}.bad{color:#a33}svg{max-width:100%;height:auto}",
+            "</style></head><body>\n<h1>Class report: energy and CO₂ of code and prompts</h1>\n"
+        ));
+        let _ = writeln!(
+            h,
+            "<div class=\"cards\"><div class=\"card\"><b>{}</b>emissions (kgCO₂eq: {})</div>\
+             <div class=\"card\"><b>{}</b>energy</div><div class=\"card\"><b>{}</b>run time</div>\
+             <div class=\"card\"><b>{}</b>students</div><div class=\"card\"><b>{}</b>rows from {} file(s)</div></div>",
+            fmt_mass(t.emissions_kg),
+            esc(&format!("{:.3e}", t.emissions_kg)),
+            fmt_energy(t.energy_kwh),
+            fmt_duration(t.duration_s),
+            self.by_student().len(),
+            t.count(),
+            self.files.len(),
+        );
+        h.push_str(
+            "<p class=\"note\">Sums of what each file recorded: this report does not re-estimate. \
+             Cells metered by carbon-kernel say how they were measured (RAPL, CPU-time × TDP model, NVML) \
+             in their <code>method</code> column; LLM rows are estimates; CodeCarbon's own runs are \
+             machine-wide by default and record no language.</p>\n",
+        );
+        let who = if self.students_are_files {
+            "Per student (one file each)"
+        } else {
+            "Per student (project_name)"
+        };
+        let sections = [
+            (who, self.by_student(), "emissions per student"),
+            (
+                "Per language (code only: prompts are per model below)",
+                self.by_language(),
+                "emissions per language",
+            ),
+            ("Per LLM model", self.by_model(), "emissions per LLM model"),
+        ];
+        for (title, groups, caption) in sections {
+            let _ = writeln!(h, "<h2>{}</h2>", esc(title));
+            if groups.is_empty() {
+                h.push_str("<p class=\"note\">No rows of this kind in these files.</p>\n");
+                continue;
+            }
+            h.push_str(&bar_chart(caption, &groups)?);
+            h.push_str(&html_table(&groups));
+        }
+        h.push_str("<h2>Over time</h2>\n");
+        if self.rows.iter().any(|r| r.timestamp.is_some()) {
+            h.push_str(&self.time_chart()?);
+            h.push_str(&html_table(&self.by_day()));
+        } else {
+            h.push_str("<p class=\"note\">No readable timestamps.</p>\n");
+        }
+        if self.undated_rows() > 0 {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">{} row(s) without a readable timestamp are not in this chart.</p>",
+                self.undated_rows()
+            );
+        }
+        h.push_str("<h2>Files</h2>\n<table><tr><th>file</th><th>written by</th><th>rows</th><th>skipped rows</th></tr>\n");
+        for f in &self.files {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.path.display().to_string()),
+                match f.format {
+                    FileFormat::CarbonKernel => "carbon-kernel",
+                    FileFormat::CodeCarbon => "CodeCarbon",
+                },
+                f.rows,
+                f.skipped_rows
+            );
+        }
+        h.push_str("</table>\n");
+        if !self.skipped.is_empty() || self.files.iter().any(|f| f.skipped_rows > 0) {
+            h.push_str("<h2 class=\"bad\">Skipped</h2>\n<ul>\n");
+            for s in &self.skipped {
+                let _ = writeln!(
+                    h,
+                    "<li><code>{}</code>: {}</li>",
+                    esc(&s.path.display().to_string()),
+                    esc(&s.reason)
+                );
+            }
+            for f in &self.files {
+                for p in &f.problems {
+                    let _ = writeln!(
+                        h,
+                        "<li>row of <code>{}</code>: {}</li>",
+                        esc(&f.path.display().to_string()),
+                        esc(p)
+                    );
+                }
+            }
+            h.push_str("</ul>\n");
+        }
+        h.push_str("</body></html>\n");
+        Ok(h)
+    }
+
+    /// Cumulative emissions per student over time (one line each), x in hours since the first row.
+    fn time_chart(&self) -> Result<String, ReportError> {
+        let dated: Vec<&Row> = self.rows.iter().filter(|r| r.timestamp.is_some()).collect();
+        let t0 = dated
+            .iter()
+            .filter_map(|r| r.timestamp)
+            .min()
+            .unwrap_or_default();
+        let t1 = dated
+            .iter()
+            .filter_map(|r| r.timestamp)
+            .max()
+            .unwrap_or_default();
+        let hours = |t: DateTime<Utc>| (t - t0).num_milliseconds() as f64 / 3.6e6;
+        let span = hours(t1).max(1e-3);
+        let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut sorted = dated.clone();
+        sorted.sort_by_key(|r| r.timestamp);
+        for r in sorted {
+            let s = series.entry(r.student.as_str()).or_default();
+            let prev = s.last().map(|p| p.1).unwrap_or(0.0);
+            s.push((
+                hours(r.timestamp.unwrap_or(t0)),
+                prev + r.emissions_kg * 1000.0,
+            ));
+        }
+        let ymax = series
+            .values()
+            .filter_map(|s| s.last().map(|p| p.1))
+            .fold(0.0, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let label_of = move |x: &f64| {
+            let t = t0 + chrono::Duration::milliseconds((x * 3.6e6) as i64);
+            if span > 48.0 {
+                t.format("%m-%d").to_string()
+            } else {
+                t.format("%m-%d %H:%M").to_string()
+            }
+        };
+        let svg = chart::svg(860, 380, |root| {
+            let mut c = ChartBuilder::on(root)
+                .caption(
+                    "cumulative emissions per student (g CO₂eq)",
+                    ("sans-serif", 18),
+                )
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0.0..span * 1.02, 0.0..ymax)
+                .map_err(chart_err)?;
+            c.configure_mesh()
+                .light_line_style(WHITE.mix(0.0))
+                .label_style(("sans-serif", 14))
+                .x_labels(6)
+                .x_label_formatter(&label_of)
+                .y_label_formatter(&|v| fmt_num(*v))
+                .draw()
+                .map_err(chart_err)?;
+            for (i, (name, pts)) in series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                let drawn = c
+                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                    .map_err(chart_err)?;
+                if series.len() <= 12 {
+                    drawn.label(*name).legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
+                }
+                c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .map_err(chart_err)?;
+            }
+            if series.len() <= 12 {
+                c.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.3))
+                    .draw()
+                    .map_err(chart_err)?;
+            }
+            Ok(())
+        })?;
+        Ok(svg)
+    }
+}
+
+/// A horizontal bar chart of emissions (g CO₂eq) per group, as SVG.
+fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
+    let n = groups.len();
+    let height = (90 + 32 * n).min(900) as u32;
+    let max = groups
+        .iter()
+        .map(|g| g.emissions_kg * 1000.0)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.12;
+    let labels: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let k: String = g.key.chars().take(28).collect();
+            if g.key.chars().count() > 28 {
+                format!("{k}…")
+            } else {
+                k
+            }
+        })
+        .collect();
+    let svg = chart::svg(860, height, |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(format!("{caption} (g CO₂eq)"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(240)
+            .build_cartesian_2d(0.0..max, (0..n as i32).into_segmented())
+            .map_err(chart_err)?;
+        c.configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(WHITE)
+            .label_style(("sans-serif", 14))
+            .y_labels(n.max(1))
+            .x_labels(6)
+            .x_label_formatter(&|v| fmt_num(*v))
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
+                    .get(n.wrapping_sub(1).wrapping_sub(*i as usize))
+                    .cloned()
+                    .unwrap_or_default(),
+                SegmentValue::Last => String::new(),
+            })
+            .draw()
+            .map_err(chart_err)?;
+        // Full-height segments, then a white outline over each so neighbouring bars stand apart
+        // (plotters' Histogram series needs a feature this workspace does not enable).
+        let next = |v: SegmentValue<i32>| match v {
+            SegmentValue::Exact(k) => SegmentValue::Exact(k + 1),
+            other => other,
+        };
+        // Row 0 (the largest) is drawn at the top.
+        let seg = |i: usize| SegmentValue::Exact((n - 1 - i) as i32);
+        c.draw_series(groups.iter().enumerate().map(|(i, g)| {
+            Rectangle::new(
+                [(0.0, seg(i)), (g.emissions_kg * 1000.0, next(seg(i)))],
+                PALETTE[i % PALETTE.len()].filled(),
+            )
+        }))
+        .map_err(chart_err)?;
+        c.draw_series(groups.iter().enumerate().map(|(i, g)| {
+            Rectangle::new(
+                [(0.0, seg(i)), (g.emissions_kg * 1000.0, next(seg(i)))],
+                WHITE.stroke_width(5),
+            )
+        }))
+        .map_err(chart_err)?;
+        Ok(())
+    })?;
+    Ok(svg)
+}
+
+fn html_table(groups: &[Totals]) -> String {
+    let mut h = String::from(
+        "<table><tr><th></th><th>cells</th><th>LLM requests</th><th>CodeCarbon runs</th>\
+         <th>run time</th><th>energy</th><th>emissions</th></tr>\n",
+    );
+    for g in groups {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&g.key),
+            g.cells,
+            g.llm_requests,
+            g.runs,
+            fmt_duration(g.duration_s),
+            fmt_energy(g.energy_kwh),
+            fmt_mass(g.emissions_kg),
+        );
+    }
+    h.push_str("</table>\n");
+    h
+}
+
+fn text_section(title: &str, groups: &[Totals], total_kg: f64) -> String {
+    let w = groups
+        .iter()
+        .map(|g| g.key.chars().count())
+        .chain([title.len()])
+        .max()
+        .unwrap_or(8);
+    let mut out = format!(
+        "{title:<w$}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}\n",
+        "cells", "llm", "runs", "time", "energy", "emissions", "share"
+    );
+    for g in groups {
+        let share = if total_kg > 0.0 {
+            format!("{:.1}%", 100.0 * g.emissions_kg / total_kg)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}",
+            g.key,
+            g.cells,
+            g.llm_requests,
+            g.runs,
+            fmt_duration(g.duration_s),
+            fmt_energy(g.energy_kwh),
+            fmt_mass(g.emissions_kg),
+            share
+        );
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    html_escape::encode_text(s).into_owned()
+}
+
+/// Three significant digits, no exponent for everyday magnitudes.
+fn fmt_num(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// kgCO₂eq shown in µg, mg, g or kg, whichever reads best.
+pub fn fmt_mass(kg: f64) -> String {
+    let g = kg * 1000.0;
+    let (v, unit) = if g == 0.0 {
+        (0.0, "g")
+    } else if g.abs() < 1e-3 {
+        (g * 1e6, "µg")
+    } else if g.abs() < 1.0 {
+        (g * 1e3, "mg")
+    } else if g.abs() < 1e3 {
+        (g, "g")
+    } else {
+        (kg, "kg")
+    };
+    format!("{} {unit} CO₂eq", fmt_num(v))
+}
+
+/// kWh shown in mWh, Wh or kWh.
+pub fn fmt_energy(kwh: f64) -> String {
+    let wh = kwh * 1000.0;
+    let (v, unit) = if wh == 0.0 {
+        (0.0, "Wh")
+    } else if wh.abs() < 1.0 {
+        (wh * 1e3, "mWh")
+    } else if wh.abs() < 1e3 {
+        (wh, "Wh")
+    } else {
+        (kwh, "kWh")
+    };
+    format!("{} {unit}", fmt_num(v))
+}
+
+/// Seconds shown as s, min or h.
+pub fn fmt_duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{} s", fmt_num(s))
+    } else if s < 7200.0 {
+        format!("{} min", fmt_num(s / 60.0))
+    } else {
+        format!("{} h", fmt_num(s / 3600.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn ours_header() -> String {
+        let mut h = CODECARBON_COLUMNS.join(",");
+        h.push_str(
+            ",kind,language,label,method,llm_provider,llm_model,prompt_tokens,completion_tokens",
+        );
+        h
+    }
+
+    /// One row of our format with the given key fields; the other columns empty.
+    fn ours_row(ts: &str, project: &str, dur: f64, em: f64, en: f64, tail: &str) -> String {
+        let mut f = vec![String::new(); 38];
+        f[0] = ts.into();
+        f[1] = project.into();
+        f[4] = dur.to_string();
+        f[5] = em.to_string();
+        f[13] = en.to_string();
+        format!("{},{tail}", f.join(","))
+    }
+
+    #[test]
+    fn reads_both_formats_and_groups() {
+        let d = tempfile::tempdir().unwrap();
+        let a = write(
+            d.path(),
+            "alice/emissions.csv",
+            &format!(
+                "{}\n{}\n{}\n",
+                ours_header(),
+                ours_row(
+                    "2026-01-05T10:00:00Z",
+                    "lab",
+                    1.5,
+                    2e-6,
+                    4e-6,
+                    "cell,python,,rapl,,,,"
+                ),
+                ours_row(
+                    "2026-01-05T10:05:00Z",
+                    "lab",
+                    0.8,
+                    3e-6,
+                    5e-6,
+                    "llm,,,seed,groq,llama-3.3-70b,10,20"
+                ),
+            ),
+        );
+        let cc = write(
+            d.path(),
+            "bob/emissions.csv",
+            "timestamp,project_name,run_id,duration,emissions,energy_consumed\n\
+             2025-11-17T12:51:49,codecarbon,x,1.05,1.1e-07,2.0e-06\n",
+        );
+        let by_file = ClassReport::load(&[a.clone(), cc.clone()], GroupBy::File);
+        assert_eq!(by_file.by_student()[0].key, "alice");
+        let r = ClassReport::load(&[a, cc], GroupBy::Auto);
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert!(!r.students_are_files);
+        let s = r.by_student();
+        assert_eq!(s.len(), 2);
+        // alice's rows carry a project name of their own; bob's CodeCarbon default names no one.
+        assert_eq!(s[0].key, "lab");
+        assert_eq!(s[1].key, "bob");
+        assert!((s[0].emissions_kg - 5e-6).abs() < 1e-18);
+        assert_eq!(r.files[1].format, FileFormat::CodeCarbon);
+        let m = r.by_model();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].key, "groq:llama-3.3-70b");
+        let langs: Vec<_> = r.by_language().into_iter().map(|t| t.key).collect();
+        assert!(langs.contains(&"python".to_string()));
+        assert!(langs.contains(&"not recorded (CodeCarbon)".to_string()));
+        assert_eq!(r.by_day().len(), 2);
+        let html = r.html().unwrap();
+        assert!(html.contains("<svg"));
+        assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn bad_files_and_rows_are_named_not_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        let garbage = write(d.path(), "notes.csv", "name,grade\nalice,12\n");
+        let bin = d.path().join("blob.csv");
+        std::fs::write(&bin, [0u8, 159, 146, 150, 255]).unwrap();
+        let empty = write(d.path(), "empty.csv", "");
+        let mixed = write(
+            d.path(),
+            "carol.csv",
+            &format!(
+                "{}\n{}\n{}\nshort,row\n",
+                ours_header(),
+                ours_row(
+                    "2026-01-05T10:00:00Z",
+                    "",
+                    1.0,
+                    1e-6,
+                    2e-6,
+                    "cell,rust,,,,,,"
+                ),
+                ours_row(
+                    "2026-01-05T10:00:00Z",
+                    "",
+                    1.0,
+                    -1.0,
+                    2e-6,
+                    "cell,rust,,,,,,"
+                ),
+            ),
+        );
+        let missing = d.path().join("nope.csv");
+        let r = ClassReport::load(&[garbage, bin, empty, mixed, missing], GroupBy::Auto);
+        assert_eq!(r.skipped.len(), 4, "{:?}", r.skipped);
+        assert!(
+            r.skipped[0].reason.contains("emissions"),
+            "{:?}",
+            r.skipped[0]
+        );
+        assert_eq!(r.files.len(), 1);
+        assert_eq!(r.files[0].skipped_rows, 2);
+        assert_eq!(r.rows.len(), 1);
+        let text = r.text_table();
+        assert!(text.contains("notes.csv"), "{text}");
+        assert!(text.contains("nope.csv"), "{text}");
+        assert!(text.contains("bad emissions"), "{text}");
+    }
+
+    #[test]
+    fn crlf_bom_and_empty_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let text = format!(
+            "\u{feff}{}\r\n{}\r\n",
+            ours_header(),
+            ours_row(
+                "2026-01-05T10:00:00Z",
+                "",
+                1.0,
+                1e-6,
+                2e-6,
+                "cell,java,,,,,,"
+            )
+        );
+        let f = write(d.path(), "win/emissions.csv", &text);
+        std::fs::create_dir(d.path().join("nothing")).unwrap();
+        let r = ClassReport::load(&[f, d.path().join("nothing")], GroupBy::Auto);
+        assert_eq!(r.rows.len(), 1, "{:?}", r.files);
+        assert_eq!(r.rows[0].timestamp.unwrap().timestamp(), 1767607200);
+        assert_eq!(r.by_student()[0].key, "win");
+        assert_eq!(r.skipped.len(), 1);
+        assert!(r.skipped[0].reason.contains("folder"), "{:?}", r.skipped);
+    }
+
+    #[test]
+    fn same_folder_names_in_two_trees_stay_apart_and_bak_files_join() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |p| {
+            format!(
+                "{}\n{}\n",
+                ours_header(),
+                ours_row(
+                    "2026-01-05T10:00:00Z",
+                    p,
+                    1.0,
+                    1e-6,
+                    2e-6,
+                    "cell,java,,,,,,"
+                )
+            )
+        };
+        write(d.path(), "g1/sam/emissions.csv", &row(""));
+        write(d.path(), "g1/sam/emissions.csv.bak", &row(""));
+        write(d.path(), "g2/sam/emissions.csv", &row(""));
+        let r = ClassReport::load(&[d.path().to_path_buf()], GroupBy::Auto);
+        assert_eq!(r.files.len(), 3, "{:?}", r.skipped);
+        let s = r.by_student();
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert!(s[0].key.ends_with("g1/sam") && s[0].count() == 2, "{s:?}");
+        assert!(s[1].key.ends_with("g2/sam"), "{s:?}");
+    }
+
+    /// Rows written by the kernel's own sink read back with their kind, language and model, and
+    /// our copy of CodeCarbon's columns is the writer's.
+    #[test]
+    fn reads_what_the_kernel_writes() {
+        use crate::carbon::{CsvSink, EmissionRecord, Parts, Sink, intensity, record};
+        assert_eq!(CODECARBON_COLUMNS, record::CODECARBON_COLUMNS);
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("kim").join("emissions.csv");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let zone = intensity::zone(Some("FRA")).unwrap();
+        let mut cell = EmissionRecord::base("lab1", "s1", &zone, 1.2);
+        cell.kind = "cell".into();
+        cell.language = "rust".into();
+        cell.set_energy(
+            2.0,
+            &Parts {
+                cpu: crate::units::Joules(90.0),
+                ram: crate::units::Joules(10.0),
+                gpu: crate::units::Joules(0.0),
+            },
+        );
+        let mut llm = EmissionRecord::base("lab1", "s1", &zone, 1.0);
+        llm.kind = "llm".into();
+        llm.llm_provider = "groq".into();
+        llm.llm_model = "llama-3.3-70b-versatile".into();
+        llm.duration = 0.8;
+        llm.emissions = 3e-5;
+        llm.cpu_energy = 5e-4;
+        let mut sink = CsvSink::new(&path);
+        sink.record(&cell).unwrap();
+        sink.record(&llm).unwrap();
+        let r = ClassReport::load(&[path], GroupBy::Auto);
+        assert!(
+            r.skipped.is_empty() && r.files[0].skipped_rows == 0,
+            "{r:?}"
+        );
+        assert_eq!(r.files[0].format, FileFormat::CarbonKernel);
+        assert_eq!(r.rows.len(), 2);
+        assert!(r.rows.iter().all(|x| x.timestamp.is_some()));
+        let t = r.total();
+        assert!((t.emissions_kg - (cell.emissions + 3e-5)).abs() < 1e-15);
+        assert!((t.energy_kwh - (cell.energy_consumed() + 5e-4)).abs() < 1e-15);
+        assert_eq!(r.by_language()[0].key, "rust");
+        assert_eq!(r.by_model()[0].key, "groq:llama-3.3-70b-versatile");
+        assert_eq!(r.by_student()[0].key, "lab1");
+    }
+
+    #[test]
+    fn distinct_project_names_are_students() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "class.csv",
+            &format!(
+                "{}\n{}\n{}\n",
+                ours_header(),
+                ours_row(
+                    "2026-01-05 10:00:00",
+                    "dana",
+                    1.0,
+                    1e-6,
+                    2e-6,
+                    "cell,java,,,,,,"
+                ),
+                ours_row("not a date", "eve", 1.0, 2e-6, 2e-6, "cell,java,,,,,,"),
+            ),
+        );
+        let r = ClassReport::load(&[f], GroupBy::Auto);
+        let keys: Vec<_> = r.by_student().into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, ["eve", "dana"]);
+        assert_eq!(r.undated_rows(), 1);
+        assert!(r.html().unwrap().contains("without a readable timestamp"));
+    }
+
+    #[test]
+    fn formats_read_well() {
+        assert_eq!(fmt_mass(1.234e-3), "1.23 g CO₂eq");
+        assert_eq!(fmt_mass(2e-7), "200 µg CO₂eq");
+        assert_eq!(fmt_energy(5e-6), "5.00 mWh");
+        assert_eq!(fmt_duration(90.0), "90.0 s");
+    }
+}

@@ -1,1 +1,331 @@
-//! e2e: python
+//! e2e: the Python runtime through the real kernel binary: persistent state, live streams, rich
+//! outputs, input(), interrupt, crashes of the worker, 10 MB of output in bounded memory, the
+//! standard-library fallback without IPython, and a missing interpreter.
+
+use crate::harness::{Kernel, Opts};
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn kernel(opts: Opts) -> Kernel {
+    match Kernel::start(opts.timeout(Duration::from_secs(60))) {
+        Ok(k) => k,
+        Err(e) => panic!("kernel did not start: {e}"),
+    }
+}
+
+fn python_kernel() -> Kernel {
+    kernel(Opts::default())
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// All text of an error output: ename, evalue and traceback.
+fn error_text(e: &serde_json::Value) -> String {
+    let tb: Vec<&str> = e["traceback"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l.as_str()).collect())
+        .unwrap_or_default();
+    strip_ansi(&format!("{} {} {}", e["ename"], e["evalue"], tb.join("\n")))
+}
+
+fn python3() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .expect("python3 on PATH")
+}
+
+/// Waits (bounded) for a file the cell creates once it runs. The heartbeat round trips keep the
+/// harness's client runtime turning, which is what actually sends the queued execute_request.
+fn wait_for_file(k: &mut Kernel, p: &Path) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !p.exists() {
+        assert!(Instant::now() < end, "the cell never started");
+        k.heartbeat(Duration::from_millis(50));
+    }
+}
+
+/// Resident memory of a process in KiB (VmHWM after resetting it when possible: the peak).
+fn reset_peak(pid: u32) -> bool {
+    // "5" resets the peak RSS (proc(5), /proc/pid/clear_refs, Linux >= 4.0)
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn state_persists_and_outputs_are_jupyter_messages() {
+    let mut k = python_kernel();
+    let r = k.execute("x = 6 * 7");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    let r = k.execute(
+        "import os\nprint(x)\nos.write(1, b'c-level\\n')\n\
+         class H:\n    def _repr_html_(self): return '<b>h</b>'\n\
+         display(H())\nprint('after')\nx + 1",
+    );
+    assert_eq!(r.status(), "ok");
+    assert_eq!(r.result_text().as_deref(), Some("43"));
+    let t = r.types();
+    let first_stream = t.iter().position(|t| *t == "stream").expect("stream");
+    let display = t
+        .iter()
+        .position(|t| *t == "display_data")
+        .expect("display");
+    let last_stream = t.iter().rposition(|t| *t == "stream").expect("stream");
+    assert!(first_stream < display && display < last_stream, "{t:?}");
+    assert_eq!(r.stdout(), "42\nc-level\nafter\n");
+    assert_eq!(r.displays()[0]["data"]["text/html"], "<b>h</b>");
+
+    let r = k.execute("h = display('a', display_id=True)\nh.update('b')");
+    let id = &r.displays()[0]["transient"]["display_id"];
+    assert!(id.is_string(), "{:?}", r.displays());
+    assert_eq!(&r.updates()[0]["transient"]["display_id"], id);
+
+    let r = k.execute("def f():\n    return 1 / 0\nf()");
+    assert_eq!(r.status(), "error");
+    assert_eq!(r.reply["ename"], "ZeroDivisionError");
+    let e = r.errors()[0];
+    assert!(error_text(e).contains("return 1 / 0"), "{e}");
+    // IPython's coloured traceback
+    assert!(e["traceback"].to_string().contains("\\u001b["), "{e}");
+
+    let r = k.execute("len?");
+    let pager = &r.reply["payload"][0];
+    assert_eq!(pager["source"], "page", "{}", r.reply);
+    assert!(
+        pager["data"]["text/plain"]
+            .to_string()
+            .contains("Return the number")
+    );
+}
+
+#[test]
+fn prints_stream_live_one_message_per_line() {
+    let mut k = python_kernel();
+    let r = k.execute("import time\nfor i in range(3):\n    print(i)\n    time.sleep(0.5)");
+    let chunks: Vec<&str> = r
+        .iopub
+        .iter()
+        .filter(|m| m.msg_type == "stream")
+        .filter_map(|m| m.content["text"].as_str())
+        .collect();
+    assert_eq!(chunks, ["0\n", "1\n", "2\n"]);
+}
+
+#[test]
+fn input_goes_through_the_stdin_channel() {
+    let mut k = python_kernel();
+    k.push_input("carbon");
+    let r = k.execute("name = input('who? ')\nprint(name.upper())");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    assert_eq!(r.input_requests.len(), 1);
+    assert_eq!(r.input_requests[0]["prompt"], "who? ");
+    assert_eq!(r.stdout(), "CARBON\n");
+}
+
+#[test]
+fn interrupt_stops_a_busy_loop_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kernel(Opts::default().workdir(dir.path()));
+    assert_eq!(k.execute("kept = 'yes'").status(), "ok");
+    let id = k
+        .send_execute("open('started', 'w').close()\nwhile True: pass")
+        .unwrap();
+    wait_for_file(&mut k, &dir.path().join("started"));
+    k.interrupt();
+    let r = k.wait(&id).unwrap();
+    assert_eq!(r.status(), "error");
+    assert_eq!(r.reply["ename"], "KeyboardInterrupt");
+    assert_eq!(k.execute("kept").result_text().as_deref(), Some("'yes'"));
+}
+
+#[test]
+fn worker_crashes_are_reported_and_the_next_cell_works() {
+    let mut k = python_kernel();
+    for (code, says) in [
+        ("import os\nos._exit(1)", "exited with status 1"),
+        ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+        (
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+            "SIGKILL",
+        ),
+    ] {
+        assert_eq!(k.execute("lost = 1").status(), "ok");
+        let r = k.execute(code);
+        assert_eq!(r.status(), "error", "{code}");
+        let e = error_text(r.errors()[0]);
+        assert!(e.contains(says) && e.contains("state"), "{code}: {e}");
+        assert!(k.is_alive());
+        let r = k.execute("'lost' in dir()");
+        assert_eq!(r.status(), "ok");
+        assert_eq!(r.result_text().as_deref(), Some("False"));
+        assert!(r.stderr().contains("gone"), "{}", r.stderr());
+    }
+}
+
+#[test]
+fn ten_megabytes_of_output_keep_the_kernel_small() {
+    let mut k = python_kernel();
+    let pid = k.pid();
+    // warm up: worker started, buffers and allocator pools at their working size
+    let r = k.execute("print('y' * 1_000_000)");
+    assert_eq!(r.stdout().len(), 1_000_001);
+    let peak_known = reset_peak(pid);
+    let before = status_kib(pid, "VmRSS:");
+    let r = k.execute("print('x' * 10_000_000)");
+    assert_eq!(r.status(), "ok");
+    assert_eq!(r.stdout().len(), 10_000_001);
+    let streams = r.types().iter().filter(|t| **t == "stream").count();
+    assert!(streams > 10, "sent in {streams} messages");
+    let after = status_kib(pid, if peak_known { "VmHWM:" } else { "VmRSS:" });
+    let growth = after.saturating_sub(before);
+    println!(
+        "kernel RSS before {before} KiB, after 10 MB of output {after} KiB (peak: {peak_known})"
+    );
+    assert!(
+        growth < 5 * 1024,
+        "kernel memory grew by {growth} KiB for 10 MB of output"
+    );
+}
+
+#[test]
+fn without_ipython_the_standard_library_runner_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("python-no-ipython");
+    // -S: no site-packages, so IPython cannot be imported
+    std::fs::write(
+        &py,
+        format!("#!/bin/sh\nexec '{}' -S \"$@\"\n", python3().display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut k = kernel(Opts::default().env("CARBON_PYTHON", py.to_string_lossy()));
+    let r = k.execute("import sys\n'IPython' in sys.modules");
+    assert_eq!(r.result_text().as_deref(), Some("False"));
+    let r = k.execute(
+        "class H:\n    def _repr_html_(self): return '<i>x</i>'\nprint('p')\ndisplay(H())\n[1, 2]",
+    );
+    assert_eq!(r.stdout(), "p\n");
+    assert_eq!(r.displays()[0]["data"]["text/html"], "<i>x</i>");
+    assert_eq!(r.result_text().as_deref(), Some("[1, 2]"));
+    let r = k.execute("def g():\n    raise ValueError('bad')\ng()");
+    assert_eq!(r.reply["ename"], "ValueError");
+    assert!(error_text(r.errors()[0]).contains("raise ValueError('bad')"));
+    k.push_input("42");
+    let r = k.execute("int(input('n? ')) + 1");
+    assert_eq!(r.result_text().as_deref(), Some("43"));
+    // allow_stdin false: the error ipykernel raises
+    let r = k.execute_content(json!({"code": "input()", "allow_stdin": false}));
+    assert_eq!(r.reply["ename"], "StdinNotImplementedError");
+}
+
+#[test]
+fn a_missing_interpreter_is_a_clear_error_and_the_kernel_stays_up() {
+    let mut k = kernel(Opts::default().env("CARBON_PYTHON", "/nonexistent/python3"));
+    assert_eq!(k.kernel_info()["language_info"]["name"], "python");
+    let r = k.execute("1 + 1");
+    assert_eq!(r.status(), "error");
+    let e = error_text(r.errors()[0]);
+    assert!(
+        e.contains("CARBON_PYTHON") && e.contains("/nonexistent/python3"),
+        "{e}"
+    );
+    assert!(k.is_alive());
+    assert!(k.heartbeat(Duration::from_secs(5)));
+}
+
+#[test]
+fn completion_inspection_and_is_complete_use_the_worker() {
+    let mut k = python_kernel();
+    k.execute("import os\nmy_value = 3");
+    let code = "my_va";
+    let r = k.request(
+        "complete_request",
+        json!({"code": code, "cursor_pos": code.len()}),
+    );
+    assert_eq!(r["status"], "ok");
+    assert!(
+        r["matches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "my_value"),
+        "{r}"
+    );
+    assert_eq!(r["cursor_start"], 0);
+    let r = k.request(
+        "inspect_request",
+        json!({"code": "len", "cursor_pos": 3, "detail_level": 0}),
+    );
+    assert_eq!(r["found"], true, "{r}");
+    let r = k.request("is_complete_request", json!({"code": "for i in x:"}));
+    assert_eq!(r["status"], "incomplete", "{r}");
+    let r = k.request("is_complete_request", json!({"code": "x = 1"}));
+    assert_eq!(r["status"], "complete", "{r}");
+}
+
+#[test]
+fn the_worker_dies_with_the_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kernel(Opts::default().workdir(dir.path()));
+    // Busy, so it cannot notice EOF on its command channel: only PR_SET_PDEATHSIG can stop it.
+    k.send_execute("import os\nopen('pid.tmp', 'w').write(str(os.getpid()))\nos.rename('pid.tmp', 'pid')\nwhile True: pass")
+        .unwrap();
+    let file = dir.path().join("pid");
+    wait_for_file(&mut k, &file);
+    let pid: u32 = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    assert_ne!(pid, k.pid());
+    // Only the kernel, not its process group.
+    k.signal(libc::SIGKILL);
+    k.wait_exit(Duration::from_secs(10)).expect("kernel exits");
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "worker {pid} outlived the kernel");
+}
+
+#[test]
+fn interrupting_a_pending_input_ends_the_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kernel(Opts::default().workdir(dir.path()));
+    assert_eq!(k.execute("kept = 1").status(), "ok");
+    // no answer queued: the input_request stays open until the interrupt
+    let id = k
+        .send_execute("open('started', 'w').close()\ninput('never answered? ')")
+        .unwrap();
+    wait_for_file(&mut k, &dir.path().join("started"));
+    k.interrupt();
+    let r = k.wait(&id).unwrap();
+    assert_eq!(r.reply["ename"], "KeyboardInterrupt", "{}", r.reply);
+    assert_eq!(k.execute("kept").result_text().as_deref(), Some("1"));
+}

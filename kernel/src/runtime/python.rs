@@ -1,52 +1,1524 @@
-//! Python runtime (in progress).
+//! Python: a persistent `python3` child running the driver embedded from
+//! `kernel/assets/python_driver.py` (IPython's `InteractiveShell` when importable, a standard-library
+//! runner otherwise).
+//!
+//! Channels (see the driver's docstring): commands as NDJSON on the child's stdin, frames as NDJSON
+//! on its fd 3, the user's fd 1/2 on two pipes that reader threads here pump live. Frames that must
+//! follow earlier output (displays, input requests, the end of a cell) carry a sequence number; the
+//! driver writes a marker with that number into both output pipes first, and [`Pump`] publishes the
+//! frame only once both markers came through, so `print(1); display(2); print(3)` arrives in order.
+//! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
+//! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
-use super::{ExecOutcome, InterruptHandle, Language, LanguageInfo, Publish, Runtime, RuntimeError};
+use super::child::{self, Supervised};
+use super::{
+    Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
+    LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
+};
+use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
-use std::sync::Arc;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The driver, embedded so the binary is all one needs.
+const DRIVER: &str = include_str!("../../assets/python_driver.py");
+
+/// Runs first, in syntax any Python (2.x included) parses, so a too-old interpreter says so
+/// instead of failing on the driver's syntax. The driver travels in an env var the bootstrap
+/// removes before user code runs.
+const BOOTSTRAP: &str = "import sys\n\
+if sys.version_info < (3, 8):\n    \
+sys.stderr.write('CARBON_TOO_OLD %s\\n' % sys.version.split()[0]); sys.exit(3)\n\
+import os, types\n\
+_m = types.ModuleType('_carbon_driver'); sys.modules['_carbon_driver'] = _m\n\
+exec(compile(os.environ.pop('CARBON_DRIVER_SOURCE'), '<carbon driver>', 'exec'), _m.__dict__)\n\
+del os, types\n\
+_m.main()\n";
+
+/// Oldest supported Python: 3.8 brings `ast.Expression` handling and walrus-era `ast` the driver
+/// uses, and is the oldest IPython 8 supports.
+const MIN_VERSION: &str = "3.8";
+
+/// Bytes per read of an output pipe: half a default Linux pipe buffer (pipe(7): 64 KiB).
+const READ_CHUNK: usize = 32 * 1024;
+/// Events in flight between the reader threads and the pump; with [`READ_CHUNK`] this bounds
+/// buffered output to ~0.5 MiB however much a cell prints.
+const CHANNEL_CAP: usize = 16;
+/// Largest stream message published at once (merged small writes).
+const MAX_PUBLISH: usize = 64 * 1024;
+/// Small writes are merged for this long before publishing (reference §4.4: merge over 10–50 ms
+/// so iopub is not flooded; ipykernel flushes every 200 ms).
+const MERGE: Duration = Duration::from_millis(20);
+/// An interrupted cell that has not finished this long after SIGINT is killed (reference §4.6:
+/// "escalate to SIGKILL after a few seconds"; KeyboardInterrupt arrives in ~0.5 s when it can).
+const ESCALATE_AFTER: Duration = Duration::from_secs(3);
+/// Time allowed for the worker to import IPython and say ready (a cold .pyc cache on a loaded
+/// 2-core machine takes a few seconds; measured warm start is 25–37 ms without IPython).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for completion / inspection / is_complete answers.
+const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A frame still waiting for its markers after this long without any output is released anyway
+/// (user code replaced fd 1/2 between our check and the write).
+const MARKER_GRACE: Duration = Duration::from_secs(2);
+/// Output produced between cells (background threads), kept for the next cell, at most.
+const LEFTOVER_CAP: usize = 1024 * 1024;
+
+/// Which python runs cells: `CARBON_PYTHON` (settings or environment), else the active virtual
+/// environment's (`$VIRTUAL_ENV/bin/python`), else `python3` on `PATH`. The `%carbon run FILE.py`
+/// magic uses the same one.
+pub fn python_executable(settings: &Settings) -> Result<PathBuf, RuntimeError> {
+    let configured = settings
+        .get("CARBON_PYTHON")
+        .map(OsString::from)
+        .or_else(|| std::env::var_os("CARBON_PYTHON").filter(|v| !v.is_empty()));
+    resolve_python(
+        configured.as_deref(),
+        std::env::var_os("VIRTUAL_ENV").as_deref(),
+    )
+}
+
+fn unavailable(reason: String) -> RuntimeError {
+    RuntimeError::Unavailable {
+        language: "python",
+        reason,
+    }
+}
+
+fn resolve_python(
+    configured: Option<&OsStr>,
+    venv: Option<&OsStr>,
+) -> Result<PathBuf, RuntimeError> {
+    if let Some(c) = configured {
+        return child::find_executable(c).ok_or_else(|| {
+            unavailable(format!(
+                "CARBON_PYTHON={} is not an executable file; set CARBON_PYTHON to a Python >= {MIN_VERSION}",
+                c.to_string_lossy()
+            ))
+        });
+    }
+    if let Some(v) = venv.filter(|v| !v.is_empty())
+        && let Some(p) = child::find_executable(Path::new(v).join("bin/python").as_os_str())
+    {
+        return Ok(p);
+    }
+    child::find_executable(OsStr::new("python3")).ok_or_else(|| {
+        unavailable(format!(
+            "no python3 on PATH; install Python >= {MIN_VERSION} or set CARBON_PYTHON=/path/to/python"
+        ))
+    })
+}
+
+/// A cheap guess of the version behind `exe` for `language_info` before the worker ever ran:
+/// a venv's `pyvenv.cfg`, else a `pythonX.Y` file name.
+fn guess_version(exe: &Path) -> Option<String> {
+    if let Some(dir) = exe.parent().and_then(Path::parent)
+        && let Ok(cfg) = std::fs::read_to_string(dir.join("pyvenv.cfg"))
+    {
+        for line in cfg.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            if matches!(k.trim(), "version" | "version_info") {
+                return Some(v.trim().to_string());
+            }
+        }
+    }
+    let real = std::fs::canonicalize(exe).ok()?;
+    let name = real.file_name()?.to_str()?;
+    let v = name.strip_prefix("python")?;
+    (!v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.')).then(|| v.to_string())
+}
+
+/// One thing a reader thread saw.
+enum Ev {
+    /// Output text of stream 0 (stdout) or 1 (stderr).
+    Text(usize, String),
+    /// An ordering marker with this sequence number on stream 0/1.
+    Marker(usize, u64),
+    /// The stream's pipe closed.
+    StreamEnd(usize),
+    /// A protocol frame.
+    Frame(Value),
+    /// A line on the protocol channel that is not JSON.
+    Bad(String),
+    /// The protocol channel closed: the worker is gone.
+    ProtoEnd,
+}
+
+/// Lets a stream reader continue past marker `k` once the frame `k` was published, so output
+/// written after a display cannot overtake it.
+#[derive(Default)]
+struct Gate {
+    released: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn release(&self, seq: u64) {
+        let mut r = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        if seq > *r {
+            *r = seq;
+        }
+        self.cv.notify_all();
+    }
+    fn open(&self) {
+        self.release(u64::MAX);
+    }
+    fn wait(&self, seq: u64) {
+        let mut r = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        while *r < seq {
+            r = self.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Splits a pipe's bytes into text and markers (markers may straddle reads, and so may UTF-8).
+struct MarkerSplitter {
+    prefix: Vec<u8>,
+    pending: Vec<u8>,
+}
+
+/// What [`MarkerSplitter::feed`] found, in order.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    Text(String),
+    Marker(u64),
+}
+
+impl MarkerSplitter {
+    fn new(token: &str) -> Self {
+        let mut prefix = b"\x00\x1fC".to_vec();
+        prefix.extend_from_slice(token.as_bytes());
+        prefix.push(b':');
+        Self {
+            prefix,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feeds bytes; `eof` flushes everything held back.
+    fn feed(&mut self, bytes: &[u8], eof: bool, out: &mut Vec<Piece>) {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            if let Some(i) = find(&self.pending, &self.prefix) {
+                let after = i + self.prefix.len();
+                let Some(end) = self.pending[after..].iter().position(|&b| b == 0x1f) else {
+                    // the marker's tail has not arrived yet
+                    self.emit_text(i, out);
+                    if eof {
+                        self.emit_text(self.pending.len(), out);
+                    }
+                    return;
+                };
+                let seq = std::str::from_utf8(&self.pending[after..after + end])
+                    .ok()
+                    .and_then(|s| s.parse().ok());
+                self.emit_text(i, out);
+                let consumed = after + end + 1 - i;
+                match seq {
+                    Some(seq) => {
+                        self.pending.drain(..consumed);
+                        out.push(Piece::Marker(seq));
+                    }
+                    None => {
+                        // not ours after all: pass the bytes through as text
+                        self.emit_text(consumed, out);
+                    }
+                }
+                continue;
+            }
+            let keep = if eof {
+                0
+            } else {
+                partial_suffix(&self.pending, &self.prefix).max(incomplete_utf8(&self.pending))
+            };
+            self.emit_text(self.pending.len() - keep, out);
+            return;
+        }
+    }
+
+    fn emit_text(&mut self, n: usize, out: &mut Vec<Piece>) {
+        if n == 0 {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.pending[..n]).into_owned();
+        self.pending.drain(..n);
+        match out.last_mut() {
+            Some(Piece::Text(t)) => t.push_str(&text),
+            _ => out.push(Piece::Text(text)),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Length of the longest suffix of `hay` that is a proper prefix of `needle`.
+fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
+    (1..needle.len().min(hay.len() + 1))
+        .rev()
+        .find(|&k| hay[hay.len() - k..] == needle[..k])
+        .unwrap_or(0)
+}
+
+/// Bytes at the end of `b` that start a UTF-8 sequence not yet complete.
+fn incomplete_utf8(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let c = b[b.len() - back];
+        if c & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back
+        }
+        let need = if c >= 0xF0 {
+            4
+        } else if c >= 0xE0 {
+            3
+        } else if c >= 0xC0 {
+            2
+        } else {
+            1
+        };
+        return if need > back { back } else { 0 };
+    }
+    0
+}
+
+/// A running worker.
+struct Worker {
+    proc: Supervised,
+    stdin: Option<ChildStdin>,
+    rx: Receiver<Ev>,
+    gate: Arc<Gate>,
+    next_id: u64,
+}
+
+impl Worker {
+    fn send(&mut self, v: &Value) -> std::io::Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("stdin closed"))?;
+        let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        stdin.write_all(&line)?;
+        stdin.flush()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.gate.open();
+    }
+}
+
+/// State the interrupt handle shares with the runtime.
+#[derive(Default)]
+struct Shared {
+    /// pid of the python process (0: none), for SIGINT.
+    pid: AtomicU32,
+    /// a cell is running
+    busy: AtomicBool,
+    /// when the running cell was interrupted
+    interrupted_at: Mutex<Option<Instant>>,
+}
 
 /// The Python back-end.
-pub struct PythonRuntime {}
+pub struct PythonRuntime {
+    configured: Option<OsString>,
+    worker: Option<Worker>,
+    shared: Arc<Shared>,
+    version: Option<String>,
+    ipython: Option<String>,
+    /// Told to the user at the start of the next cell (restart after a crash, IPython trouble).
+    notice: Option<String>,
+    /// Output of background threads between cells.
+    leftover: VecDeque<(StreamName, String)>,
+    leftover_len: usize,
+}
 
 impl PythonRuntime {
-    /// A runtime that starts lazily.
-    pub fn new(_settings: &Settings) -> Self {
-        Self {}
+    /// A runtime that starts lazily, with the python of [`python_executable`].
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            configured: settings.get("CARBON_PYTHON").map(OsString::from),
+            worker: None,
+            shared: Arc::default(),
+            version: None,
+            ipython: None,
+            notice: None,
+            leftover: VecDeque::new(),
+            leftover_len: 0,
+        }
     }
+
+    fn executable(&self) -> Result<PathBuf, RuntimeError> {
+        let configured = self
+            .configured
+            .clone()
+            .or_else(|| std::env::var_os("CARBON_PYTHON").filter(|v| !v.is_empty()));
+        resolve_python(
+            configured.as_deref(),
+            std::env::var_os("VIRTUAL_ENV").as_deref(),
+        )
+    }
+
+    /// The IPython version the worker uses (`None`: standard-library runner, or not started).
+    pub fn ipython_version(&self) -> Option<&str> {
+        self.ipython.as_deref()
+    }
+
+    fn spawn_worker(&mut self) -> Result<(), RuntimeError> {
+        let exe = self.executable()?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut cmd = Command::new(&exe);
+        cmd.args(["-u", "-c", BOOTSTRAP])
+            .env("CARBON_DRIVER_SOURCE", DRIVER)
+            .env("CARBON_MARKER_TOKEN", &token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Ok(me) = std::env::current_exe() {
+            // so notebooks can call `carbon-kernel report …` without it on PATH
+            cmd.env("CARBON_KERNEL_BIN", me);
+        }
+        if std::env::var_os("PYTHONIOENCODING").is_none() {
+            // the pumps decode UTF-8 whatever the locale
+            cmd.env("PYTHONIOENCODING", "utf-8");
+        }
+        let cannot = |e: std::io::Error| {
+            unavailable(format!(
+                "cannot run {}: {e}; set CARBON_PYTHON to a Python >= {MIN_VERSION}",
+                exe.display()
+            ))
+        };
+        let (proto_r, proto_w) = std::io::pipe().map_err(cannot)?;
+        let child = child::spawn(cmd, Some(proto_w.into())).map_err(cannot)?;
+        let mut proc = Supervised::new(child);
+        let c = proc.child_mut();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (c.stdin.take(), c.stdout.take(), c.stderr.take())
+        else {
+            return Err(unavailable("the python child has no pipes".into()));
+        };
+        let (tx, rx) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
+        let gate = Arc::new(Gate::default());
+        let io_err = |e| RuntimeError::Io {
+            language: "python",
+            source: e,
+        };
+        for (i, pipe) in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let tx: SyncSender<Ev> = tx.clone();
+            let gate = gate.clone();
+            let mut split = MarkerSplitter::new(&token);
+            let mut pieces = Vec::new();
+            child::read_chunks("carbon-py-out", pipe, READ_CHUNK, move |bytes| {
+                let eof = bytes.is_empty();
+                pieces.clear();
+                split.feed(bytes, eof, &mut pieces);
+                for p in pieces.drain(..) {
+                    let sent = match p {
+                        Piece::Text(t) => tx.send(Ev::Text(i, t)),
+                        Piece::Marker(k) => {
+                            let r = tx.send(Ev::Marker(i, k));
+                            gate.wait(k);
+                            r
+                        }
+                    };
+                    if sent.is_err() {
+                        return false;
+                    }
+                }
+                if eof {
+                    let _ = tx.send(Ev::StreamEnd(i));
+                }
+                true
+            })
+            .map_err(io_err)?;
+        }
+        child::read_lines("carbon-py-proto", proto_r, move |line| {
+            let ev = match line {
+                None => Ev::ProtoEnd,
+                Some(l) => match serde_json::from_str::<Value>(&l) {
+                    Ok(v) => Ev::Frame(v),
+                    Err(_) => Ev::Bad(l),
+                },
+            };
+            tx.send(ev).is_ok()
+        })
+        .map_err(io_err)?;
+        let mut worker = Worker {
+            proc,
+            stdin: Some(stdin),
+            rx,
+            gate,
+            next_id: 1,
+        };
+        // Wait for "ready", keeping what the child says meanwhile for the error message.
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut said = String::new();
+        let mut ended = [false, false];
+        let mut proto_end = false;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                worker.proc.kill();
+                return Err(unavailable(format!(
+                    "{} did not start within {} s: {}",
+                    exe.display(),
+                    START_TIMEOUT.as_secs(),
+                    tail(&said)
+                )));
+            }
+            let ev = match worker.rx.recv_timeout(if proto_end {
+                Duration::from_millis(500).min(left)
+            } else {
+                left
+            }) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) if proto_end => break,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            match ev {
+                Ev::Frame(v) if v["t"] == "ready" => {
+                    self.version = v["version"].as_str().map(str::to_string);
+                    self.ipython = v["ipython"].as_str().map(str::to_string);
+                    let pid = v["pid"]
+                        .as_u64()
+                        .and_then(|p| u32::try_from(p).ok())
+                        .unwrap_or(worker.proc.pid());
+                    self.shared.pid.store(pid, Ordering::SeqCst);
+                    if let Some(w) = v["warning"].as_str() {
+                        self.notice = Some(format!("{w}\n"));
+                    }
+                    if !said.trim().is_empty() {
+                        log::debug!("python worker start-up output: {}", said.trim());
+                    }
+                    self.worker = Some(worker);
+                    return Ok(());
+                }
+                Ev::Text(_, t) => {
+                    if said.len() < 64 * 1024 {
+                        said.push_str(&t);
+                    }
+                }
+                Ev::StreamEnd(i) => {
+                    ended[i] = true;
+                    if proto_end && ended == [true, true] {
+                        break;
+                    }
+                }
+                Ev::ProtoEnd => {
+                    proto_end = true;
+                    if ended == [true, true] {
+                        break;
+                    }
+                }
+                Ev::Marker(..) | Ev::Frame(_) | Ev::Bad(_) => {}
+            }
+        }
+        let how = worker.proc.exit_description();
+        if let Some(v) = said
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("CARBON_TOO_OLD "))
+        {
+            return Err(unavailable(format!(
+                "{} is Python {v}; carbon-kernel needs Python >= {MIN_VERSION}: set CARBON_PYTHON to a newer python",
+                exe.display()
+            )));
+        }
+        Err(unavailable(format!(
+            "{} could not start the kernel's driver ({how}): {}; set CARBON_PYTHON to a working Python >= {MIN_VERSION}",
+            exe.display(),
+            tail(&said)
+        )))
+    }
+
+    /// The worker died (or was killed): forget it and tell the next cell.
+    fn lose_worker(&mut self, how: String) -> RuntimeError {
+        self.shared.pid.store(0, Ordering::SeqCst);
+        self.worker = None;
+        self.notice = Some(format!(
+            "[python restarted: the previous worker {how}; variables and imports defined before are gone]\n"
+        ));
+        RuntimeError::Died {
+            language: "python",
+            how,
+        }
+    }
+
+    fn keep_leftover(&mut self, name: StreamName, text: String) {
+        self.leftover_len += text.len();
+        self.leftover.push_back((name, text));
+        while self.leftover_len > LEFTOVER_CAP {
+            match self.leftover.pop_front() {
+                Some((_, t)) => self.leftover_len -= t.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Sends a side request (complete, inspect, is_complete) and waits for its reply.
+    fn side_request(&mut self, mut req: Value) -> Option<Value> {
+        self.start().ok()?;
+        let w = self.worker.as_mut()?;
+        let id = w.next_id;
+        w.next_id += 1;
+        req["id"] = json!(id);
+        if w.send(&req).is_err() {
+            return None;
+        }
+        match self.pump(None, Wait::Reply(id)) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!("python side request failed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Publishes the worker's events until the awaited frame (a cell's `done`, or a side reply).
+    /// `out` is `None` between cells (completion, inspection): output is kept for the next cell.
+    fn pump(
+        &mut self,
+        mut out: Option<&mut dyn Publish>,
+        wait: Wait,
+    ) -> Result<Option<Value>, RuntimeError> {
+        let mut p = Pump {
+            text: None,
+            seen: [0, 0],
+            ended: [false, false],
+            pending: VecDeque::new(),
+            last_activity: Instant::now(),
+            force: false,
+        };
+        let started = Instant::now();
+        let mut proto_end: Option<Instant> = None;
+        loop {
+            if let Wait::Done(_) = wait {
+                let since = *self
+                    .shared
+                    .interrupted_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(t) = since
+                    && t.elapsed() >= ESCALATE_AFTER
+                {
+                    p.flush(&mut out, self);
+                    if let Some(w) = self.worker.as_mut() {
+                        w.proc.kill();
+                    }
+                    return Err(self.lose_worker(format!(
+                        "did not stop within {} s of the interrupt and was killed (SIGKILL)",
+                        ESCALATE_AFTER.as_secs()
+                    )));
+                }
+            }
+            if let Wait::Reply(_) = wait
+                && started.elapsed() > SIDE_TIMEOUT
+            {
+                p.flush(&mut out, self);
+                return Ok(None);
+            }
+            if let Some(t) = proto_end
+                && (p.ended == [true, true] || t.elapsed() > Duration::from_millis(500))
+            {
+                // The worker is gone and its last output is in: publish what it sent, then say so.
+                p.force = true;
+                self.release(&mut p, &mut out, &wait)?;
+                p.flush(&mut out, self);
+                let how = match self.worker.as_mut() {
+                    Some(w) => w.proc.exit_description(),
+                    None => "ended".into(),
+                };
+                return Err(self.lose_worker(how));
+            }
+            let Some(w) = self.worker.as_ref() else {
+                return Err(self.lose_worker("is gone".into()));
+            };
+            let timeout = if p.text.is_some() {
+                MERGE
+            } else {
+                Duration::from_millis(100)
+            };
+            match w.rx.recv_timeout(timeout) {
+                Ok(Ev::Text(i, t)) => {
+                    p.last_activity = Instant::now();
+                    p.push_text(i, t, &mut out, self);
+                }
+                Ok(Ev::Marker(i, k)) => {
+                    p.last_activity = Instant::now();
+                    p.seen[i] = k;
+                }
+                Ok(Ev::StreamEnd(i)) => p.ended[i] = true,
+                Ok(Ev::Frame(v)) => {
+                    if v.get("seq").is_some() {
+                        p.pending.push_back(v);
+                    } else if let Wait::Reply(id) = wait
+                        && v["t"] == "reply"
+                        && v["id"].as_u64() == Some(id)
+                    {
+                        p.flush(&mut out, self);
+                        return Ok(Some(v));
+                    } else {
+                        log::debug!("python: unexpected frame {v}");
+                    }
+                }
+                Ok(Ev::Bad(line)) => {
+                    log::warn!("python: malformed frame from the worker: {line:.200}")
+                }
+                Ok(Ev::ProtoEnd) | Err(RecvTimeoutError::Disconnected) => {
+                    proto_end.get_or_insert_with(Instant::now);
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    p.flush(&mut out, self);
+                    if !p.pending.is_empty() && p.last_activity.elapsed() > MARKER_GRACE {
+                        log::warn!("python: frame released without its output markers");
+                        p.force = true;
+                    }
+                }
+            }
+            if let Some(done) = self.release(&mut p, &mut out, &wait)? {
+                return Ok(Some(done));
+            }
+        }
+    }
+
+    /// Publishes the pending frames whose markers came through (all of them with `p.force`).
+    /// Returns the awaited `done` frame when it is released.
+    fn release(
+        &mut self,
+        p: &mut Pump,
+        out: &mut Option<&mut dyn Publish>,
+        wait: &Wait,
+    ) -> Result<Option<Value>, RuntimeError> {
+        while let Some(front) = p.pending.front() {
+            let seq = front["seq"].as_u64().unwrap_or(0);
+            let ready = p.force
+                || (0..2).all(|i| {
+                    !front["m"][i].as_bool().unwrap_or(false) || p.seen[i] >= seq || p.ended[i]
+                });
+            if !ready {
+                break;
+            }
+            let f = p.pending.pop_front().unwrap_or_default();
+            p.flush(out, self);
+            let gate = self.worker.as_ref().map(|w| w.gate.clone());
+            let mut result = None;
+            match f["t"].as_str().unwrap_or("") {
+                "done" => {
+                    if let Wait::Done(id) = wait
+                        && f["id"].as_u64() == Some(*id)
+                    {
+                        result = Some(f);
+                    }
+                }
+                "display" => {
+                    let b = bundle(&f["data"], &f["metadata"]);
+                    let id = f["display_id"].as_str();
+                    match (out.as_mut(), id) {
+                        (Some(o), Some(id)) if f["update"] == true => o.update_display(b, id),
+                        (Some(o), _) => o.display(b, id),
+                        (None, _) => log::debug!("python: display between cells dropped"),
+                    }
+                }
+                "clear" => {
+                    if let Some(o) = out.as_mut() {
+                        o.clear_output(f["wait"] == true);
+                    }
+                }
+                "input" => {
+                    let prompt = f["prompt"].as_str().unwrap_or("");
+                    let answer = match out.as_mut() {
+                        Some(o) => o.input(prompt, f["password"] == true),
+                        None => None,
+                    };
+                    let interrupted = {
+                        let mut g = self
+                            .shared
+                            .interrupted_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        // The escalation clock restarts: the worker could not react while the
+                        // front-end was being asked.
+                        g.as_mut().map(|t| *t = Instant::now()).is_some()
+                    };
+                    let reply = json!({
+                        "op": "input_reply",
+                        "value": answer,
+                        "interrupted": interrupted && answer.is_none(),
+                    });
+                    if let Some(w) = self.worker.as_mut()
+                        && let Err(e) = w.send(&reply)
+                    {
+                        log::warn!("python: cannot send the input reply: {e}");
+                    }
+                }
+                other => log::debug!("python: unknown frame type {other:?}"),
+            }
+            if let Some(g) = gate {
+                g.release(seq);
+            }
+            if result.is_some() {
+                return Ok(result);
+            }
+        }
+        if p.pending.is_empty() {
+            p.force = false;
+        }
+        Ok(None)
+    }
+}
+
+/// What [`PythonRuntime::pump`] waits for.
+enum Wait {
+    /// The `done` frame of this execute id.
+    Done(u64),
+    /// The reply to this side-request id.
+    Reply(u64),
+}
+
+/// Per-call state of [`PythonRuntime::pump`].
+struct Pump {
+    /// Merged text not yet published: (stream index, text).
+    text: Option<(usize, String)>,
+    /// Last marker seen per stream.
+    seen: [u64; 2],
+    /// Stream pipes closed.
+    ended: [bool; 2],
+    /// Frames waiting for their markers.
+    pending: VecDeque<Value>,
+    /// Last output or marker.
+    last_activity: Instant,
+    /// Release pending frames without waiting for markers.
+    force: bool,
+}
+
+fn stream_name(i: usize) -> StreamName {
+    if i == 0 {
+        StreamName::Stdout
+    } else {
+        StreamName::Stderr
+    }
+}
+
+impl Pump {
+    fn push_text(
+        &mut self,
+        i: usize,
+        t: String,
+        out: &mut Option<&mut dyn Publish>,
+        rt: &mut PythonRuntime,
+    ) {
+        match &mut self.text {
+            Some((j, buf)) if *j == i && buf.len() + t.len() <= MAX_PUBLISH => buf.push_str(&t),
+            _ => {
+                self.flush(out, rt);
+                self.text = Some((i, t));
+            }
+        }
+        if self
+            .text
+            .as_ref()
+            .is_some_and(|(_, b)| b.len() >= MAX_PUBLISH)
+        {
+            self.flush(out, rt);
+        }
+    }
+
+    fn flush(&mut self, out: &mut Option<&mut dyn Publish>, rt: &mut PythonRuntime) {
+        if let Some((i, t)) = self.text.take() {
+            match out.as_mut() {
+                Some(o) => o.stream(stream_name(i), &t),
+                None => rt.keep_leftover(stream_name(i), t),
+            }
+        }
+    }
+}
+
+fn bundle(data: &Value, metadata: &Value) -> MimeBundle {
+    let mut b = MimeBundle::new();
+    if let Some(d) = data.as_object() {
+        for (k, v) in d {
+            b.data.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(m) = metadata.as_object() {
+        for (k, v) in m {
+            b.metadata.insert(k.clone(), v.clone());
+        }
+    }
+    b
+}
+
+fn outcome(f: &Value) -> ExecOutcome {
+    let result = f["result"]
+        .as_object()
+        .map(|r| bundle(&r["data"], r.get("metadata").unwrap_or(&Value::Null)))
+        .filter(|b| !b.is_empty());
+    let pager = Some(bundle(&f["pager"], &Value::Null)).filter(|b| !b.is_empty());
+    let error = match f["error"].as_object() {
+        Some(e) => Some(ExecError {
+            ename: e["ename"].as_str().unwrap_or("Error").to_string(),
+            evalue: e["evalue"].as_str().unwrap_or("").to_string(),
+            traceback: e["traceback"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|l| l.as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
+        None if f["status"] == "error" => Some(ExecError::new("Error", "the cell failed")),
+        None => None,
+    };
+    ExecOutcome {
+        result,
+        error,
+        pager,
+    }
+}
+
+/// The last ~20 lines of what a failing child said, for error messages.
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.trim().lines().collect();
+    let t = lines[lines.len().saturating_sub(20)..].join("\n");
+    if t.is_empty() { "no output".into() } else { t }
+}
+
+/// Byte offset → character index (Python indexes code points).
+fn char_index(code: &str, byte: usize) -> usize {
+    let mut b = byte.min(code.len());
+    while !code.is_char_boundary(b) {
+        b -= 1;
+    }
+    code[..b].chars().count()
+}
+
+/// Character index → byte offset.
+fn byte_offset(code: &str, chars: usize) -> usize {
+    code.char_indices()
+        .nth(chars)
+        .map(|(b, _)| b)
+        .unwrap_or(code.len())
 }
 
 impl Runtime for PythonRuntime {
     fn language(&self) -> Language {
         Language::Python
     }
+
     fn info(&self) -> LanguageInfo {
+        // Never starts the worker: kernel_info must stay fast.
+        let version = self
+            .version
+            .clone()
+            .or_else(|| self.executable().ok().and_then(|e| guess_version(&e)))
+            .unwrap_or_else(|| "3".into());
         LanguageInfo {
             name: "python".into(),
-            version: String::new(),
-            mimetype: String::new(),
-            file_extension: String::new(),
-            pygments_lexer: String::new(),
-            codemirror_mode: String::new(),
-            nbconvert_exporter: String::new(),
+            version,
+            mimetype: "text/x-python".into(),
+            file_extension: ".py".into(),
+            pygments_lexer: "ipython3".into(),
+            codemirror_mode: "ipython".into(),
+            nbconvert_exporter: "python".into(),
         }
     }
+
     fn start(&mut self) -> Result<(), RuntimeError> {
-        Err(RuntimeError::Unavailable {
-            language: "python",
-            reason: "not implemented yet".into(),
+        if let Some(w) = self.worker.as_mut() {
+            if w.proc.try_wait().is_none() {
+                return Ok(());
+            }
+            // died between cells (OOM killer, kill from outside)
+            let how = w.proc.exit_description();
+            let _ = self.lose_worker(how);
+        }
+        self.spawn_worker()
+    }
+
+    fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
+        self.start()?;
+        if let Some(n) = self.notice.take() {
+            out.stream(StreamName::Stderr, &n);
+        }
+        while let Some((name, t)) = self.leftover.pop_front() {
+            out.stream(name, &t);
+        }
+        self.leftover_len = 0;
+        let Some(w) = self.worker.as_mut() else {
+            return Err(self.lose_worker("is gone".into()));
+        };
+        let id = w.next_id;
+        w.next_id += 1;
+        *self
+            .shared
+            .interrupted_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        if w.send(&json!({"op": "execute", "id": id, "code": code}))
+            .is_err()
+        {
+            let how = w.proc.exit_description();
+            return Err(self.lose_worker(how));
+        }
+        self.shared.busy.store(true, Ordering::SeqCst);
+        let r = self.pump(Some(out), Wait::Done(id));
+        self.shared.busy.store(false, Ordering::SeqCst);
+        match r? {
+            Some(f) => {
+                if f["exit"] == true {
+                    // exit()/quit(): the worker ends after this cell, like a kernel restart.
+                    self.shutdown();
+                    self.notice = Some(
+                        "[python restarted after exit(): variables and imports defined before are gone]\n"
+                            .into(),
+                    );
+                }
+                Ok(outcome(&f))
+            }
+            None => Err(RuntimeError::Protocol {
+                language: "python",
+                detail: "the cell ended without a result".into(),
+            }),
+        }
+    }
+
+    fn is_complete(&mut self, code: &str) -> Completeness {
+        let Some(r) = self.side_request(json!({"op": "is_complete", "code": code})) else {
+            return Completeness::Unknown;
+        };
+        match r["status"].as_str() {
+            Some("complete") => Completeness::Complete,
+            Some("incomplete") => {
+                Completeness::Incomplete(r["indent"].as_str().unwrap_or("").to_string())
+            }
+            Some("invalid") => Completeness::Invalid,
+            _ => Completeness::Unknown,
+        }
+    }
+
+    fn complete(&mut self, code: &str, cursor: usize) -> Completions {
+        let cursor = cursor.min(code.len());
+        let empty = Completions {
+            matches: vec![],
+            cursor_start: cursor,
+            cursor_end: cursor,
+        };
+        let req = json!({"op": "complete", "code": code, "cursor": char_index(code, cursor)});
+        let Some(r) = self.side_request(req) else {
+            return empty;
+        };
+        let (Some(matches), Some(start), Some(end)) = (
+            r["matches"].as_array(),
+            r["start"].as_u64(),
+            r["end"].as_u64(),
+        ) else {
+            return empty;
+        };
+        Completions {
+            matches: matches
+                .iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect(),
+            cursor_start: byte_offset(code, start as usize),
+            cursor_end: byte_offset(code, end as usize),
+        }
+    }
+
+    fn inspect(&mut self, code: &str, cursor: usize, detail: u8) -> Inspection {
+        let req = json!({
+            "op": "inspect", "code": code,
+            "cursor": char_index(code, cursor), "detail": detail.min(1),
+        });
+        match self.side_request(req) {
+            Some(r) if r["found"] == true => Inspection {
+                found: true,
+                data: bundle(&r["data"], &Value::Null),
+            },
+            _ => Inspection::default(),
+        }
+    }
+
+    fn interrupt_handle(&self) -> InterruptHandle {
+        let shared = self.shared.clone();
+        Arc::new(move || {
+            if !shared.busy.load(Ordering::SeqCst) {
+                return;
+            }
+            let pid = shared.pid.load(Ordering::SeqCst);
+            if pid != 0 {
+                child::signal_pid(pid, libc::SIGINT);
+            }
+            let mut t = shared
+                .interrupted_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            t.get_or_insert_with(Instant::now);
         })
     }
-    fn execute(
-        &mut self,
-        _code: &str,
-        _out: &mut dyn Publish,
-    ) -> Result<ExecOutcome, RuntimeError> {
-        self.start().map(|_| ExecOutcome::default())
+
+    fn shutdown(&mut self) {
+        self.shared.pid.store(0, Ordering::SeqCst);
+        if let Some(mut w) = self.worker.take() {
+            // EOF on its command channel ends the driver's loop (atexit handlers run).
+            w.stdin.take();
+            if w.proc.wait_timeout(Duration::from_millis(500)).is_none() {
+                w.proc.kill();
+            }
+        }
     }
-    fn interrupt_handle(&self) -> InterruptHandle {
-        Arc::new(|| {})
-    }
-    fn shutdown(&mut self) {}
+
     fn pids(&self) -> Vec<u32> {
-        Vec::new()
+        self.worker.iter().map(|w| w.proc.pid()).collect()
+    }
+}
+
+impl Drop for PythonRuntime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Collected, Collector};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn runtime_with(python: Option<&Path>) -> PythonRuntime {
+        let mut s = Settings::empty();
+        if let Some(p) = python {
+            s.set("CARBON_PYTHON", &p.to_string_lossy());
+        }
+        PythonRuntime::new(&s)
+    }
+
+    fn run(rt: &mut PythonRuntime, code: &str) -> (ExecOutcome, Collector) {
+        let c = Collector::default();
+        let mut out = c.clone();
+        let o = rt.execute(code, &mut out).expect("runtime failure");
+        (o, c)
+    }
+
+    fn plain(b: &Option<MimeBundle>) -> String {
+        b.as_ref()
+            .and_then(|b| b.text("text/plain"))
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// A script that runs python3 with extra arguments.
+    fn wrapper(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn strip_ansi(s: &str) -> String {
+        let mut out = String::new();
+        let mut it = s.chars();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                for d in it.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn system_python() -> PathBuf {
+        child::find_executable(OsStr::new("python3")).expect("python3 on PATH")
+    }
+
+    #[test]
+    fn splitter_finds_markers_across_reads_and_keeps_utf8_whole() {
+        let mut s = MarkerSplitter::new("tok");
+        let mut out = Vec::new();
+        let bytes = "é a\x00\x1fCtok:7\x1fb".as_bytes();
+        for b in bytes.chunks(1) {
+            s.feed(b, false, &mut out);
+        }
+        s.feed(b"", true, &mut out);
+        let text: Vec<_> = out.iter().collect();
+        assert_eq!(
+            text,
+            [
+                &Piece::Text("é a".into()),
+                &Piece::Marker(7),
+                &Piece::Text("b".into())
+            ]
+        );
+        // a foreign marker-looking sequence passes through as text
+        let mut out = Vec::new();
+        s.feed(b"\x00\x1fCtok:x\x1f!", true, &mut out);
+        assert_eq!(out, [Piece::Text("\u{0}\u{1f}Ctok:x\u{1f}!".into())]);
+    }
+
+    #[test]
+    fn state_persists_and_results_streams_displays_arrive_in_order() {
+        let mut rt = runtime_with(None);
+        let (o, _) = run(&mut rt, "x = 41");
+        assert!(o.error.is_none(), "{o:?}");
+        let (o, c) = run(
+            &mut rt,
+            "import os, sys\nprint(x)\nos.write(1, b'raw\\n')\ndisplay(3)\nprint('after')\nsys.stderr.write('err\\n')\nx + 1",
+        );
+        assert!(o.error.is_none(), "{o:?}");
+        assert_eq!(plain(&o.result), "42");
+        let items = c.items();
+        let disp = items
+            .iter()
+            .position(|i| matches!(i, Collected::Display(..)))
+            .expect("display");
+        let before: String = items[..disp]
+            .iter()
+            .filter_map(|i| match i {
+                Collected::Stream(StreamName::Stdout, t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(before, "41\nraw\n");
+        let after: String = items[disp..]
+            .iter()
+            .filter_map(|i| match i {
+                Collected::Stream(StreamName::Stdout, t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(after, "after\n");
+        assert_eq!(c.text(StreamName::Stderr), "err\n");
+        let Collected::Display(b, _) = &items[disp] else {
+            unreachable!()
+        };
+        assert_eq!(b.text("text/plain"), Some("3"));
+        assert!(rt.pids().len() == 1);
+        assert!(rt.info().version.starts_with('3'));
+    }
+
+    #[test]
+    fn errors_inputs_displays_and_pager() {
+        let mut rt = runtime_with(None);
+        let (o, _) = run(&mut rt, "1/0");
+        let e = o.error.expect("error");
+        assert_eq!(e.ename, "ZeroDivisionError");
+        assert!(strip_ansi(&e.traceback.join("\n")).contains("1/0"), "{e:?}");
+
+        let c = Collector::default();
+        c.inputs.lock().unwrap().push_back("carbon".into());
+        let mut out = c.clone();
+        let o = rt
+            .execute("s = input('name? ')\nprint(s.upper())", &mut out)
+            .unwrap();
+        assert!(o.error.is_none(), "{o:?}");
+        assert_eq!(c.text(StreamName::Stdout), "CARBON\n");
+        // no answer (stdin not allowed): a clear Python error, not a hang
+        let (o, _) = run(&mut rt, "input()");
+        assert_eq!(o.error.expect("error").ename, "StdinNotImplementedError");
+
+        let (_, c) = run(
+            &mut rt,
+            "h = display('a', display_id=True)\nh.update('b')\nfrom IPython.display import clear_output\nclear_output(wait=True)",
+        );
+        let items = c.items();
+        let Some(Collected::Display(_, Some(id))) = items.first() else {
+            panic!("{items:?}")
+        };
+        assert!(
+            matches!(&items[1], Collected::Update(b, i) if i == id && b.text("text/plain") == Some("'b'"))
+        );
+        assert_eq!(items[2], Collected::Clear(true));
+
+        let (o, _) = run(&mut rt, "gone = 1\nexit()");
+        assert!(o.error.is_none(), "{o:?}");
+        let (o, c) = run(&mut rt, "'gone' in dir()");
+        assert_eq!(plain(&o.result), "False");
+        assert!(c.text(StreamName::Stderr).contains("exit()"));
+
+        let (o, _) = run(&mut rt, "len?");
+        assert!(
+            plain(&o.pager).contains("Return the number of items"),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn complete_inspect_is_complete() {
+        let mut rt = runtime_with(None);
+        run(&mut rt, "import os\nmy_variable = 1");
+        let c = rt.complete("os.pa", 5);
+        assert_eq!(c.cursor_end, 5);
+        assert!(
+            c.matches
+                .iter()
+                .any(|m| format!("{}{m}", &"os.pa"[..c.cursor_start]) == "os.path"),
+            "{c:?}"
+        );
+        let c = rt.complete("é = my_v", "é = my_v".len());
+        assert!(c.matches.iter().any(|m| m == "my_variable"), "{c:?}");
+        assert_eq!(c.cursor_start, "é = ".len());
+        let i = rt.inspect("len(", 3, 0);
+        assert!(i.found);
+        assert!(i.data.text("text/plain").is_some());
+        assert!(!rt.inspect("no_such_name", 5, 0).found);
+        assert_eq!(rt.is_complete("x = 1"), Completeness::Complete);
+        assert_eq!(
+            rt.is_complete("for i in range(3):"),
+            Completeness::Incomplete("    ".into())
+        );
+        assert_eq!(rt.is_complete("1 +* 2)"), Completeness::Invalid);
+    }
+
+    #[test]
+    fn output_streams_live_in_bounded_chunks() {
+        let mut rt = runtime_with(None);
+        let (o, c) = run(
+            &mut rt,
+            "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.3)",
+        );
+        assert!(o.error.is_none());
+        let chunks: Vec<String> = c
+            .items()
+            .into_iter()
+            .filter_map(|i| match i {
+                Collected::Stream(StreamName::Stdout, t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(chunks, ["0\n", "1\n", "2\n"]);
+
+        let (o, c) = run(&mut rt, "print('x' * 10_000_000)");
+        assert!(o.error.is_none());
+        let items = c.items();
+        let mut total = 0;
+        for i in &items {
+            if let Collected::Stream(_, t) = i {
+                assert!(t.len() <= MAX_PUBLISH);
+                total += t.len();
+            }
+        }
+        assert_eq!(total, 10_000_001);
+        assert!(items.len() > 100);
+    }
+
+    #[test]
+    fn interrupt_stops_a_busy_loop_and_keeps_state() {
+        let mut rt = runtime_with(None);
+        run(&mut rt, "kept = 'yes'");
+        let c = Collector::default();
+        let mut out = c.clone();
+        let h = rt.interrupt_handle();
+        let watcher = c.clone();
+        let t = std::thread::spawn(move || {
+            while !watcher.text(StreamName::Stdout).contains("spinning") {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            h();
+        });
+        let o = rt
+            .execute("print('spinning', flush=True)\nwhile True: pass", &mut out)
+            .unwrap();
+        t.join().unwrap();
+        assert_eq!(o.error.expect("interrupted").ename, "KeyboardInterrupt");
+        let (o, _) = run(&mut rt, "kept");
+        assert_eq!(plain(&o.result), "'yes'");
+    }
+
+    #[test]
+    fn a_worker_that_ignores_interrupts_is_killed_and_restarted() {
+        let mut rt = runtime_with(None);
+        let c = Collector::default();
+        let mut out = c.clone();
+        let h = rt.interrupt_handle();
+        let watcher = c.clone();
+        let t = std::thread::spawn(move || {
+            while !watcher.text(StreamName::Stdout).contains("deaf") {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            h();
+        });
+        let e = rt
+            .execute(
+                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('deaf', flush=True)\nwhile True: pass",
+                &mut out,
+            )
+            .unwrap_err();
+        t.join().unwrap();
+        assert!(matches!(e, RuntimeError::Died { .. }));
+        assert!(e.to_string().contains("did not stop"), "{e}");
+        let (o, c) = run(&mut rt, "1 + 1");
+        assert_eq!(plain(&o.result), "2");
+        assert!(c.text(StreamName::Stderr).contains("are gone"));
+    }
+
+    #[test]
+    fn crashes_are_described_and_the_next_cell_works() {
+        let mut rt = runtime_with(None);
+        for (code, says) in [
+            (
+                "print('bye')\nimport os\nos._exit(1)",
+                "exited with status 1",
+            ),
+            ("import ctypes\nctypes.string_at(0)", "SIGSEGV"),
+            (
+                "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+                "SIGKILL",
+            ),
+        ] {
+            run(&mut rt, "lost = 1");
+            let c = Collector::default();
+            let mut out = c.clone();
+            let e = rt.execute(code, &mut out).unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(e.to_string().contains("state"), "{e}");
+            if code.contains("bye") {
+                assert_eq!(c.text(StreamName::Stdout), "bye\n");
+            }
+            let (o, c) = run(&mut rt, "'lost' in dir()");
+            assert_eq!(plain(&o.result), "False");
+            assert!(c.text(StreamName::Stderr).contains(says));
+        }
+    }
+
+    #[test]
+    fn plain_python_without_ipython() {
+        let dir = tempfile::tempdir().unwrap();
+        let py = system_python();
+        // -S: no site-packages, hence no IPython
+        let w = wrapper(
+            dir.path(),
+            "py",
+            &format!("exec '{}' -S \"$@\"", py.display()),
+        );
+        let mut rt = runtime_with(Some(&w));
+        let (o, c) = run(
+            &mut rt,
+            "class H:\n    def _repr_html_(self): return '<b>h</b>'\nprint('p')\ndisplay(H())\nH()",
+        );
+        assert!(o.error.is_none(), "{o:?}");
+        assert!(rt.ipython_version().is_none());
+        assert_eq!(c.text(StreamName::Stdout), "p\n");
+        let r = o.result.expect("result");
+        assert_eq!(r.text("text/html"), Some("<b>h</b>"));
+        assert!(
+            matches!(&c.items()[1], Collected::Display(b, None) if b.text("text/html").is_some())
+        );
+        let (o, _) = run(&mut rt, "def f():\n    raise ValueError('bad')\nf()");
+        let e = o.error.expect("error");
+        assert_eq!((e.ename.as_str(), e.evalue.as_str()), ("ValueError", "bad"));
+        assert!(e.traceback.join("").contains("raise ValueError('bad')"));
+        assert!(!e.traceback.join("").contains("carbon driver"));
+        let (o, _) = run(&mut rt, "def g(:");
+        assert_eq!(o.error.expect("error").ename, "SyntaxError");
+        assert_eq!(
+            rt.is_complete("if x:"),
+            Completeness::Incomplete("    ".into())
+        );
+        assert!(rt.complete("pri", 3).matches.contains(&"print".to_string()));
+    }
+
+    #[test]
+    fn missing_or_old_python_is_unavailable() {
+        let mut rt = runtime_with(Some(Path::new("/nonexistent/python")));
+        let e = rt.start().unwrap_err();
+        assert!(matches!(e, RuntimeError::Unavailable { .. }));
+        assert!(e.to_string().contains("CARBON_PYTHON"), "{e}");
+        assert_eq!(rt.info().name, "python"); // info never needs the child
+
+        let dir = tempfile::tempdir().unwrap();
+        let py = system_python();
+        // the real bootstrap, on an interpreter that reports 3.7
+        let old = wrapper(
+            dir.path(),
+            "old",
+            &format!(
+                "exec '{}' -c 'import sys; sys.version_info = (3, 7, 9); sys.version = \"3.7.9 (fake)\"; exec(sys.argv[-1])' \"$@\"",
+                py.display()
+            ),
+        );
+        let mut rt = runtime_with(Some(&old));
+        let e = rt.start().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("3.7.9") && msg.contains("CARBON_PYTHON"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn matplotlib_figures_show_inline_when_available() {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        let probe = Command::new(&venv)
+            .args(["-c", "import matplotlib"])
+            .status();
+        if !probe.map(|s| s.success()).unwrap_or(false) {
+            eprintln!("skipped: no matplotlib in {}", venv.display());
+            return;
+        }
+        let mut rt = runtime_with(Some(&venv));
+        let (o, c) = run(
+            &mut rt,
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nprint('drawn')",
+        );
+        assert!(o.error.is_none(), "{o:?}");
+        let items = c.items();
+        assert!(
+            items.iter().any(|i| matches!(i, Collected::Display(b, _)
+                if b.data.contains_key("image/png"))),
+            "{items:?}"
+        );
+        // figures are closed after being shown
+        let (o, _) = run(&mut rt, "len(plt.get_fignums())");
+        assert_eq!(plain(&o.result), "0");
+        // plt.show() shows the figure where it is called, without Agg's "cannot show" warning
+        let (o, c) = run(&mut rt, "print('a')\nplt.plot([1])\nplt.show()\nprint('b')");
+        assert!(o.error.is_none(), "{o:?}");
+        let kinds: Vec<&str> = c
+            .items()
+            .iter()
+            .map(|i| match i {
+                Collected::Stream(StreamName::Stdout, t) if t == "a\n" => "a",
+                Collected::Stream(StreamName::Stdout, t) if t == "b\n" => "b",
+                Collected::Display(b, _) if b.data.contains_key("image/png") => "png",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, ["a", "png", "b"]);
+        // pandas tables are HTML
+        let (o, _) = run(&mut rt, "import pandas as pd\npd.DataFrame({'a': [1, 2]})");
+        let r = o.result.expect("result");
+        assert!(
+            r.text("text/html").is_some_and(|h| h.contains("<table")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn the_driver_fits_in_an_environment_variable() {
+        // Linux caps one environment string at 32 pages (MAX_ARG_STRLEN, execve(2)).
+        assert!(DRIVER.len() < 128 * 1024 - 64);
     }
 }

@@ -1,8 +1,28 @@
 //! Measuring a cell's energy: sensors, the meter, carbon intensity, emission records and sinks.
+//!
+//! * [`sensor`]: `trait Sensor` and the sensors (RAPL via [`rapl`], CPU-time × TDP and RAM models
+//!   from [`hardware`], NVML via [`gpu`]), chosen best-first by the [`meter::Meter`];
+//! * [`procfs`]: per-process attribution from an injectable `/proc` root;
+//! * [`intensity`]: gCO₂eq/kWh per country; [`record`]: `emissions.csv` rows; [`sink`]: where they go;
+//! * [`report`]: the HTML/SVG/text report under a cell, `%carbon summary`, `%carbon csv`;
+//! * [`magic`]: the magics' commands and the `CARBON_*` settings.
+//!
+//! Method and constants: `shared/design/METHODOLOGY.md` §1–2; each constant carries its source.
 
-use crate::registry::MagicSpec;
+pub mod gpu;
+pub mod hardware;
+pub mod intensity;
+pub mod magic;
+pub mod meter;
+pub mod procfs;
+pub mod rapl;
+pub mod record;
+pub mod report;
+pub mod sensor;
+pub mod sink;
 
-/// The magics this module implements (`%%carbon`, `%carbon …`).
-pub fn magic_specs() -> Vec<MagicSpec> {
-    Vec::new()
-}
+pub use magic::{CarbonConfig, CellArgs, LineCommand, magic_specs};
+pub use meter::{LiveSample, Measurement, Meter, MeterConfig, MeterPhase, Parts};
+pub use record::EmissionRecord;
+pub use sensor::{Scope, Sensor};
+pub use sink::{CsvSink, MemorySink, Sink, SinkError, Written};

@@ -1,8 +1,623 @@
 //! `%llm`: providers, the model tables and per-request footprints.
+//!
+//! * [`providers`]: provider keys, the seed's variables (`OPENAI_API_KEY`, `OPENAI_MODEL`, …),
+//!   base-URL overrides, `provider:model` resolution;
+//! * [`client`]: the [`client::Provider`] trait, HTTP for both wire formats, SSE, retries, faults;
+//! * [`footprint`]: both methods of METHODOLOGY.md §3 and their data tables;
+//! * [`report`]: answers, comparison table, charts, explanation, summary;
+//! * [`history`]: the session's requests, kept under `data/`.
+//!
+//! This module parses the magics' arguments ([`parse_line`], [`parse_cell`]); the kernel runs them.
 
-use crate::registry::MagicSpec;
+use crate::registry::{MagicKind, MagicSpec};
+use clap::{Arg, ArgAction, Command};
+use providers::{LlmConfig, ModelSpec, ProviderKind};
+use std::time::Duration;
+
+pub mod client;
+pub mod footprint;
+pub mod history;
+pub mod providers;
+pub mod record;
+pub mod report;
+pub mod run;
+#[doc(hidden)]
+pub mod testserver;
+#[cfg(test)]
+mod wire_tests;
+
+/// Settings key of the default per-request timeout (s).
+pub const TIMEOUT_KEY: &str = "LLM_TIMEOUT_S";
+/// Default per-request timeout (s) when neither `--timeout` nor `LLM_TIMEOUT_S` is set: between
+/// the Groq SDK's 60 s and the OpenAI SDK's 600 s defaults (llm-footprint.md §3.1).
+pub const DEFAULT_TIMEOUT_S: f64 = 120.0;
+
+fn ask_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("models")
+            .long("models")
+            .short('m')
+            .value_name("P:M,P:M")
+            .help("Models to ask, comma-separated PROVIDER:MODEL (default: the default model)"),
+    )
+    .arg(
+        Arg::new("all")
+            .long("all")
+            .action(ArgAction::SetTrue)
+            .conflicts_with("models")
+            .help("Ask every configured model of every provider with a key"),
+    )
+    .arg(
+        Arg::new("system")
+            .long("system")
+            .short('s')
+            .value_name("TEXT")
+            .help("System prompt"),
+    )
+    .arg(
+        Arg::new("max-tokens")
+            .long("max-tokens")
+            .value_name("N")
+            .value_parser(clap::value_parser!(u32).range(1..))
+            .help("Limit on output tokens"),
+    )
+    .arg(
+        Arg::new("temperature")
+            .long("temperature")
+            .short('t')
+            .value_name("T")
+            .value_parser(parse_temperature)
+            .help("Sampling temperature (0 to 2)"),
+    )
+    .arg(
+        Arg::new("timeout")
+            .long("timeout")
+            .value_name("S")
+            .value_parser(parse_positive)
+            .help("Per-request timeout in seconds (default LLM_TIMEOUT_S or 120)"),
+    )
+    .arg(
+        Arg::new("no-stream")
+            .long("no-stream")
+            .action(ArgAction::SetTrue)
+            .help("Ask for the whole answer at once instead of a stream"),
+    )
+}
+
+fn parse_temperature(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=2.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number between 0 and 2")),
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+/// The prompt form: options, then `[PROVIDER:MODEL] PROMPT...` (line) or model specs (cell).
+fn ask_cmd() -> Command {
+    ask_args(Command::new("llm").no_binary_name(true)).arg(
+        Arg::new("words")
+            .num_args(0..)
+            .trailing_var_arg(true)
+            .value_name("[PROVIDER:MODEL] PROMPT")
+            .help("%llm: an optional PROVIDER:MODEL then the prompt; %%llm: optional PROVIDER:MODEL names (the cell body is the prompt)"),
+    )
+}
+
+fn models_cmd() -> Command {
+    Command::new("models").no_binary_name(true).about(
+        "Configured providers and models, and whether each provider has a key (never the key)",
+    )
+}
+
+fn estimate_cmd() -> Command {
+    Command::new("estimate")
+        .no_binary_name(true)
+        .about("Footprint of a hypothetical request, offline (both methods)")
+        .arg(
+            Arg::new("model")
+                .required(true)
+                .value_name("PROVIDER:MODEL"),
+        )
+        .arg(
+            Arg::new("tokens")
+                .long("tokens")
+                .short('n')
+                .required(true)
+                .value_name("N")
+                .value_parser(clap::value_parser!(u64))
+                .help("Output tokens"),
+        )
+        .arg(
+            Arg::new("latency")
+                .long("latency")
+                .value_name("S")
+                .value_parser(parse_positive)
+                .help("Request latency in seconds (default: the model's own generation time)"),
+        )
+}
+
+fn history_cmd() -> Command {
+    Command::new("history")
+        .no_binary_name(true)
+        .about("This notebook's prompts and results (also in data/llm_history.jsonl)")
+        .arg(
+            Arg::new("clear")
+                .long("clear")
+                .action(ArgAction::SetTrue)
+                .help("Forget this session's history (the file keeps earlier sessions)"),
+        )
+}
+
+fn summary_cmd() -> Command {
+    Command::new("summary").no_binary_name(true).about(
+        "Session totals and charts: mean emissions and latency per model, emissions per call",
+    )
+}
+
+/// The full command (help text of `%llm?`).
+fn help_cmd() -> Command {
+    ask_cmd()
+        .about("Ask LLMs and compare their answers, latency, tokens and footprint (two methods)")
+        .subcommand(models_cmd())
+        .subcommand(estimate_cmd())
+        .subcommand(history_cmd())
+        .subcommand(summary_cmd())
+        .after_long_help(
+            "Forms:\n  %llm PROVIDER:MODEL PROMPT...   one model\n  %llm PROMPT...                  the default model (LLM_DEFAULT, else the first model of the first provider with a key)\n  %%llm [--models P:M,P:M | --all] [--system TEXT] [--max-tokens N] [--temperature T] [--timeout S]\n                                  the cell body is the prompt; models run concurrently\n  %llm models | estimate P:M --tokens N [--latency S] | history [--clear] | summary\n\nProviders: openai, gemini, groq, hf (Hugging Face router, MODEL may end in :provider), ollama, local (any OpenAI-compatible server).\nVariables (.env or environment): <P>_API_KEY, <P>_MODEL (comma-separated, first = default), <P>_BASE_URL with P = OPENAI, GEMINI, GROQ, HUGGINGFACE, OLLAMA, LLM_LOCAL; LLM_TIMEOUT_S, LLM_MAX_RETRIES, LLM_PROFILES_FILE, LLM_MODELS_FILE, LLM_SEED_FILE.\nTo send a prompt that starts with models/history/summary/estimate or with 'word:word', use %%llm.",
+        )
+}
 
 /// The magics this module implements (`%llm`, `%%llm`).
 pub fn magic_specs() -> Vec<MagicSpec> {
-    Vec::new()
+    vec![MagicSpec {
+        name: "llm",
+        kind: MagicKind::Both,
+        summary: "Ask LLMs (OpenAI, Gemini, Groq, Hugging Face, Ollama, any OpenAI-compatible server); compare answers, latency, tokens, energy and CO2 by two methods",
+        command: help_cmd,
+    }]
+}
+
+/// A request to one or several models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AskArgs {
+    /// Models, resolved.
+    pub models: Vec<ModelSpec>,
+    /// The prompt.
+    pub prompt: String,
+    /// System prompt.
+    pub system: Option<String>,
+    /// Output token limit.
+    pub max_tokens: Option<u32>,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Ask for streams.
+    pub stream: bool,
+}
+
+/// What a `%llm` / `%%llm` invocation asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmCommand {
+    /// Send a prompt.
+    Ask(AskArgs),
+    /// `%llm models`.
+    Models,
+    /// `%llm estimate`.
+    Estimate {
+        /// model
+        model: ModelSpec,
+        /// output tokens
+        tokens: u64,
+        /// latency (s)
+        latency: Option<f64>,
+    },
+    /// `%llm history`.
+    History {
+        /// forget this session's entries
+        clear: bool,
+    },
+    /// `%llm summary`.
+    Summary,
+}
+
+fn err_prefix(cell: bool) -> &'static str {
+    if cell {
+        "UsageError: %%llm: "
+    } else {
+        "UsageError: %llm: "
+    }
+}
+
+fn clap_err(e: clap::Error, cell: bool) -> String {
+    // clap puts the missing/accepted values on the lines after the first; keep them on one line.
+    let rendered = e.render().to_string();
+    let msg = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let msg = msg.trim_start_matches("error: ");
+    format!(
+        "{}{msg} (see {}llm?)",
+        err_prefix(cell),
+        if cell { "%%" } else { "%" }
+    )
+}
+
+/// True when `w` has the shape `provider:model` (not a URL, not `word:` at the end of a phrase).
+fn looks_like_spec(w: &str) -> bool {
+    match w.split_once(':') {
+        Some((p, m)) => {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && (ProviderKind::parse(p).is_some() || (!m.is_empty() && !m.starts_with('/')))
+        }
+        None => false,
+    }
+}
+
+fn timeout_of(m: &clap::ArgMatches, settings_timeout: Option<f64>) -> Duration {
+    let s = m
+        .get_one::<f64>("timeout")
+        .copied()
+        .or(settings_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT_S);
+    Duration::from_secs_f64(s)
+}
+
+fn resolve_list(list: &str, cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        out.push(
+            cfg.resolve(item)
+                .map_err(|e| format!("{}{e}", err_prefix(cell)))?,
+        );
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{}--models needs at least one PROVIDER:MODEL (providers: {})",
+            err_prefix(cell),
+            ProviderKind::accepted()
+        ));
+    }
+    Ok(out)
+}
+
+fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand, String>> {
+    let first = argv.first()?.as_str();
+    let rest = &argv[1..];
+    let is_sub = match first {
+        "estimate" => true,
+        "models" | "history" | "summary" => rest.is_empty() || rest[0].starts_with('-'),
+        _ => false,
+    };
+    if !is_sub {
+        return None;
+    }
+    if cell {
+        return Some(Err(format!(
+            "{}'{first}' is a %llm line command; use %llm {first}",
+            err_prefix(true)
+        )));
+    }
+    let cmd = match first {
+        "models" => models_cmd(),
+        "estimate" => estimate_cmd(),
+        "history" => history_cmd(),
+        _ => summary_cmd(),
+    };
+    let m = match cmd.try_get_matches_from(rest) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(Err(clap_err(e, false).replacen(
+                "%llm:",
+                &format!("%llm {first}:"),
+                1,
+            )));
+        }
+    };
+    Some(Ok(match first {
+        "models" => LlmCommand::Models,
+        "history" => LlmCommand::History {
+            clear: m.get_flag("clear"),
+        },
+        "summary" => LlmCommand::Summary,
+        _ => {
+            let spec = m.get_one::<String>("model").cloned().unwrap_or_default();
+            let model = match cfg.resolve_any(&spec) {
+                Ok(s) => s,
+                Err(e) => return Some(Err(format!("UsageError: %llm estimate: {e}"))),
+            };
+            LlmCommand::Estimate {
+                model,
+                tokens: m.get_one::<u64>("tokens").copied().unwrap_or(0),
+                latency: m.get_one::<f64>("latency").copied(),
+            }
+        }
+    }))
+}
+
+/// Parses `%llm ARGS`.
+pub fn parse_line(
+    args: &str,
+    cfg: &LlmConfig,
+    settings_timeout: Option<f64>,
+) -> Result<LlmCommand, String> {
+    let argv = shlex::split(args)
+        .ok_or_else(|| format!("{}unbalanced quotes in the arguments", err_prefix(false)))?;
+    if argv.is_empty() {
+        return Err(format!(
+            "{}empty prompt: %llm [PROVIDER:MODEL] PROMPT..., or %llm models | estimate | history | summary",
+            err_prefix(false)
+        ));
+    }
+    if let Some(r) = sub(&argv, false, cfg) {
+        return r;
+    }
+    let m = ask_cmd()
+        .try_get_matches_from(&argv)
+        .map_err(|e| clap_err(e, false))?;
+    let mut words: Vec<String> = m
+        .get_many::<String>("words")
+        .map(|w| w.cloned().collect())
+        .unwrap_or_default();
+    let mut models = match (m.get_one::<String>("models"), m.get_flag("all")) {
+        (Some(l), _) => resolve_list(l, cfg, false)?,
+        (None, true) => all_or_err(cfg, false)?,
+        _ => Vec::new(),
+    };
+    if let Some(w) = words.first()
+        && looks_like_spec(w)
+    {
+        let spec = cfg.resolve(w).map_err(|e| {
+            format!(
+                "{}{e} (to send a prompt starting with '{w}', use %%llm)",
+                err_prefix(false)
+            )
+        })?;
+        models.push(spec);
+        words.remove(0);
+    }
+    // The prompt keeps the user's text as typed (after the model), not the shell-split words.
+    let prompt = prompt_after(args, &argv, argv.len() - words.len());
+    if prompt.trim().is_empty() {
+        return Err(format!(
+            "{}empty prompt: %llm [PROVIDER:MODEL] PROMPT...",
+            err_prefix(false)
+        ));
+    }
+    if models.is_empty() {
+        models.push(
+            cfg.default_model()
+                .map_err(|e| format!("{}{e}", err_prefix(false)))?,
+        );
+    }
+    Ok(LlmCommand::Ask(ask_from(
+        &m,
+        models,
+        prompt,
+        settings_timeout,
+    )))
+}
+
+/// The raw text of `args` from the `skip`-th shell word on (quotes kept as typed), falling back to
+/// the joined words when the raw text cannot be located.
+fn prompt_after(args: &str, argv: &[String], skip: usize) -> String {
+    if skip >= argv.len() {
+        return String::new();
+    }
+    let mut rest = args.trim_start();
+    for w in &argv[..skip] {
+        // skip one shell word: find where it ends in the raw text
+        let mut end = 0;
+        let mut in_s = false;
+        let mut in_d = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '\'' if !in_d => in_s = !in_s,
+                '"' if !in_s => in_d = !in_d,
+                c if c.is_whitespace() && !in_s && !in_d => break,
+                _ => {}
+            }
+            end = i + c.len_utf8();
+        }
+        let _ = w;
+        rest = rest[end..].trim_start();
+    }
+    if rest.is_empty() {
+        argv[skip..].join(" ")
+    } else {
+        rest.to_string()
+    }
+}
+
+fn all_or_err(cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, String> {
+    let v = cfg.all_models();
+    if v.is_empty() {
+        return Err(format!(
+            "{}--all: no provider has both a key and a model list (set e.g. OPENAI_API_KEY and OPENAI_MODEL; providers: {})",
+            err_prefix(cell),
+            ProviderKind::accepted()
+        ));
+    }
+    Ok(v)
+}
+
+fn ask_from(
+    m: &clap::ArgMatches,
+    models: Vec<ModelSpec>,
+    prompt: String,
+    settings_timeout: Option<f64>,
+) -> AskArgs {
+    let mut uniq: Vec<ModelSpec> = Vec::new();
+    for s in models {
+        if !uniq.contains(&s) {
+            uniq.push(s);
+        }
+    }
+    AskArgs {
+        models: uniq,
+        prompt,
+        system: m.get_one::<String>("system").cloned(),
+        max_tokens: m.get_one::<u32>("max-tokens").copied(),
+        temperature: m.get_one::<f64>("temperature").copied(),
+        timeout: timeout_of(m, settings_timeout),
+        stream: !m.get_flag("no-stream"),
+    }
+}
+
+/// Parses `%%llm ARGS` with the cell body as the prompt.
+pub fn parse_cell(
+    args: &str,
+    body: &str,
+    cfg: &LlmConfig,
+    settings_timeout: Option<f64>,
+) -> Result<LlmCommand, String> {
+    let argv = shlex::split(args)
+        .ok_or_else(|| format!("{}unbalanced quotes in the arguments", err_prefix(true)))?;
+    if let Some(r) = sub(&argv, true, cfg) {
+        return r;
+    }
+    let m = ask_cmd()
+        .try_get_matches_from(&argv)
+        .map_err(|e| clap_err(e, true))?;
+    let mut models = match (m.get_one::<String>("models"), m.get_flag("all")) {
+        (Some(l), _) => resolve_list(l, cfg, true)?,
+        (None, true) => all_or_err(cfg, true)?,
+        _ => Vec::new(),
+    };
+    for w in m.get_many::<String>("words").into_iter().flatten() {
+        models.extend(resolve_list(w, cfg, true)?);
+    }
+    if body.trim().is_empty() {
+        return Err(format!(
+            "{}empty prompt: the cell body (the lines after %%llm) is the prompt",
+            err_prefix(true)
+        ));
+    }
+    if models.is_empty() {
+        models.push(
+            cfg.default_model()
+                .map_err(|e| format!("{}{e}", err_prefix(true)))?,
+        );
+    }
+    Ok(LlmCommand::Ask(ask_from(
+        &m,
+        models,
+        body.trim_end().to_string(),
+        settings_timeout,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn cfg() -> LlmConfig {
+        let mut s = Settings::empty();
+        s.set("OPENAI_API_KEY", "sk-test");
+        s.set("OPENAI_MODEL", "gpt-4o-mini,gpt-4o");
+        s.set("GROQ_API_KEY", "gsk-test");
+        s.set("GROQ_MODEL", "llama-3.3-70b-versatile");
+        LlmConfig::from_settings(&s)
+    }
+
+    #[test]
+    fn line_forms() {
+        let c = cfg();
+        let LlmCommand::Ask(a) = parse_line("openai:gpt-4o Say \"hi\"  there", &c, None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.models[0].model, "gpt-4o");
+        assert_eq!(a.prompt, "Say \"hi\"  there");
+        let LlmCommand::Ask(a) = parse_line("What is 2+2? Note: be brief", &c, Some(5.0)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.models[0].to_string(), "openai:gpt-4o-mini");
+        assert_eq!(a.timeout, Duration::from_secs(5));
+        assert!(matches!(
+            parse_line("models", &c, None),
+            Ok(LlmCommand::Models)
+        ));
+        assert!(matches!(
+            parse_line("history of rome", &c, None),
+            Ok(LlmCommand::Ask(_))
+        ));
+        assert!(matches!(
+            parse_line(
+                "estimate groq:llama-3.3-70b-versatile --tokens 100",
+                &c,
+                None
+            ),
+            Ok(LlmCommand::Estimate { tokens: 100, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_input_is_one_line_naming_accepted_values() {
+        let c = cfg();
+        for (args, needle) in [
+            ("foo:bar hello", "openai, gemini, groq, hf, ollama, local"),
+            ("openai:gpt-9 hi", "gpt-4o-mini, gpt-4o"),
+            ("", "empty prompt"),
+            ("openai:gpt-4o", "empty prompt"),
+            ("--temperature 9 hi", "between 0 and 2"),
+            ("--bogus hi", "--bogus"),
+            ("estimate openai:gpt-4o", "--tokens"),
+            ("history --nope", "--nope"),
+        ] {
+            let e = parse_line(args, &c, None).unwrap_err();
+            assert!(!e.contains('\n'), "{args}: {e}");
+            assert!(e.contains(needle), "{args}: {e}");
+        }
+        let e = parse_cell("--models groq:x", "hi", &c, None).unwrap_err();
+        assert!(e.contains("llama-3.3-70b-versatile"), "{e}");
+        let e = parse_cell("--max-tokens 0", "hi", &c, None).unwrap_err();
+        assert!(!e.contains('\n') && e.contains("max-tokens"), "{e}");
+        let e = parse_cell("", "  \n", &c, None).unwrap_err();
+        assert!(e.contains("empty prompt"), "{e}");
+    }
+
+    #[test]
+    fn cell_form_models_and_all() {
+        let c = cfg();
+        let LlmCommand::Ask(a) = parse_cell(
+            "--models openai:gpt-4o,groq:llama-3.3-70b-versatile --system 'be terse' --max-tokens 20 --temperature 0.2 --timeout 3",
+            "Explain RAPL.\n",
+            &c,
+            None,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.models.len(), 2);
+        assert_eq!(a.system.as_deref(), Some("be terse"));
+        assert_eq!(a.max_tokens, Some(20));
+        assert_eq!(a.prompt, "Explain RAPL.");
+        let LlmCommand::Ask(a) = parse_cell("--all", "x", &c, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.models.len(), 3);
+    }
+
+    #[test]
+    fn help_mentions_subcommands() {
+        let h = magic_specs()[0].long_help();
+        for w in ["models", "estimate", "history", "summary", "--max-tokens"] {
+            assert!(h.contains(w), "{w}");
+        }
+    }
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""%%carbon against CodeCarbon, side by side in one run (a benchmark, not a test).
+
+1. Latency added by %%carbon to a `pass` cell, through jupyter_client against the `carbon`
+   kernel (installed kernelspec, or the binary given with --kernel-bin): median round trip of
+   `%%carbon\\npass` (with and without the CSV row) minus the median of a plain `pass`.
+2. CodeCarbon 3.3.x `OfflineEmissionsTracker` construct + start + stop around the same `pass`:
+   cold (first tracker, fresh interpreter) and warm (a later tracker in the same interpreter).
+3. A 3 s pure-Python busy loop: our process-scope CPU energy (CPU-time x TDP) vs CodeCarbon's
+   process-mode CPU energy, with the same TDP (CodeCarbon's detected value, given to the kernel
+   with %carbon config tdp=) and the same intensity (FRA).
+
+Prints medians and ratios. Needs jupyter_client and codecarbon in the interpreter that runs it:
+    python3 -m venv /tmp/cc-venv && /tmp/cc-venv/bin/pip install codecarbon==3.3.2 jupyter_client
+    /tmp/cc-venv/bin/python bench/carbon_bench.py --kernel-bin target/release/carbon-kernel
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+BUSY = "x = 0\nt_end = time.perf_counter() + 3.0\nwhile time.perf_counter() < t_end:\n    x += 1\n"
+
+CC_CHILD = textwrap.dedent(
+    """
+    import json, logging, sys, time, warnings
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    out_dir, mode, warm_n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    t0 = time.perf_counter()
+    from codecarbon import OfflineEmissionsTracker
+    t_import = time.perf_counter() - t0
+
+    def tracked(work, tracking_mode):
+        t0 = time.perf_counter()
+        tr = OfflineEmissionsTracker(country_iso_code="FRA", output_dir=out_dir,
+                                     log_level="error", tracking_mode=tracking_mode,
+                                     save_to_file=False)
+        t1 = time.perf_counter()
+        tr.start()
+        t2 = time.perf_counter()
+        work()
+        t3 = time.perf_counter()
+        tr.stop()
+        t4 = time.perf_counter()
+        return tr, (t1 - t0) + (t2 - t1) + (t4 - t3)
+
+    res = {"import_s": t_import}
+    if mode == "overhead":
+        tr, cold = tracked(lambda: None, "machine")
+        res["cold_s"] = cold
+        res["warm_s"] = [tracked(lambda: None, "machine")[1] for _ in range(warm_n)]
+    else:
+        def busy():
+            x = 0
+            t_end = time.perf_counter() + 3.0
+            while time.perf_counter() < t_end:
+                x += 1
+        tr, _ = tracked(busy, "process")
+        d = tr.final_emissions_data
+        tdp = None
+        for h in getattr(tr, "_hardware", []):
+            if getattr(h, "_tdp", None):
+                tdp = h._tdp
+        res.update(cpu_energy_kwh=d.cpu_energy, ram_energy_kwh=d.ram_energy,
+                   duration_s=d.duration, tdp_w=tdp, cpu_count=d.cpu_count)
+    print(json.dumps(res))
+    """
+)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def start_kernel(args, workdir, env_extra):
+    from jupyter_client.manager import KernelManager
+
+    env = dict(os.environ)
+    env.update(env_extra)
+    if args.kernel_bin:
+        km = KernelManager()
+        km.kernel_cmd = [os.path.abspath(args.kernel_bin), "run", "--connection-file", "{connection_file}"]
+    else:
+        km = KernelManager(kernel_name=args.kernel_name)
+    km.start_kernel(cwd=workdir, env=env)
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=120)
+    return km, kc
+
+
+def run_cell(kc, code, timeout=120):
+    outputs = []
+    t0 = time.perf_counter()
+    reply = kc.execute_interactive(code, timeout=timeout, output_hook=outputs.append)
+    dt = time.perf_counter() - t0
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"cell failed: {code!r}: {reply['content']}")
+    return dt, outputs
+
+
+def latency(kc, n):
+    run_cell(kc, "pass")  # start the Python runtime
+    run_cell(kc, "%%carbon --no-csv\npass")  # build the meter (detection is cached)
+    plain, metered, metered_csv = [], [], []
+    for _ in range(n):
+        plain.append(run_cell(kc, "pass")[0])
+        metered.append(run_cell(kc, "%%carbon --no-csv\npass")[0])
+        metered_csv.append(run_cell(kc, "%%carbon\npass")[0])
+    return median(plain), median(metered), median(metered_csv)
+
+
+def codecarbon(mode, warm_n, out_dir):
+    p = subprocess.run([sys.executable, "-c", CC_CHILD, out_dir, mode, str(warm_n)],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-2000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel-name", default="carbon")
+    ap.add_argument("--kernel-bin", help="run this carbon-kernel binary instead of the kernelspec")
+    ap.add_argument("-n", type=int, default=100, help="pass cells per variant")
+    ap.add_argument("--cold", type=int, default=3, help="fresh-interpreter CodeCarbon runs")
+    ap.add_argument("--warm", type=int, default=20, help="warm CodeCarbon trackers per interpreter")
+    ap.add_argument("--busy", type=int, default=3, help="busy-loop repetitions per tool")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="carbon-bench-")
+    load = os.getloadavg()[0]
+    print(f"carbon_bench: {os.cpu_count()} CPUs, load average {load:.2f}, work dir {work}")
+
+    km, kc = start_kernel(args, work, {"CARBON_COUNTRY": "FRA"})
+    try:
+        plain, metered, metered_csv = latency(kc, args.n)
+        print("\n1. latency of a `pass` cell through jupyter_client (median of %d)" % args.n)
+        print(f"   plain pass                 {plain * 1e3:8.3f} ms")
+        print(f"   %%carbon --no-csv pass      {metered * 1e3:8.3f} ms   added {(metered - plain) * 1e3:7.3f} ms")
+        print(f"   %%carbon pass (+CSV row)    {metered_csv * 1e3:8.3f} ms   added {(metered_csv - plain) * 1e3:7.3f} ms")
+
+        cold = [codecarbon("overhead", args.warm, work) for _ in range(args.cold)]
+        cold_s = [c["cold_s"] for c in cold]
+        warm_s = [w for c in cold for w in c["warm_s"]]
+        added = max(metered_csv - plain, 1e-9)
+        print("\n2. CodeCarbon OfflineEmissionsTracker construct+start+stop around `pass`")
+        print(f"   cold (fresh interpreter, median of {len(cold_s)})  {median(cold_s) * 1e3:10.1f} ms"
+              f"   = {median(cold_s) / added:8.0f} x our added latency")
+        print(f"   warm (same interpreter, median of {len(warm_s)})   {median(warm_s) * 1e3:10.3f} ms"
+              f"   = {median(warm_s) / added:8.1f} x our added latency")
+        print(f"   (import codecarbon: {median([c['import_s'] for c in cold]) * 1e3:.1f} ms, not counted)")
+
+        cc = [codecarbon("busy", 0, work) for _ in range(args.busy)]
+        tdp = cc[0]["tdp_w"]
+        if tdp:
+            run_cell(kc, f"%carbon config tdp={tdp}")
+        ours_j, ours_cpu_s, ours_dur = [], [], []
+        for _ in range(args.busy):
+            run_cell(kc, "import time")
+            run_cell(kc, "%%carbon --scope process --label busy\n" + BUSY)
+            with open(os.path.join(work, "emissions.csv"), newline="") as f:
+                row = list(csv.DictReader(f))[-1]
+            ours_j.append(float(row["cpu_energy"]) * 3.6e6)
+            ours_cpu_s.append(float(row["process_cpu_seconds"]))
+            ours_dur.append(float(row["duration"]))
+        cc_j = [c["cpu_energy_kwh"] * 3.6e6 for c in cc]
+        cc_ram = [c["ram_energy_kwh"] * 3.6e6 for c in cc]
+        print(f"\n3. 3 s pure-Python busy loop, process scope, TDP {tdp} W (CodeCarbon's), FRA; median of {args.busy}")
+        print(f"   ours        CPU {median(ours_j):7.2f} J  ({median(ours_cpu_s):.2f} CPU s over {median(ours_dur):.2f} s)")
+        print(f"   CodeCarbon  CPU {median(cc_j):7.2f} J  (+ RAM {median(cc_ram):.2f} J, its floor of 10 W for the whole run)")
+        print(f"   ratio CodeCarbon / ours: {median(cc_j) / median(ours_j):.3f}")
+        print("   model check: ours should be TDP x CPU s / CPUs = "
+              f"{(tdp or 0) * median(ours_cpu_s) / (cc[0]['cpu_count'] or 1):.2f} J")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Kernel overhead of an `%llm` request (issue 5, item 8): the time beyond the provider's own.
+
+A loopback OpenAI-compatible server runs in this process (127.0.0.1, a thread); it stamps each
+request when its body has arrived and when its response has been written, with the same clock
+(`time.perf_counter`) the client uses. For each request:
+
+    overhead = (execute_request sent → execute_reply + iopub idle) − (server: request in → response out)
+
+i.e. everything the kernel adds: ZeroMQ, magic parsing, the HTTP client, the streaming displays,
+both footprint methods, the SVG chart, the comparison table and the history write.
+
+Modes, each median over --runs after --warmup:
+  * carbon-json:   `%llm --no-stream openai:gpt-4o-mini ...` (one JSON body)
+  * carbon-stream: `%llm openai:gpt-4o-mini ...` (SSE, --chunks events)
+  * peer:          ipykernel (`python3`) running the same request with urllib and json.loads, no
+                   footprint or report — what a plain notebook cell costs around the same request.
+Prints medians / p90 and the ratio carbon ÷ peer. Goal: carbon overhead < 5 ms.
+
+Usage (project venv, kernelspecs installed by install/setup.sh):
+  .venv/bin/python bench/llm_bench.py [--carbon carbon] [--peer python3] [--runs 100]
+                                      [--warmup 10] [--server-ms 20] [--chunks 20] [--json out.json]
+This is a benchmark, not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from jupyter_client import KernelManager
+
+TIMEOUT_S = 60.0
+MODEL = "gpt-4o-mini"
+ANSWER = "The quick brown fox jumps over the lazy dog. " * 4
+
+
+class Stamps:
+    """Server-side times per request, in arrival order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans: list[tuple[float, float]] = []
+
+    def add(self, t_in: float, t_out: float) -> None:
+        with self.lock:
+            self.spans.append((t_in, t_out))
+
+    def last(self) -> tuple[float, float]:
+        with self.lock:
+            return self.spans[-1]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.spans)
+
+
+def make_handler(stamps: Stamps, server_s: float, chunks: int):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Real providers' servers send without Nagle's delay; without this, the response's
+        # header and body writes meet the client's delayed ACK (~40 ms on Linux).
+        disable_nagle_algorithm = True
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            n = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(n) or b"{}")
+            t_in = time.perf_counter()
+            time.sleep(server_s)  # the provider's "generation time"
+            usage = {"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52}
+            if body.get("stream"):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                words = ANSWER.split(" ")
+                per = max(1, len(words) // chunks)
+                events = []
+                for i in range(0, len(words), per):
+                    piece = " ".join(words[i : i + per]) + " "
+                    events.append({"object": "chat.completion.chunk", "model": MODEL,
+                                   "choices": [{"index": 0, "delta": {"content": piece},
+                                                "finish_reason": None}]})
+                events.append({"object": "chat.completion.chunk", "model": MODEL,
+                               "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                events.append({"object": "chat.completion.chunk", "model": MODEL, "choices": [],
+                               "usage": usage})
+                for e in events:
+                    data = f"data: {json.dumps(e)}\n\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                done = b"data: [DONE]\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+            else:
+                out = json.dumps({
+                    "id": "chatcmpl-bench", "object": "chat.completion", "model": MODEL,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
+                                 "finish_reason": "stop"}],
+                    "usage": usage,
+                }).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+            self.wfile.flush()
+            stamps.add(t_in, time.perf_counter())
+
+    return Handler
+
+
+def run_one(kc, code: str) -> tuple[float, dict]:
+    """Sends one execute_request; returns (seconds to execute_reply + iopub idle, reply content)."""
+    t0 = time.perf_counter()
+    msg_id = kc.execute(code, store_history=False)
+    while True:
+        m = kc.get_shell_msg(timeout=TIMEOUT_S)
+        if m["parent_header"].get("msg_id") == msg_id:
+            reply = m["content"]
+            break
+    while True:
+        m = kc.get_iopub_msg(timeout=TIMEOUT_S)
+        if (m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "status"
+                and m["content"]["execution_state"] == "idle"):
+            break
+    return time.perf_counter() - t0, reply
+
+
+def bench(kernel: str, codes: dict[str, str], env: dict[str, str], stamps: Stamps,
+          runs: int, warmup: int) -> dict[str, list[float]]:
+    with tempfile.TemporaryDirectory(prefix="llm-bench-") as wd:
+        km = KernelManager(kernel_name=kernel)
+        km.start_kernel(cwd=wd, env={**os.environ, **env})
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=TIMEOUT_S)
+            out: dict[str, list[float]] = {}
+            for name, code in codes.items():
+                vals = []
+                for i in range(warmup + runs):
+                    before = stamps.count()
+                    wall, reply = run_one(kc, code)
+                    if reply.get("status") != "ok":
+                        raise RuntimeError(f"{kernel}/{name}: {reply}")
+                    if stamps.count() != before + 1:
+                        raise RuntimeError(f"{kernel}/{name}: the server saw no request")
+                    t_in, t_out = stamps.last()
+                    if i >= warmup:
+                        vals.append(wall - (t_out - t_in))
+                out[name] = vals
+            return out
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
+def summary(vals: list[float]) -> dict[str, float]:
+    s = sorted(vals)
+    return {
+        "median_ms": statistics.median(s) * 1e3,
+        "p90_ms": s[int(0.9 * (len(s) - 1))] * 1e3,
+        "min_ms": s[0] * 1e3,
+        "n": len(s),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--carbon", default="carbon", help="kernelspec of carbon-kernel")
+    ap.add_argument("--peer", default="python3", help="kernelspec of the peer (ipykernel)")
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--server-ms", type=float, default=20.0, help="the server's own latency")
+    ap.add_argument("--chunks", type=int, default=20, help="SSE events per streamed answer")
+    ap.add_argument("--json", help="write the figures here")
+    a = ap.parse_args()
+
+    stamps = Stamps()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(stamps, a.server_ms / 1e3, a.chunks))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+    carbon_env = {"OPENAI_API_KEY": "sk-bench-not-a-secret", "OPENAI_BASE_URL": base,
+                  "OPENAI_MODEL": MODEL}
+    for k in ("GEMINI_API_KEY", "GROQ_API_KEY", "HUGGINGFACE_API_KEY", "LLM_DEFAULT"):
+        carbon_env[k] = ""
+    prompt = "Write one sentence about foxes."
+    carbon = bench(a.carbon, {
+        "carbon-json": f"%llm --no-stream openai:{MODEL} {prompt}",
+        "carbon-stream": f"%llm openai:{MODEL} {prompt}",
+    }, carbon_env, stamps, a.runs, a.warmup)
+    peer_code = (
+        "import json, urllib.request\n"
+        f"_r = urllib.request.Request({base + '/chat/completions'!r}, method='POST',\n"
+        "    headers={'Content-Type': 'application/json', 'Authorization': 'Bearer x'},\n"
+        f"    data=json.dumps({{'model': {MODEL!r}, 'messages': [{{'role': 'user', 'content': {prompt!r}}}]}}).encode())\n"
+        "_answer = json.loads(urllib.request.urlopen(_r).read())['choices'][0]['message']['content']"
+    )
+    peer = bench(a.peer, {"peer": peer_code}, {}, stamps, a.runs, a.warmup)
+    srv.shutdown()
+
+    res = {k: summary(v) for k, v in {**carbon, **peer}.items()}
+    print(f"# llm_bench: overhead beyond the server's own time (server latency {a.server_ms} ms, "
+          f"{a.runs} runs after {a.warmup} warm-up)")
+    print(f"# {platform.platform()}, python {platform.python_version()}, kernels: {a.carbon} vs {a.peer}")
+    print(f"{'mode':<15}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}")
+    for k, s in res.items():
+        print(f"{k:<15}{s['median_ms']:>11.2f}{s['p90_ms']:>9.2f}{s['min_ms']:>9.2f}")
+    peer_med = res["peer"]["median_ms"]
+    for k in ("carbon-json", "carbon-stream"):
+        m = res[k]["median_ms"]
+        print(f"{k} / peer = {m / peer_med:.2f}   goal < 5 ms: {'met' if m < 5 else 'NOT met'}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"server_ms": a.server_ms, "runs": a.runs, "results": res}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

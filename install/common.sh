@@ -1,0 +1,103 @@
+# Shared by install/setup.sh and install/test.sh (sourced, not run).
+# Everything it creates stays inside the repository: .venv/, target/, tests/artifacts/.
+
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# No pip cache outside the repo (CI keeps nothing between runs; developers keep .venv).
+export PIP_NO_CACHE_DIR=1
+export DEBIAN_FRONTEND=noninteractive
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+apt_updated=0
+apt_install() {
+    is_root || return 1
+    command -v apt-get >/dev/null || return 1
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -qq || return 1
+        apt_updated=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# A python3 >= 3.11: the pinned IPython 9.18 and pandas 3.1 require 3.11 (their Requires-Python).
+find_python() {
+    local py
+    for py in "${CARBON_BOOTSTRAP_PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+        [ -n "$py" ] || continue
+        if command -v "$py" >/dev/null &&
+            "$py" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            command -v "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Creates .venv and installs install/requirements-test.txt (pinned by install/constraints.txt).
+# A stamp file records what was installed, so a second run costs nothing.
+ensure_venv() {
+    local reqs="$ROOT/install/requirements-test.txt" cons="$ROOT/install/constraints.txt"
+    local extra="${1:-}"
+    local py stamp want
+    if [ ! -x "$VENV/bin/python" ]; then
+        py="$(find_python)" || {
+            say "no python3 >= 3.11 with venv; installing Debian's"
+            apt_install python3 python3-venv || die "python3 (>= 3.11) with the venv module is required"
+            py="$(find_python)" || die "python3 (>= 3.11) with the venv module is required"
+        }
+        say "creating $VENV with $py ($("$py" --version 2>&1))"
+        "$py" -m venv "$VENV" || die "could not create $VENV"
+    fi
+    want="$(cat "$reqs" "$cons" ${extra:+"$extra"} | sha256sum | cut -c1-16)-$("$VENV/bin/python" -V 2>&1)"
+    stamp="$VENV/.carbon-requirements"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        say "installing Python packages into .venv (install/requirements-test.txt)"
+        "$VENV/bin/python" -m pip install -q -r "$reqs" -c "$cons" ${extra:+-r "$extra"} ||
+            die "pip install failed"
+        printf '%s' "$want" >"$stamp"
+    fi
+}
+
+# Puts the venv first, as `source .venv/bin/activate` would.
+activate_venv() {
+    export VIRTUAL_ENV="$VENV"
+    export PATH="$VENV/bin:$PATH"
+    unset PYTHONHOME
+}
+
+# Debian's chromium for the real-browser test (playwright drives it; it never downloads a browser).
+CHROMIUM="${CARBON_CHROMIUM:-/usr/bin/chromium}"
+ensure_chromium() {
+    if [ -x "$CHROMIUM" ]; then
+        return 0
+    fi
+    say "installing Debian's chromium for the browser test"
+    if apt_install chromium fonts-dejavu-core && [ -x "$CHROMIUM" ]; then
+        return 0
+    fi
+    printf 'warning: %s is missing and could not be installed (needs root + apt-get); the browser test will be skipped\n' "$CHROMIUM" >&2
+    return 1
+}
+
+# JShell (JDK >= 9) for the Java runtime's tests.
+ensure_jdk() {
+    if command -v jshell >/dev/null && command -v javac >/dev/null; then
+        return 0
+    fi
+    say "installing a JDK (jshell) for the Java runtime"
+    apt_install default-jdk-headless ||
+        printf 'warning: no JDK (jshell) and none could be installed; Java tests will fail or skip\n' >&2
+}
+
+# The kernel binary built by cargo: release when asked, else debug.
+kernel_bin() {
+    local profile="${1:-debug}"
+    printf '%s' "${CARGO_TARGET_DIR:-$ROOT/target}/$profile/carbon-kernel"
+}

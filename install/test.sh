@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The one command that runs every test of carbon-kernel:
+#   cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then the Python-side tests
+#   (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab in headless chromium).
+# It installs what those need: the project venv (.venv) from install/requirements-test.txt,
+# Debian's chromium and a JDK when missing (as root).
+#
+# Usage: bash install/test.sh [--rust-only | --python-only] [-- PYTEST_ARGS...]
+# Exit status: non-zero when any step fails; every step runs, a summary comes last.
+set -uo pipefail
+
+# shellcheck source=install/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT" || exit 1
+
+run_rust=1
+run_python=1
+pytest_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rust-only) run_python=0 ;;
+        --python-only) run_rust=0 ;;
+        --) shift; pytest_args=("$@"); break ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        *) die "unknown option: $1 (see --help)" ;;
+    esac
+    shift
+done
+
+failed=()
+summary=()
+step() {
+    # step NAME CMD... : runs CMD, records its status and time, never exits.
+    local name="$1" start rc
+    shift
+    say "$name"
+    start=$SECONDS
+    "$@"
+    rc=$?
+    summary+=("$(printf '%-34s %s (%ss)' "$name" "$([ $rc = 0 ] && echo ok || echo "FAILED rc=$rc")" $((SECONDS - start)))")
+    [ $rc = 0 ] || failed+=("$name")
+    return $rc
+}
+
+# The venv comes first: the kernel's e2e tests run Python cells with "the active environment's"
+# python, and should see the same IPython/pandas/matplotlib as the notebooks and the Python tests.
+step "python venv (.venv)" ensure_venv || { say "summary"; printf '  %s\n' "${summary[@]}" >&2; exit 1; }
+activate_venv
+
+if [ "$run_rust" = 1 ]; then
+    step "cargo fmt --all --check" cargo fmt --all --check
+    step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+    # The Java runtime's e2e tests need jshell.
+    ensure_jdk
+    step "cargo test --workspace" cargo test --workspace --locked
+fi
+
+run_pytest() {
+    local rc
+    if ! ensure_chromium && [ "${CI:-}" = true ]; then
+        echo "CI: chromium is required for the browser test" >&2
+        return 1
+    fi
+    # The kernelspecs the tests install point at this binary (tests/python/conftest.py).
+    export CARBON_KERNEL_BIN="${CARBON_KERNEL_BIN:-$(kernel_bin debug)}"
+    if [ ! -x "$CARBON_KERNEL_BIN" ]; then
+        cargo build -p carbon-kernel --locked || return 1
+    fi
+    mkdir -p "$ROOT/tests/artifacts"
+    python -m pytest tests/python "${pytest_args[@]}"
+    rc=$?
+    if [ $rc = 5 ]; then
+        # pytest's "no tests collected": the Python suite is never empty, so this is a failure.
+        echo "pytest collected no tests (exit 5): tests/python is missing or every test was deselected" >&2
+    fi
+    return $rc
+}
+
+if [ "$run_python" = 1 ]; then
+    step "python tests (pytest tests/python)" run_pytest
+fi
+
+say "summary"
+printf '  %s\n' "${summary[@]}" >&2
+if [ ${#failed[@]} -gt 0 ]; then
+    printf 'FAILED: %s\n' "${failed[*]}" >&2
+    exit 1
+fi
+echo "all test steps passed" >&2

@@ -1,0 +1,173 @@
+//! The one task that owns the iopub socket (XPUB, JEP 65 `iopub_welcome`). Everything else feeds
+//! it through a bounded channel, so a cell that prints faster than the front-end reads blocks
+//! the executor instead of growing the kernel's memory. Consecutive stream chunks of the same
+//! cell and stream are merged for up to [`MERGE_WINDOW`] so iopub is not flooded with tiny
+//! messages.
+
+use crate::runtime::StreamName;
+use jupyter_protocol::{IoPubWelcome, JupyterMessage, StreamContent};
+use jupyter_zmq_client::{KernelIoPubXPubConnection, SubscriptionEvent};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// How long stream text may wait to be merged with the next chunk. The brief asks for
+/// 20–50 ms; ipykernel flushes every 0.2 s (`OutStream.flush_interval`), which is visibly laggy
+/// for live output.
+pub const MERGE_WINDOW: Duration = Duration::from_millis(25);
+
+/// Largest merged stream message; a larger pending text is sent at once (bounds memory).
+pub const MAX_MERGED: usize = 256 * 1024;
+
+/// Capacity of the channel into the iopub task (messages, not bytes; chunks are ≤ 64 KiB from
+/// the runtimes, so at most a few MiB are ever queued).
+pub const QUEUE: usize = 64;
+
+/// What the iopub task is asked to do.
+pub enum IoItem {
+    /// Send this message as is.
+    Msg(JupyterMessage),
+    /// Stream text of the cell `parent` (merged with neighbours).
+    Stream {
+        /// The execute request.
+        parent: Arc<JupyterMessage>,
+        /// stdout or stderr.
+        name: StreamName,
+        /// Text (may be a partial line).
+        text: String,
+    },
+    /// Acknowledge once everything queued before it has been written to the socket.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A cloneable sender into the iopub task.
+#[derive(Clone)]
+pub struct IoHandle {
+    tx: mpsc::Sender<IoItem>,
+}
+
+impl IoHandle {
+    /// Queues a message (async side).
+    pub async fn send(&self, msg: JupyterMessage) {
+        // Fails only after the iopub task ended (shutdown): nothing to do then.
+        let _ = self.tx.send(IoItem::Msg(msg)).await;
+    }
+
+    /// Waits until everything queued so far is on the socket (async side).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(IoItem::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Queues an item from a blocking thread (the executor), waiting while the queue is full.
+    pub fn blocking_item(&self, item: IoItem) {
+        let _ = self.tx.blocking_send(item);
+    }
+
+    /// [`IoHandle::flush`] from a blocking thread.
+    pub fn blocking_flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.blocking_send(IoItem::Flush(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+    }
+}
+
+struct Pending {
+    parent: Arc<JupyterMessage>,
+    name: StreamName,
+    text: String,
+    deadline: Instant,
+}
+
+/// Starts the iopub task; returns the handle that feeds it.
+pub fn spawn(iopub: KernelIoPubXPubConnection) -> IoHandle {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    tokio::spawn(run(iopub, rx));
+    IoHandle { tx }
+}
+
+async fn write(iopub: &mut KernelIoPubXPubConnection, msg: JupyterMessage) {
+    if let Err(e) = iopub.send(msg).await {
+        log::warn!("iopub send failed: {e}");
+    }
+}
+
+fn stream_message(p: Pending) -> JupyterMessage {
+    let content = match p.name {
+        StreamName::Stdout => StreamContent::stdout(&p.text),
+        StreamName::Stderr => StreamContent::stderr(&p.text),
+    };
+    let mut m = content.as_child_of(&p.parent);
+    m.header.username = crate::protocol::IMPLEMENTATION.to_string();
+    m
+}
+
+async fn run(mut iopub: KernelIoPubXPubConnection, mut rx: mpsc::Receiver<IoItem>) {
+    let mut pending: Option<Pending> = None;
+    loop {
+        let deadline = pending.as_ref().map(|p| p.deadline);
+        tokio::select! {
+            item = rx.recv() => match item {
+                None => {
+                    if let Some(p) = pending.take() {
+                        write(&mut iopub, stream_message(p)).await;
+                    }
+                    break;
+                }
+                Some(IoItem::Stream { parent, name, text }) => {
+                    if let Some(p) = pending.as_mut()
+                        && p.name == name
+                        && p.parent.header.msg_id == parent.header.msg_id
+                        && p.text.len() + text.len() <= MAX_MERGED
+                    {
+                        p.text.push_str(&text);
+                        continue;
+                    }
+                    if let Some(p) = pending.take() {
+                        write(&mut iopub, stream_message(p)).await;
+                    }
+                    let p = Pending { parent, name, text, deadline: Instant::now() + MERGE_WINDOW };
+                    if p.text.len() >= MAX_MERGED {
+                        write(&mut iopub, stream_message(p)).await;
+                    } else {
+                        pending = Some(p);
+                    }
+                }
+                Some(IoItem::Msg(m)) => {
+                    if let Some(p) = pending.take() {
+                        write(&mut iopub, stream_message(p)).await;
+                    }
+                    write(&mut iopub, m).await;
+                }
+                Some(IoItem::Flush(ack)) => {
+                    if let Some(p) = pending.take() {
+                        write(&mut iopub, stream_message(p)).await;
+                    }
+                    let _ = ack.send(());
+                }
+            },
+            sub = iopub.recv_subscription() => match sub {
+                Ok(SubscriptionEvent::Subscribe(topic)) => {
+                    log::debug!("iopub subscription {topic:?}: sending iopub_welcome");
+                    let mut m: JupyterMessage = IoPubWelcome::new(topic).into();
+                    m.header.username = crate::protocol::IMPLEMENTATION.to_string();
+                    write(&mut iopub, m).await;
+                }
+                Ok(SubscriptionEvent::Unsubscribe(_)) => {}
+                Err(e) => {
+                    log::debug!("iopub: ignoring a frame that is not a subscription: {e}");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if let Some(p) = pending.take() {
+                    write(&mut iopub, stream_message(p)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Per-process attribution from a `/proc` tree (injectable root, so tests lay out real-shaped files).
+//!
+//! A process tree's CPU time is Σ over its live members of `utime + stime + cutime + cstime`
+//! (proc_pid_stat(5) fields 14–17, clock ticks): `cutime/cstime` hold the children that were
+//! waited for, so children that ran and were reaped during a cell still count, and a child that
+//! was alive at the start and reaped before the end moves from the live sum into its parent's
+//! `cutime` without being counted twice.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// CPU times and memory of one process, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PidStat {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// utime + stime (ticks): this process, all threads.
+    pub own_ticks: u64,
+    /// cutime + cstime (ticks): reaped children.
+    pub child_ticks: u64,
+    /// Resident set size, pages.
+    pub rss_pages: u64,
+}
+
+/// Machine-wide CPU counters from the first line of `/proc/stat` (ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MachineTicks {
+    /// user + nice + system + irq + softirq + steal.
+    pub busy: u64,
+    /// busy + idle + iowait.
+    pub total: u64,
+}
+
+/// The state of the metered processes at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcSnapshot {
+    /// Σ over the tree of own + reaped-children ticks.
+    pub tree_ticks: u64,
+    /// Machine counters.
+    pub machine: MachineTicks,
+    /// Σ resident memory of the tree, bytes.
+    pub rss_bytes: u64,
+    /// Members of the tree (roots and their live descendants).
+    pub members: usize,
+}
+
+/// Reads `/proc` (or a fake root laid out like it).
+#[derive(Debug, Clone)]
+pub struct ProcReader {
+    root: PathBuf,
+    /// `sysconf(_SC_CLK_TCK)`: ticks per second of the stat files (100 on Linux x86/ARM).
+    pub ticks_per_sec: u64,
+    /// Bytes per page, for `rss`.
+    pub page_size: u64,
+}
+
+fn sysconf_or(name: libc::c_int, default: u64) -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 { v as u64 } else { default }
+}
+
+/// Parses one `/proc/<pid>/stat` line. `comm` (field 2) may contain spaces and parentheses, so
+/// fields are counted from the *last* `)`.
+pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let pid = text[..open].trim().parse().ok()?;
+    // After ")": field 3 (state) is index 0.
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let f = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
+    Some(PidStat {
+        pid,
+        ppid: f(4)? as u32,
+        own_ticks: f(14)? + f(15)?,
+        child_ticks: f(16)? + f(17)?,
+        rss_pages: f(24).unwrap_or(0),
+    })
+}
+
+/// Parses the `cpu ` line of `/proc/stat`.
+pub fn parse_machine(text: &str) -> Option<MachineTicks> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let g = |i: usize| v.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user)
+    let busy = g(0) + g(1) + g(2) + g(5) + g(6) + g(7);
+    Some(MachineTicks {
+        busy,
+        total: busy + g(3) + g(4),
+    })
+}
+
+impl ProcReader {
+    /// A reader of `root` (normally `/proc`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            ticks_per_sec: sysconf_or(libc::_SC_CLK_TCK, 100),
+            page_size: sysconf_or(libc::_SC_PAGESIZE, 4096),
+        }
+    }
+
+    /// The root read.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn read_small(path: &Path, buf: &mut String) -> bool {
+        buf.clear();
+        match std::fs::File::open(path) {
+            Ok(mut f) => f.read_to_string(buf).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// One process's stat, if it exists.
+    pub fn pid_stat(&self, pid: u32) -> Option<PidStat> {
+        let mut buf = String::with_capacity(512);
+        if Self::read_small(&self.root.join(pid.to_string()).join("stat"), &mut buf) {
+            parse_pid_stat(&buf)
+        } else {
+            None
+        }
+    }
+
+    /// Machine counters (zeros when `/proc/stat` is unreadable).
+    pub fn machine(&self) -> MachineTicks {
+        let mut buf = String::with_capacity(4096);
+        if Self::read_small(&self.root.join("stat"), &mut buf) {
+            parse_machine(&buf).unwrap_or_default()
+        } else {
+            MachineTicks::default()
+        }
+    }
+
+    /// Total memory in bytes from `meminfo` (`MemTotal`, kB), if readable.
+    pub fn mem_total(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.root.join("meminfo")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Every process of the root with a pid of at least `min_pid` (one `stat` read each).
+    fn all(&self, min_pid: u32) -> Vec<PidStat> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut buf = String::with_capacity(512);
+        let mut path = self.root.clone();
+        let mut out = Vec::with_capacity(256);
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(s) = name.to_str() else { continue };
+            let Ok(pid) = s.parse::<u32>() else { continue };
+            if pid < min_pid {
+                continue;
+            }
+            path.push(s);
+            path.push("stat");
+            if Self::read_small(&path, &mut buf)
+                && let Some(st) = parse_pid_stat(&buf)
+            {
+                out.push(st);
+            }
+            path.pop();
+            path.pop();
+        }
+        out
+    }
+
+    /// The lowest pid a descendant of `roots` can have: descendants are created after their
+    /// root, so while pid allocation has not wrapped since (the namespace's last pid is still
+    /// above the root's) they all have larger pids and older processes need not be read. After
+    /// a wrap, or without `sys/kernel/ns_last_pid`, everything is read.
+    fn min_pid(&self, roots: &[u32]) -> u32 {
+        let Some(&lowest) = roots.iter().min() else {
+            return 0;
+        };
+        let mut buf = String::with_capacity(16);
+        if Self::read_small(&self.root.join("sys/kernel/ns_last_pid"), &mut buf)
+            && let Ok(last) = buf.trim().parse::<u32>()
+            && last >= lowest
+        {
+            lowest
+        } else {
+            0
+        }
+    }
+
+    /// Snapshot of `roots` and all their live descendants, plus the machine counters.
+    pub fn snapshot(&self, roots: &[u32]) -> ProcSnapshot {
+        let machine = self.machine();
+        if roots.is_empty() {
+            return ProcSnapshot {
+                machine,
+                ..Default::default()
+            };
+        }
+        let all = self.all(self.min_pid(roots));
+        let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut by_pid: HashMap<u32, usize> = HashMap::with_capacity(all.len());
+        for (i, p) in all.iter().enumerate() {
+            children.entry(p.ppid).or_default().push(i);
+            by_pid.insert(p.pid, i);
+        }
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut stack: Vec<u32> = roots.to_vec();
+        let mut snap = ProcSnapshot {
+            machine,
+            ..Default::default()
+        };
+        while let Some(pid) = stack.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            if let Some(&i) = by_pid.get(&pid) {
+                let p = &all[i];
+                snap.tree_ticks += p.own_ticks + p.child_ticks;
+                snap.rss_bytes += p.rss_pages * self.page_size;
+                snap.members += 1;
+            }
+            if let Some(kids) = children.get(&pid) {
+                stack.extend(kids.iter().map(|&k| all[k].pid));
+            }
+        }
+        snap
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A stat line with the given fields (1-based numbering as in proc_pid_stat(5)).
+    pub(crate) fn stat_line(pid: u32, comm: &str, ppid: u32, ticks: [u64; 4], rss: u64) -> String {
+        let mut f: Vec<String> = vec!["0".into(); 52];
+        f[0] = pid.to_string();
+        f[1] = format!("({comm})");
+        f[2] = "S".into();
+        f[3] = ppid.to_string();
+        for (k, t) in ticks.iter().enumerate() {
+            f[13 + k] = t.to_string();
+        }
+        f[23] = rss.to_string();
+        f.join(" ") + "\n"
+    }
+
+    #[test]
+    fn parses_comm_with_spaces_and_parens() {
+        let line = stat_line(42, "my (odd) proc", 7, [10, 5, 3, 2], 100);
+        let s = parse_pid_stat(&line).unwrap();
+        assert_eq!(
+            s,
+            PidStat {
+                pid: 42,
+                ppid: 7,
+                own_ticks: 15,
+                child_ticks: 5,
+                rss_pages: 100
+            }
+        );
+        let m = parse_machine("cpu  10 1 5 100 4 1 1 2 7 0\ncpu0 1 1 1 1 1 1 1 1\n").unwrap();
+        assert_eq!(m.busy, 10 + 1 + 5 + 1 + 1 + 2);
+        assert_eq!(m.total, m.busy + 104);
+    }
+
+    #[test]
+    fn tree_includes_descendants_and_reaped_children_only() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |pid: u32, ppid: u32, t: [u64; 4]| {
+            let p = d.path().join(pid.to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("stat"), stat_line(pid, "x", ppid, t, 10)).unwrap();
+        };
+        w(100, 1, [10, 10, 5, 0]); // root, 5 ticks of reaped children
+        w(101, 100, [3, 1, 0, 0]); // child
+        w(102, 101, [2, 0, 0, 0]); // grandchild
+        w(200, 1, [999, 0, 0, 0]); // unrelated
+        std::fs::write(d.path().join("stat"), "cpu  100 0 50 800 0 0 0 0\n").unwrap();
+        let r = ProcReader::new(d.path());
+        let s = r.snapshot(&[100]);
+        assert_eq!(s.tree_ticks, 25 + 4 + 2);
+        assert_eq!(s.members, 3);
+        assert_eq!(s.rss_bytes, 30 * r.page_size);
+        assert_eq!(s.machine.busy, 150);
+        assert_eq!(s.machine.total, 950);
+        // a missing root contributes nothing
+        assert_eq!(r.snapshot(&[555]).tree_ticks, 0);
+    }
+
+    #[test]
+    fn older_pids_are_skipped_unless_pids_wrapped() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |pid: u32, ppid: u32| {
+            let p = d.path().join(pid.to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("stat"), stat_line(pid, "x", ppid, [1, 0, 0, 0], 0)).unwrap();
+        };
+        w(500, 1);
+        w(600, 500);
+        w(50, 500); // a child with a smaller pid: only possible after a wrap
+        std::fs::create_dir_all(d.path().join("sys/kernel")).unwrap();
+        let r = ProcReader::new(d.path());
+        std::fs::write(d.path().join("sys/kernel/ns_last_pid"), "700\n").unwrap();
+        assert_eq!(r.snapshot(&[500]).members, 2);
+        std::fs::write(d.path().join("sys/kernel/ns_last_pid"), "60\n").unwrap();
+        assert_eq!(r.snapshot(&[500]).members, 3);
+    }
+
+    #[test]
+    fn real_proc_sees_this_process() {
+        let r = ProcReader::new("/proc");
+        let s = r.snapshot(&[std::process::id()]);
+        assert!(s.members >= 1);
+        assert!(s.machine.total > 0);
+        assert!(r.mem_total().unwrap() > 0);
+    }
+}

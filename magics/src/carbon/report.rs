@@ -1,0 +1,828 @@
+//! What the user sees: the report under a metered cell (HTML table + small SVG + text/plain,
+//! everyday equivalents with sources, a collapsed "how this was computed" with this cell's
+//! numbers), the live display while it runs, `%carbon summary` and `%carbon csv`.
+
+use super::meter::{LiveSample, Measurement, Parts};
+use super::record::EmissionRecord;
+use super::sensor::{Scope, SensorKind};
+use super::sink::CsvView;
+use crate::MimeBundle;
+use crate::chart::{PALETTE, chart_err, svg};
+use crate::units::{Joules, KgCo2, fmt_co2, fmt_energy};
+use html_escape::encode_text as esc;
+use plotters::prelude::*;
+
+/// One everyday equivalent: how much of an activity emits (or uses) as much as the cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Equivalent {
+    /// e.g. "driven by a petrol car"
+    pub what: &'static str,
+    /// amount with unit, e.g. "1.2 m"
+    pub amount: String,
+    /// where the factor comes from
+    pub source: &'static str,
+}
+
+/// Car: 120 gCO₂/km, the seed app's factor (TelecomCarbon `CodeCarbon` page; close to the EEA's
+/// average for new cars sold in the EU in 2019, 122 g/km NEDC).
+pub const CAR_G_PER_KM: f64 = 120.0;
+/// Smartphone: 10 Wh per full charge, the seed app's factor (a 2,600 mAh × 3.85 V battery).
+pub const PHONE_WH_PER_CHARGE: f64 = 10.0;
+/// LED bulb: 10 W, the seed app's factor (a 60 W-equivalent LED bulb).
+pub const LED_W: f64 = 10.0;
+/// Laptop: 30 W in use, the seed app's factor.
+pub const LAPTOP_W: f64 = 30.0;
+
+fn human_secs(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else if s < 120.0 {
+        format!("{s:.2} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+fn human_len(m: f64) -> String {
+    if m < 1e-3 {
+        format!("{:.2} µm", m * 1e6)
+    } else if m < 1.0 {
+        format!("{:.2} mm", m * 1e3)
+    } else if m < 1000.0 {
+        format!("{m:.2} m")
+    } else {
+        format!("{:.2} km", m / 1000.0)
+    }
+}
+
+fn sig(x: f64) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if x.abs() >= 0.01 && x.abs() < 1e4 {
+        format!("{x:.3}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// Equivalents of an energy (PUE included) and its emissions.
+pub fn equivalents(energy: Joules, co2: KgCo2) -> Vec<Equivalent> {
+    let wh = energy.0 / 3600.0;
+    vec![
+        Equivalent {
+            what: "driven by an average car",
+            amount: human_len(co2.grams() / CAR_G_PER_KM * 1000.0),
+            source: "120 gCO₂/km (seed app; EEA new-car average 2019 ≈ 122 g/km)",
+        },
+        Equivalent {
+            what: "smartphone charges",
+            amount: sig(wh / PHONE_WH_PER_CHARGE),
+            source: "10 Wh per charge (seed app)",
+        },
+        Equivalent {
+            what: "of a 10 W LED bulb",
+            amount: human_secs(energy.0 / LED_W),
+            source: "10 W LED (seed app)",
+        },
+        Equivalent {
+            what: "of a laptop in use",
+            amount: human_secs(energy.0 / LAPTOP_W),
+            source: "30 W laptop (seed app)",
+        },
+    ]
+}
+
+/// One metered run as the report needs it.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The row (emissions, zone, PUE, status).
+    pub rec: EmissionRecord,
+    /// The measurement (sensors, CPU seconds, shares).
+    pub meas: Measurement,
+}
+
+fn parts_pue(m: &Measurement, pue: f64) -> Parts {
+    m.energy.scaled(pue)
+}
+
+/// "How this was computed", with this run's numbers (text lines).
+pub fn explanation(r: &RunReport) -> Vec<String> {
+    let m = &r.meas;
+    let pue = r.rec.pue;
+    let mut out = Vec::new();
+    let n = m.setup.machine.logical_cpus;
+    match &m.setup.cpu.kind {
+        SensorKind::RaplPackage { zones } => match m.scope {
+            Scope::Machine => out.push(format!(
+                "CPU (measured): Σ Δenergy_uj of {zones} RAPL package(s), wrap-arounds corrected = {}",
+                fmt_energy(m.energy.cpu)
+            )),
+            Scope::Process => out.push(format!(
+                "CPU (measured): RAPL packages {} × share of busy CPU time ({:.2} s of the process tree ÷ {:.2} s busy on the machine = {:.1} %) = {}",
+                fmt_energy(m.whole.cpu),
+                m.cpu_seconds,
+                if m.busy_share > 0.0 { m.cpu_seconds / m.busy_share } else { 0.0 },
+                m.busy_share * 100.0,
+                fmt_energy(m.energy.cpu)
+            )),
+        },
+        SensorKind::TdpModel { tdp_w, source } => {
+            let src = match source {
+                super::hardware::TdpSource::User => "your CARBON_CPU_TDP".to_string(),
+                super::hardware::TdpSource::Table => format!(
+                    "TDP of '{}' in the CPU table (CodeCarbon's cpu_power.csv, Intel/AMD specs)",
+                    m.setup.machine.cpu_model
+                ),
+                super::hardware::TdpSource::PerThreadDefault => format!(
+                    "'{}' is not in the CPU table: 4 W × {n} threads (CodeCarbon's default)",
+                    m.setup.machine.cpu_model
+                ),
+            };
+            match m.scope {
+                Scope::Process => out.push(format!(
+                    "CPU (estimated): TDP × CPU time ÷ logical CPUs = {tdp_w:.1} W × {:.2} s ÷ {n} = {} ({src})",
+                    m.cpu_seconds,
+                    fmt_energy(m.energy.cpu)
+                )),
+                Scope::Machine => out.push(format!(
+                    "CPU (estimated): TDP × (0.1 + 0.9 × load³) × duration = {tdp_w:.1} W × (0.1 + 0.9 × {:.2}³) × {:.2} s = {} (CodeCarbon ≥ 3.0.3's load curve; {src})",
+                    m.machine_load,
+                    m.duration_s,
+                    fmt_energy(m.energy.cpu)
+                )),
+            }
+        }
+        _ => {}
+    }
+    match &m.setup.ram.kind {
+        SensorKind::RaplDram { .. } => out.push(format!(
+            "RAM (measured): RAPL dram {}{} = {}",
+            fmt_energy(m.whole.ram),
+            if m.scope == Scope::Process {
+                format!(" × busy share {:.1} %", m.busy_share * 100.0)
+            } else {
+                String::new()
+            },
+            fmt_energy(m.energy.ram)
+        )),
+        SensorKind::RamModel { watts } => match m.scope {
+            Scope::Process => out.push(format!(
+                "RAM (estimated): machine RAM power × resident memory share × duration = {watts:.1} W × {:.3} % ({:.1} MiB of {:.1} GiB) × {:.2} s = {} (5 W per DIMM, CodeCarbon 3.x's model; the share is ours)",
+                m.rss_frac * 100.0,
+                m.rss_bytes / (1u64 << 20) as f64,
+                m.setup.machine.mem_total as f64 / (1u64 << 30) as f64,
+                m.duration_s,
+                fmt_energy(m.energy.ram)
+            )),
+            Scope::Machine => out.push(format!(
+                "RAM (estimated): machine RAM power × duration = {watts:.1} W × {:.2} s = {} (5 W per DIMM, CodeCarbon 3.x's model)",
+                m.duration_s,
+                fmt_energy(m.energy.ram)
+            )),
+        },
+        _ => {}
+    }
+    match &m.setup.gpu.kind {
+        SensorKind::Nvml { devices } => out.push(format!(
+            "GPU (measured): Δ NVML total energy of {devices} device(s), whole devices ({}) = {}",
+            m.setup.gpu_model,
+            fmt_energy(m.energy.gpu)
+        )),
+        _ => out.push("GPU: no NVIDIA GPU with an energy counter, 0 J".into()),
+    }
+    if let Some(c) = &m.compile {
+        out.push(format!(
+            "Compile vs run: compiling {} , running {} (phases marked by the runtime)",
+            fmt_energy(c.total()),
+            fmt_energy(m.run.total())
+        ));
+    }
+    let e = m.energy.total();
+    out.push(format!(
+        "Emissions = energy × PUE × intensity = {:.3e} kWh × {pue} × {} gCO₂eq/kWh = {}",
+        e.kwh(),
+        sig(r.rec.carbon_intensity),
+        fmt_co2(KgCo2(r.rec.emissions))
+    ));
+    out.push(format!(
+        "Intensity: {} ({})",
+        r.rec.country_name, r.rec.intensity_source
+    ));
+    out.push(format!(
+        "Counters are read at the cell's start and end (and each second for long cells); CPU times tick every {:.0} ms, so cells shorter than that may show 0 CPU time.",
+        m.setup.tick_secs * 1000.0
+    ));
+    for n in m.setup.notes.iter().chain(m.read_errors.iter()) {
+        out.push(format!("Note: {n}"));
+    }
+    out
+}
+
+fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
+    let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    let max = if max > 0.0 { max * 1.15 } else { 1.0 };
+    svg(360, 40 + 28 * items.len() as u32, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 13))
+            .margin(6)
+            .x_label_area_size(18)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max, 0..items.len())
+            .map_err(chart_err)?;
+        let labels: Vec<String> = items.iter().map(|(l, _)| l.to_string()).collect();
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(items.len())
+            .y_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+            .x_label_formatter(&|v| sig(*v))
+            .x_labels(4)
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(chart_err)?;
+        chart
+            .draw_series(items.iter().enumerate().map(|(i, (_, v))| {
+                let mut r = Rectangle::new([(0.0, i), (*v, i + 1)], PALETTE[i % 8].filled());
+                r.set_margin(4, 4, 0, 0);
+                r
+            }))
+            .map_err(chart_err)?;
+        Ok(())
+    })
+    .unwrap_or_default()
+}
+
+fn status_word(s: &str) -> &str {
+    match s {
+        "" | "ok" => "ok",
+        other => other,
+    }
+}
+
+/// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.
+pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
+    let Some(first) = runs.first() else {
+        return MimeBundle::plain("no run");
+    };
+    let pue = first.rec.pue;
+    let n = runs.len() as f64;
+    let totals: Vec<Parts> = runs.iter().map(|r| parts_pue(&r.meas, pue)).collect();
+    let mean = |f: &dyn Fn(&RunReport, &Parts) -> f64| {
+        runs.iter().zip(&totals).map(|(r, p)| f(r, p)).sum::<f64>() / n
+    };
+    let std = |f: &dyn Fn(&RunReport, &Parts) -> f64| {
+        if runs.len() < 2 {
+            return 0.0;
+        }
+        let m = mean(f);
+        (runs
+            .iter()
+            .zip(&totals)
+            .map(|(r, p)| (f(r, p) - m).powi(2))
+            .sum::<f64>()
+            / (n - 1.0))
+            .sqrt()
+    };
+    let dur = mean(&|r, _| r.meas.duration_s);
+    let cpu = Joules(mean(&|_, p| p.cpu.0));
+    let ram = Joules(mean(&|_, p| p.ram.0));
+    let gpu = Joules(mean(&|_, p| p.gpu.0));
+    let tot = cpu + ram + gpu;
+    let co2 = KgCo2(mean(&|r, _| r.rec.emissions));
+    let spread = |f: &dyn Fn(&RunReport, &Parts) -> f64, fmt: &dyn Fn(f64) -> String| {
+        if runs.len() > 1 {
+            format!(" ± {} (sd, {} runs)", fmt(std(f)), runs.len())
+        } else {
+            String::new()
+        }
+    };
+    let dur_s = format!(
+        "{}{}",
+        human_secs(dur),
+        spread(&|r, _| r.meas.duration_s, &human_secs)
+    );
+    let energy_s = format!(
+        "{} = {:.3e} kWh{}",
+        fmt_energy(tot),
+        tot.kwh(),
+        spread(&|_, p| p.total().0, &|x| fmt_energy(Joules(x)))
+    );
+    let co2_s = format!(
+        "{} = {:.3e} kgCO₂eq{}",
+        fmt_co2(co2),
+        co2.0,
+        spread(&|r, _| r.rec.emissions, &|x| fmt_co2(KgCo2(x)))
+    );
+    let statuses: Vec<&str> = runs.iter().map(|r| status_word(&r.rec.status)).collect();
+    let status = if statuses.iter().all(|s| *s == statuses[0]) {
+        statuses[0].to_string()
+    } else {
+        statuses.join(", ")
+    };
+    let zone = format!(
+        "{} — {} gCO₂eq/kWh{}",
+        first.rec.country_name,
+        sig(first.rec.carbon_intensity),
+        if first.rec.country_iso_code.is_empty() {
+            " (world average, default: set CARBON_COUNTRY)"
+        } else {
+            ""
+        }
+    );
+    let m = &first.meas;
+    let method = format!(
+        "{} — CPU: {}; RAM: {}; GPU: {}; {} scope",
+        if m.setup.cpu.kind.measured() {
+            "measured"
+        } else {
+            "estimated"
+        },
+        m.setup.cpu.name,
+        m.setup.ram.name,
+        m.setup.gpu.name,
+        m.scope.name()
+    );
+    let split = format!(
+        "CPU {} · RAM {} · GPU {}",
+        fmt_energy(cpu),
+        fmt_energy(ram),
+        fmt_energy(gpu)
+    );
+    let compile = runs
+        .iter()
+        .filter_map(|r| r.meas.compile)
+        .fold(None, |acc: Option<Parts>, c| {
+            let mut a = acc.unwrap_or_default();
+            a.cpu += c.cpu;
+            a.ram += c.ram;
+            a.gpu += c.gpu;
+            Some(a)
+        });
+    let compile_s = compile.map(|c| {
+        let c = c.scaled(pue / n);
+        format!(
+            "compile {} · run {}",
+            fmt_energy(c.total()),
+            fmt_energy(tot - c.total())
+        )
+    });
+    let eq = equivalents(tot, co2);
+    let lang = if first.rec.language.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", first.rec.language)
+    };
+    let label = if first.rec.label.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", first.rec.label)
+    };
+
+    // text/plain
+    let mut t = format!("⚡ %%carbon{lang}{label} · {status}\n");
+    t.push_str(&format!(
+        "  duration   {dur_s}\n  energy     {energy_s}\n             {split}\n"
+    ));
+    if let Some(c) = &compile_s {
+        t.push_str(&format!("             {c}\n"));
+    }
+    t.push_str(&format!(
+        "  emissions  {co2_s}\n  zone       {zone}\n  PUE        {pue}\n  method     {method}\n"
+    ));
+    t.push_str("  ≈ ");
+    t.push_str(
+        &eq.iter()
+            .map(|e| format!("{} {}", e.amount, e.what))
+            .collect::<Vec<_>>()
+            .join(" · "),
+    );
+    t.push('\n');
+    t.push_str(&format!("  {where_}\n"));
+    let expl = explanation(first);
+    t.push_str("  how this was computed:\n");
+    for l in &expl {
+        t.push_str(&format!("    {l}\n"));
+    }
+
+    // text/html
+    let row = |k: &str, v: &str| {
+        format!(
+            "<tr><th style=\"text-align:left;padding-right:1em\">{k}</th><td style=\"text-align:left\">{v}</td></tr>"
+        )
+    };
+    let mut h = String::from(
+        "<div class=\"carbon-report\" style=\"font-family:sans-serif;font-size:13px\">",
+    );
+    h.push_str(&format!(
+        "<div style=\"font-weight:bold;margin-bottom:4px\">⚡ %%carbon{} · {}</div>",
+        esc(&format!("{lang}{label}")),
+        esc(&status)
+    ));
+    h.push_str(
+        "<div style=\"display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start\"><table>",
+    );
+    h.push_str(&row("duration", &esc(&dur_s)));
+    h.push_str(&row(
+        "energy",
+        &format!("{}<br><small>{}</small>", esc(&energy_s), esc(&split)),
+    ));
+    if let Some(c) = &compile_s {
+        h.push_str(&row("compile / run", &esc(c)));
+    }
+    h.push_str(&row("emissions", &format!("<b>{}</b>", esc(&co2_s))));
+    h.push_str(&row("zone", &esc(&zone)));
+    h.push_str(&row("PUE", &pue.to_string()));
+    h.push_str(&row("method", &esc(&method)));
+    h.push_str(&row(
+        "equivalents",
+        &eq.iter()
+            .map(|e| {
+                format!(
+                    "{} {} <small>({})</small>",
+                    esc(&e.amount),
+                    esc(e.what),
+                    esc(e.source)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("<br>"),
+    ));
+    h.push_str(&row("record", &esc(where_)));
+    h.push_str("</table>");
+    let mut items = vec![("CPU", cpu.0), ("RAM", ram.0), ("GPU", gpu.0)];
+    if let Some(c) = compile {
+        let c = c.scaled(pue / n);
+        items.push(("compile", c.total().0));
+        items.push(("run", (tot - c.total()).0));
+    }
+    let chart = bars_svg(&items, "energy (J)");
+    h.push_str(&format!("<div>{chart}</div></div>"));
+    h.push_str("<details><summary>How this was computed</summary><ul>");
+    for l in &expl {
+        h.push_str(&format!("<li>{}</li>", esc(l)));
+    }
+    h.push_str("</ul></details></div>");
+    MimeBundle::plain(t).with("text/html", h)
+}
+
+/// The live display while a cell runs.
+pub fn live(s: &LiveSample, pue: f64, g_per_kwh: f64) -> MimeBundle {
+    let e = s.energy.total() * pue;
+    let text = format!(
+        "⏱ running {:.0} s · {} so far ({}) · {:.1} W now",
+        s.elapsed_s,
+        fmt_energy(e),
+        fmt_co2(KgCo2::of(e, g_per_kwh)),
+        s.power.0 * pue
+    );
+    let html = format!(
+        "<div style=\"font-family:sans-serif;font-size:13px;color:#555\">{}</div>",
+        esc(&text)
+    );
+    MimeBundle::plain(text).with("text/html", html)
+}
+
+/// One metered cell of the session, for `%carbon summary`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEntry {
+    /// Language or `command`.
+    pub language: String,
+    /// Label.
+    pub label: String,
+    /// Energy with PUE.
+    pub parts: Parts,
+    /// kg.
+    pub emissions: f64,
+    /// s.
+    pub duration: f64,
+}
+
+/// `%carbon summary`: totals by language and a chart of every metered cell.
+pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
+    if entries.is_empty() {
+        return MimeBundle::plain(
+            "No metered cell in this session yet: use %%carbon or %carbon on.",
+        );
+    }
+    let mut langs: Vec<String> = entries.iter().map(|e| e.language.clone()).collect();
+    langs.sort();
+    langs.dedup();
+    let mut t = String::from("Session summary (energy with PUE)\n");
+    let mut h = String::from(
+        "<div style=\"font-family:sans-serif;font-size:13px\"><b>Session summary</b><table><tr><th>language</th><th>cells</th><th>duration</th><th>CPU</th><th>RAM</th><th>GPU</th><th>energy</th><th>emissions</th></tr>",
+    );
+    let mut line = |name: &str, es: &[&SessionEntry]| {
+        let cpu: Joules = es.iter().fold(Joules(0.0), |a, e| a + e.parts.cpu);
+        let ram: Joules = es.iter().fold(Joules(0.0), |a, e| a + e.parts.ram);
+        let gpu: Joules = es.iter().fold(Joules(0.0), |a, e| a + e.parts.gpu);
+        let co2 = KgCo2(es.iter().map(|e| e.emissions).sum());
+        let dur: f64 = es.iter().map(|e| e.duration).sum();
+        t.push_str(&format!(
+            "  {name:8} {:4} cells  {:>10}  CPU {}  RAM {}  GPU {}  total {}  {}\n",
+            es.len(),
+            human_secs(dur),
+            fmt_energy(cpu),
+            fmt_energy(ram),
+            fmt_energy(gpu),
+            fmt_energy(cpu + ram + gpu),
+            fmt_co2(co2)
+        ));
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            es.len(),
+            human_secs(dur),
+            fmt_energy(cpu),
+            fmt_energy(ram),
+            fmt_energy(gpu),
+            fmt_energy(cpu + ram + gpu),
+            fmt_co2(co2)
+        ));
+    };
+    for l in &langs {
+        let es: Vec<&SessionEntry> = entries.iter().filter(|e| &e.language == l).collect();
+        line(l, &es);
+    }
+    let all: Vec<&SessionEntry> = entries.iter().collect();
+    line("all", &all);
+    h.push_str("</table>");
+    let chart = summary_chart(entries);
+    h.push_str(&chart);
+    h.push_str("</div>");
+    MimeBundle::plain(t)
+        .with("text/html", h)
+        .with("image/svg+xml", chart)
+}
+
+fn summary_chart(entries: &[SessionEntry]) -> String {
+    let n = entries.len();
+    let max_bar = entries
+        .iter()
+        .map(|e| e.parts.total().0)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
+    let total_co2: f64 = entries
+        .iter()
+        .map(|e| e.emissions * 1000.0)
+        .sum::<f64>()
+        .max(1e-12)
+        * 1.1;
+    svg(640, 320, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Energy per metered cell (bars) and cumulative emissions (line)",
+                ("sans-serif", 14),
+            )
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0.0..n as f64, 0.0..max_bar)
+            .map_err(chart_err)?
+            .set_secondary_coord(0.0..n as f64, 0.0..total_co2);
+        chart
+            .configure_mesh()
+            .x_desc("cell")
+            .y_desc("energy (J)")
+            .x_labels(n.min(12))
+            .x_label_formatter(&|x| format!("{}", *x as usize + 1))
+            .y_label_formatter(&|v| sig(*v))
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(chart_err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("cumulative gCO₂eq")
+            .y_label_formatter(&|v| sig(*v))
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(chart_err)?;
+        let comps: [(&str, fn(&Parts) -> f64, RGBColor); 3] = [
+            ("CPU", |p| p.cpu.0, PALETTE[0]),
+            ("RAM", |p| p.ram.0, PALETTE[1]),
+            ("GPU", |p| p.gpu.0, PALETTE[2]),
+        ];
+        for (ci, (name, get, color)) in comps.iter().enumerate() {
+            let color = *color;
+            let bars: Vec<Rectangle<(f64, f64)>> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let below: f64 = comps[..ci].iter().map(|(_, g, _)| g(&e.parts)).sum();
+                    let x = i as f64;
+                    Rectangle::new(
+                        [(x + 0.15, below), (x + 0.85, below + get(&e.parts))],
+                        color.filled(),
+                    )
+                })
+                .collect();
+            chart
+                .draw_series(bars)
+                .map_err(chart_err)?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
+        }
+        let mut cum = 0.0;
+        let pts: Vec<(f64, f64)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                cum += e.emissions * 1000.0;
+                (i as f64 + 0.5, cum)
+            })
+            .collect();
+        chart
+            .draw_secondary_series(LineSeries::new(pts.clone(), PALETTE[5].stroke_width(2)))
+            .map_err(chart_err)?
+            .label("cumulative gCO₂eq")
+            .legend(|(x, y)| {
+                PathElement::new(vec![(x, y), (x + 12, y)], PALETTE[5].stroke_width(2))
+            });
+        chart
+            .draw_secondary_series(pts.iter().map(|p| Circle::new(*p, 3, PALETTE[5].filled())))
+            .map_err(chart_err)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(chart_err)?;
+        Ok(())
+    })
+    .unwrap_or_default()
+}
+
+/// `%carbon csv`: where the file is, how many rows, the last `last` rows.
+pub fn csv_view(path: &std::path::Path, view: &Result<CsvView, String>, last: usize) -> MimeBundle {
+    let v = match view {
+        Ok(v) => v,
+        Err(e) => {
+            return MimeBundle::plain(format!(
+                "{}: no rows yet or unreadable ({e})",
+                path.display()
+            ));
+        }
+    };
+    let cols = [
+        "timestamp",
+        "kind",
+        "language",
+        "label",
+        "status",
+        "duration",
+        "energy_consumed",
+        "emissions",
+        "tracking_mode",
+        "country_iso_code",
+    ];
+    let idx: Vec<(usize, &str)> = cols
+        .iter()
+        .filter_map(|c| v.header.iter().position(|h| h == c).map(|i| (i, *c)))
+        .collect();
+    let start = v.rows.len().saturating_sub(last);
+    let mut t = format!(
+        "{}: {} row(s), {} column(s); last {}:\n",
+        path.display(),
+        v.rows.len(),
+        v.header.len(),
+        v.rows.len() - start
+    );
+    let mut h = format!(
+        "<div style=\"font-family:sans-serif;font-size:13px\"><b>{}</b>: {} row(s), {} column(s)<table><tr>{}</tr>",
+        esc(&path.display().to_string()),
+        v.rows.len(),
+        v.header.len(),
+        idx.iter()
+            .map(|(_, c)| format!("<th>{c}</th>"))
+            .collect::<String>()
+    );
+    t.push_str(&idx.iter().map(|(_, c)| *c).collect::<Vec<_>>().join(" | "));
+    t.push('\n');
+    for r in &v.rows[start..] {
+        let cells: Vec<String> = idx
+            .iter()
+            .map(|(i, _)| r.get(*i).cloned().unwrap_or_default())
+            .collect();
+        t.push_str(&cells.join(" | "));
+        t.push('\n');
+        h.push_str("<tr>");
+        for c in &cells {
+            h.push_str(&format!("<td>{}</td>", esc(c)));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table></div>");
+    MimeBundle::plain(t).with("text/html", h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::carbon::gpu::NvmlChoice;
+    use crate::carbon::intensity;
+    use crate::carbon::meter::{Meter, MeterConfig};
+
+    fn run() -> RunReport {
+        let m = Meter::new(MeterConfig {
+            scope: Scope::Process,
+            tdp_w: Some(50.0),
+            powercap_root: "/nonexistent".into(),
+            proc_root: "/proc".into(),
+            nvml: NvmlChoice::Disabled,
+        });
+        m.start(&[std::process::id()]);
+        let mut x = 0u64;
+        for i in 0..3_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        let meas = m.stop().unwrap();
+        let z = intensity::zone(Some("FRA")).unwrap();
+        let mut rec = EmissionRecord::from_measurement(&meas, "p", "s", &z, 1.2);
+        rec.status = "ok".into();
+        rec.language = "python".into();
+        RunReport { rec, meas }
+    }
+
+    #[test]
+    fn report_has_table_chart_equivalents_and_explanation_with_numbers() {
+        let r = run();
+        let b = cell_report(&[r.clone()], "row appended to /tmp/emissions.csv");
+        let html = b.text("text/html").unwrap();
+        let text = b.text("text/plain").unwrap();
+        for needle in [
+            "<table>",
+            "<svg",
+            "<details>",
+            "How this was computed",
+            "smartphone",
+            "France",
+            "50.0 W",
+        ] {
+            assert!(html.contains(needle), "html lacks {needle}");
+        }
+        assert!(text.contains("emissions") && text.contains("France"));
+        // the explanation shows this run's CPU seconds
+        assert!(
+            text.contains(&format!("{:.2} s", r.meas.cpu_seconds)),
+            "{text}"
+        );
+        let two = cell_report(&[r.clone(), r], "x");
+        assert!(two.text("text/plain").unwrap().contains("2 runs"));
+    }
+
+    #[test]
+    fn equivalents_follow_their_factors() {
+        // 36 kJ = 10 Wh = one smartphone charge; 120 g = 1 km by car
+        let e = equivalents(Joules(36_000.0), KgCo2(0.12));
+        assert_eq!(e[0].amount, "1.00 km");
+        assert_eq!(e[1].amount, "1.000");
+        assert_eq!(e[2].amount, "60.0 min");
+    }
+
+    #[test]
+    fn summary_and_csv_view() {
+        let e = |l: &str, j: f64| SessionEntry {
+            language: l.into(),
+            label: String::new(),
+            parts: Parts {
+                cpu: Joules(j),
+                ram: Joules(j / 2.0),
+                gpu: Joules(0.0),
+            },
+            emissions: j * 1e-7,
+            duration: 1.0,
+        };
+        let b = summary(&[e("python", 10.0), e("java", 20.0), e("python", 5.0)]);
+        let t = b.text("text/plain").unwrap();
+        assert!(t.contains("python") && t.contains("java") && t.contains("all"));
+        assert!(b.text("image/svg+xml").unwrap().contains("<svg"));
+        assert!(
+            summary(&[])
+                .text("text/plain")
+                .unwrap()
+                .contains("No metered cell")
+        );
+        let v = CsvView {
+            header: vec!["timestamp".into(), "label".into()],
+            rows: (0..8)
+                .map(|i| vec![format!("t{i}"), format!("l{i}")])
+                .collect(),
+        };
+        let b = csv_view(std::path::Path::new("/x/e.csv"), &Ok(v), 3);
+        let t = b.text("text/plain").unwrap();
+        assert!(
+            t.contains("8 row(s)") && t.contains("l7") && !t.contains("l4"),
+            "{t}"
+        );
+    }
+}

@@ -1,0 +1,1087 @@
+//! What `%llm` shows: each answer as Markdown, the comparison table (HTML + text/plain), the chart
+//! (per model, operational vs embodied by both methods, ranges as error bars), the collapsed "how
+//! this was computed" with this request's numbers (the seed's explanation panel), and the views of
+//! `%llm models`, `%llm history` and `%llm summary`.
+
+use super::client::LlmResponse;
+use super::footprint::{EcoEstimate, ModelMatch, Range, SeedEstimate, Tables};
+use super::history::HistoryEntry;
+use super::providers::{LlmConfig, ModelSpec};
+use crate::MimeBundle;
+use crate::chart::{PALETTE, chart_err, svg};
+use html_escape::encode_text as esc;
+use plotters::prelude::*;
+
+/// One model's request, finished (answer or error), with both footprints when it succeeded.
+#[derive(Debug, Clone)]
+pub struct RequestResult {
+    /// The model asked.
+    pub spec: ModelSpec,
+    /// The answer, when the request succeeded.
+    pub response: Option<LlmResponse>,
+    /// The error text (already redacted), when it failed.
+    pub error: Option<String>,
+    /// Text received before a failure (broken or stalled stream).
+    pub partial: String,
+    /// Latency × hardware.
+    pub seed: Option<SeedEstimate>,
+    /// Tokens × parameters.
+    pub eco: Option<EcoEstimate>,
+}
+
+/// A number with 3 significant digits, scientific when very small or large.
+pub fn num(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let a = x.abs();
+    if !(1e-3..1e5).contains(&a) {
+        format!("{x:.2e}")
+    } else {
+        let digits = (2 - a.log10().floor() as i32).max(0) as usize;
+        format!("{x:.digits$}")
+    }
+}
+
+/// `min–max`, or one number when exact.
+pub fn range(r: &Range, scale: f64) -> String {
+    if r.is_range() {
+        format!("{}–{}", num(r.min() * scale), num(r.max() * scale))
+    } else {
+        num(r.min() * scale)
+    }
+}
+
+/// The Markdown display of one answer (streaming, final or failed).
+pub fn answer_bundle(spec: &ModelSpec, text: &str, status: &str) -> MimeBundle {
+    let head = format!("**{}** · {}", spec, status);
+    let md = if text.is_empty() {
+        head.clone()
+    } else {
+        format!("{head}\n\n{text}")
+    };
+    let plain = if text.is_empty() {
+        format!("{spec} · {status}")
+    } else {
+        format!("{spec} · {status}\n{text}")
+    };
+    MimeBundle::new()
+        .with("text/markdown", md)
+        .with("text/plain", plain)
+}
+
+/// The status line of a finished answer.
+pub fn answer_status(r: &RequestResult) -> String {
+    match (&r.response, &r.error) {
+        (Some(resp), _) => {
+            let mut s = format!("{:.2} s", resp.latency_s);
+            if let (Some(i), Some(o)) = (resp.prompt_tokens, resp.completion_tokens) {
+                s.push_str(&format!(" · {i} → {o} tokens"));
+            }
+            if let Some(f) = &resp.finish_reason
+                && f != "stop"
+                && f != "STOP"
+            {
+                s.push_str(&format!(" · stopped: {f}"));
+            }
+            if resp.attempts > 1 {
+                s.push_str(&format!(" · {} attempts", resp.attempts));
+            }
+            s
+        }
+        (None, Some(e)) => format!("⚠ {e}"),
+        _ => "no answer".into(),
+    }
+}
+
+fn tokens_per_s(resp: &LlmResponse) -> Option<f64> {
+    let n = resp.completion_tokens? as f64;
+    (resp.latency_s > 0.0).then(|| n / resp.latency_s)
+}
+
+const HEAD: [&str; 12] = [
+    "model",
+    "latency s",
+    "tokens in",
+    "tokens out",
+    "tokens/s",
+    "seed Wh",
+    "seed op gCO₂eq",
+    "seed emb gCO₂eq",
+    "EcoLogits Wh",
+    "EcoLogits op gCO₂eq",
+    "EcoLogits emb gCO₂eq",
+    "EcoLogits total gCO₂eq",
+];
+
+fn row(r: &RequestResult) -> Vec<String> {
+    let dash = || "—".to_string();
+    let mut v = vec![r.spec.to_string()];
+    match &r.response {
+        Some(resp) => {
+            v.push(format!("{:.3}", resp.latency_s));
+            v.push(
+                resp.prompt_tokens
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(dash),
+            );
+            v.push(
+                resp.completion_tokens
+                    .map(|n| {
+                        if resp.tokens_estimated {
+                            format!("~{n}")
+                        } else {
+                            n.to_string()
+                        }
+                    })
+                    .unwrap_or_else(dash),
+            );
+            v.push(
+                tokens_per_s(resp)
+                    .map(|x| format!("{x:.1}"))
+                    .unwrap_or_else(dash),
+            );
+        }
+        None => {
+            v.push(format!("error: {}", r.error.clone().unwrap_or_default()));
+            v.extend((0..3).map(|_| dash()));
+        }
+    }
+    match &r.seed {
+        Some(s) => {
+            v.push(num(s.energy_kwh * 1000.0));
+            v.push(num(s.op_kg * 1000.0));
+            v.push(num(s.emb_kg * 1000.0));
+        }
+        None => v.extend((0..3).map(|_| dash())),
+    }
+    match &r.eco {
+        Some(e) => {
+            v.push(range(&e.energy_kwh, 1000.0));
+            v.push(range(&e.op_kg, 1000.0));
+            v.push(range(&e.emb_kg, 1000.0));
+            v.push(range(&e.total_kg(), 1000.0));
+        }
+        None => v.extend((0..4).map(|_| dash())),
+    }
+    v
+}
+
+fn html_table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut h = String::from(
+        "<table class=\"carbon-llm\" style=\"border-collapse:collapse;font-size:0.9em\"><thead><tr>",
+    );
+    for c in head {
+        h.push_str(&format!(
+            "<th style=\"text-align:right;padding:2px 6px;border-bottom:1px solid #999\">{}</th>",
+            esc(c)
+        ));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for r in rows {
+        h.push_str("<tr>");
+        for c in r {
+            h.push_str(&format!(
+                "<td style=\"text-align:right;padding:2px 6px\">{}</td>",
+                esc(c)
+            ));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+fn text_table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let n = head.len();
+    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(n) {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:>width$}", c, width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(head.to_vec());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
+
+fn warnings(results: &[RequestResult]) -> Vec<String> {
+    let mut w = Vec::new();
+    for r in results {
+        if let Some(s) = &r.seed
+            && !s.matched
+        {
+            w.push(format!(
+                "{}: no hardware profile in the seed's table: its fallback ({} × {} kW {}, intensity '{}') was used (LLM_PROFILES_FILE adds one)",
+                r.spec, s.profile.device_count, s.profile.device_power_kw, s.profile.chip, s.profile.country
+            ));
+        }
+        if let Some(e) = &r.eco {
+            for x in &e.warnings {
+                w.push(format!("{}: {x}", r.spec));
+            }
+        }
+        if let Some(resp) = &r.response
+            && resp.tokens_estimated
+        {
+            w.push(format!(
+                "{}: the response had no token usage; output tokens were counted from the stream chunks (or ~4 characters per token)",
+                r.spec
+            ));
+        }
+    }
+    w
+}
+
+/// The comparison: table (HTML + text), warnings and the collapsed explanation.
+pub fn comparison_bundle(results: &[RequestResult], tables: &Tables) -> MimeBundle {
+    let rows: Vec<Vec<String>> = results.iter().map(row).collect();
+    let warns = warnings(results);
+    let mut html = String::from("<div class=\"carbon-llm-report\">");
+    html.push_str(&html_table(&HEAD, &rows));
+    for w in &warns {
+        html.push_str(&format!("<div style=\"color:#b35900\">⚠ {}</div>", esc(w)));
+    }
+    html.push_str(&explanation_html(results, tables));
+    html.push_str("</div>");
+    let mut text = text_table(&HEAD, &rows);
+    for w in &warns {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    text.push_str("\nHow this was computed:\n");
+    text.push_str(&explanation_text(results, tables));
+    MimeBundle::new()
+        .with("text/html", html)
+        .with("text/plain", text)
+}
+
+/// The explanation lines of one request, both methods with its numbers.
+fn explain(r: &RequestResult, t: &Tables) -> Vec<String> {
+    let mut l = Vec::new();
+    if let Some(s) = &r.seed {
+        let p = &s.profile;
+        l.push(format!(
+            "Latency × hardware (the seed's method; charges the whole deployment to this request for its whole latency and ignores batching): profile {} = {} × {} kW {} ({}), PUE {}, intensity {} kgCO₂eq/kWh ('{}').",
+            if s.matched { p.model.as_str() } else { "fallback" },
+            p.device_count, p.device_power_kw, p.chip, p.source, s.pue, s.intensity, p.country
+        ));
+        l.push(format!(
+            "E = t/3600 × n × P × PUE = {:.4}/3600 × {} × {} × {} = {} kWh; CO₂_op = E × CI = {} × {} = {} gCO₂eq",
+            s.latency_s, p.device_count, p.device_power_kw, s.pue, num(s.energy_kwh), num(s.energy_kwh), s.intensity, num(s.op_kg * 1000.0)
+        ));
+        l.push(format!(
+            "CO₂_hw = t/(3600 × lifetime_h) × C_fab = {:.4}/(3600 × {}) × {} kg = {} gCO₂eq (C_fab = CPU+DRAM+SSD+H100 of one server, not scaled by the device count)",
+            s.latency_s, s.lifetime_hours, s.fabrication_kg, num(s.emb_kg * 1000.0)
+        ));
+    }
+    if let Some(e) = &r.eco {
+        let c = &t.eco;
+        let model = match &e.matched {
+            ModelMatch::Table(n) => format!("'{n}' in the model table"),
+            ModelMatch::FromName(p) => format!("not in the table, {p}B read from the name"),
+            ModelMatch::Fallback => "not in the table, generic fallback".into(),
+        };
+        l.push(format!(
+            "Tokens × parameters (EcoLogits 0.11): {model}; active {} B, total {} B parameters; N = {} output tokens; batch B = {}; provider PUE {}, zone {} ({} kgCO₂eq/kWh).",
+            range(&e.active, 1.0), range(&e.total, 1.0), e.tokens, c.batch_size, range(&e.pue, 1.0), e.zone, e.intensity
+        ));
+        l.push(format!(
+            "f_E = α·e^(β·B)·P_act + γ = {:.4e}·e^({:.5}·{})·P_act + {:.4e} = {} Wh/token; E_gpu = N·f_E/1000",
+            c.gpu_energy_alpha, c.gpu_energy_beta, c.batch_size, c.gpu_energy_gamma, range(&e.energy_per_token_wh, 1.0)
+        ));
+        let lat = match (e.deployment.tps, e.deployment.ttft) {
+            (Some(tps), ttft) => format!("ttft {} s + N/{tps} tokens/s", ttft.unwrap_or(0.0)),
+            _ => format!(
+                "N × ({:.4e}·P_act + {:.4e}·B + {:.4})",
+                c.latency_alpha, c.latency_beta, c.latency_gamma
+            ),
+        };
+        l.push(format!(
+            "ΔT = min({lat}, measured {}) = {} s; GPUs n = 2^⌈log2⌈1.2·P_tot·{}/8/{}⌉⌉ = {}",
+            e.latency_bound_s
+                .map(|x| format!("{x:.3} s"))
+                .unwrap_or_else(|| "none".into()),
+            range(&e.gen_time_s, 1.0),
+            c.quantization_bits,
+            c.gpu_memory_gb,
+            if e.gpus.0 == e.gpus.1 {
+                e.gpus.0.to_string()
+            } else {
+                format!("{}–{}", e.gpus.0, e.gpus.1)
+            }
+        ));
+        l.push(format!(
+            "E = PUE·(ΔT/3600·{} kW·n/{}/B + n·E_gpu) = {} kWh; op = E × {} = {} gCO₂eq",
+            c.server_power_kw,
+            c.server_gpus,
+            range(&e.energy_kwh, 1.0),
+            e.intensity,
+            range(&e.op_kg, 1000.0)
+        ));
+        l.push(format!(
+            "emb = ΔT·(n/{}·{} + n·{}) kg/({} s·B) = {} gCO₂eq",
+            c.server_gpus,
+            c.server_embodied_kg,
+            c.gpu_embodied_kg,
+            c.lifetime_s,
+            range(&e.emb_kg, 1000.0)
+        ));
+    }
+    if let Some(resp) = &r.response {
+        if let Some(tm) = &resp.timing
+            && let Some(ct) = tm.completion_time
+        {
+            l.push(format!(
+                "Provider timing: completion_time {ct} s (used as the latency bound of the tokens × parameters method), total_time {} s",
+                tm.total_time.map(|x| x.to_string()).unwrap_or_else(|| "—".into())
+            ));
+        }
+        for n in &resp.notes {
+            l.push(n.clone());
+        }
+    }
+    l
+}
+
+fn explanation_html(results: &[RequestResult], t: &Tables) -> String {
+    let mut h = String::from(
+        "<details><summary>How this was computed</summary><div style=\"font-size:0.9em\">",
+    );
+    for r in results
+        .iter()
+        .filter(|r| r.seed.is_some() || r.eco.is_some())
+    {
+        h.push_str(&format!("<p><b>{}</b></p><ul>", esc(&r.spec.to_string())));
+        for l in explain(r, t) {
+            h.push_str(&format!("<li>{}</li>", esc(&l)));
+        }
+        h.push_str("</ul>");
+    }
+    if !t.user_files.is_empty() {
+        h.push_str(&format!(
+            "<p>Your data files: {}</p>",
+            esc(&t.user_files.join(", "))
+        ));
+    }
+    h.push_str("<p>Sources: seed profiles and constants in data/llm_hardware_profiles.csv and data/llm_seed_method.json (TelecomCarbon backend/config.py); EcoLogits 0.11.3 formulas, constants and model table in data/llm_models.json.</p></div></details>");
+    h
+}
+
+fn explanation_text(results: &[RequestResult], t: &Tables) -> String {
+    let mut s = String::new();
+    for r in results
+        .iter()
+        .filter(|r| r.seed.is_some() || r.eco.is_some())
+    {
+        s.push_str(&format!("{}\n", r.spec));
+        for l in explain(r, t) {
+            s.push_str(&format!("  - {l}\n"));
+        }
+    }
+    s
+}
+
+/// One bar of a chart: value with an optional range.
+struct Bar {
+    label: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
+}
+
+fn bars(r: &RequestResult) -> Vec<Bar> {
+    let mut v = Vec::new();
+    if let Some(s) = &r.seed {
+        v.push(Bar {
+            label: "seed operational",
+            value: s.op_kg * 1000.0,
+            min: s.op_kg * 1000.0,
+            max: s.op_kg * 1000.0,
+        });
+        v.push(Bar {
+            label: "seed embodied",
+            value: s.emb_kg * 1000.0,
+            min: s.emb_kg * 1000.0,
+            max: s.emb_kg * 1000.0,
+        });
+    }
+    if let Some(e) = &r.eco {
+        v.push(Bar {
+            label: "EcoLogits operational",
+            value: e.op_kg.mid() * 1000.0,
+            min: e.op_kg.min() * 1000.0,
+            max: e.op_kg.max() * 1000.0,
+        });
+        v.push(Bar {
+            label: "EcoLogits embodied",
+            value: e.emb_kg.mid() * 1000.0,
+            min: e.emb_kg.min() * 1000.0,
+            max: e.emb_kg.max() * 1000.0,
+        });
+    }
+    v
+}
+
+fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
+    for v in vals.filter(|v| *v > 0.0 && v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if !lo.is_finite() {
+        return (1e-6, 1.0);
+    }
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    (lo, hi)
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() > n {
+        s.chars().take(n - 1).collect::<String>() + "…"
+    } else {
+        s.to_string()
+    }
+}
+
+/// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
+/// bars). `None` when no request succeeded.
+pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
+    let ok: Vec<&RequestResult> = results
+        .iter()
+        .filter(|r| r.seed.is_some() || r.eco.is_some())
+        .collect();
+    if ok.is_empty() {
+        return None;
+    }
+    let all: Vec<Vec<Bar>> = ok.iter().map(|r| bars(r)).collect();
+    let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
+    let n = ok.len();
+    let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
+    let res = svg(160 + 170 * n as u32, 380, |root| {
+        let mut ch = ChartBuilder::on(root)
+            .caption(
+                "gCO₂eq per request: operational vs embodied",
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
+            .map_err(chart_err)?;
+        ch.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
+                    names[i].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("gCO₂eq (log)")
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()
+            .map_err(chart_err)?;
+        let labels = [
+            "seed operational",
+            "seed embodied",
+            "EcoLogits operational",
+            "EcoLogits embodied",
+        ];
+        for (k, label) in labels.iter().enumerate() {
+            let colour = PALETTE[k];
+            let rects: Vec<Rectangle<(f64, f64)>> = all
+                .iter()
+                .enumerate()
+                .filter_map(|(i, bs)| {
+                    let b = bs.iter().find(|b| b.label == *label)?;
+                    let x0 = i as f64 + 0.1 + 0.2 * k as f64;
+                    Some(Rectangle::new(
+                        [(x0, lo), (x0 + 0.18, b.value.max(lo))],
+                        colour.filled(),
+                    ))
+                })
+                .collect();
+            ch.draw_series(rects)
+                .map_err(chart_err)?
+                .label(*label)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
+            let errs: Vec<_> = all
+                .iter()
+                .enumerate()
+                .filter_map(|(i, bs)| {
+                    let b = bs.iter().find(|b| b.label == *label && b.min < b.max)?;
+                    let x = i as f64 + 0.19 + 0.2 * k as f64;
+                    Some(ErrorBar::new_vertical(
+                        x,
+                        b.min.max(lo),
+                        b.value.max(lo),
+                        b.max.max(lo),
+                        BLACK.stroke_width(1),
+                        8,
+                    ))
+                })
+                .collect();
+            ch.draw_series(errs).map_err(chart_err)?;
+        }
+        ch.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(chart_err)?;
+        Ok(())
+    });
+    let svg_text = res.ok()?;
+    let mut plain = String::from("chart: gCO₂eq per request (operational / embodied)\n");
+    for (r, bs) in ok.iter().zip(&all) {
+        plain.push_str(&format!(
+            "  {}: {}\n",
+            r.spec,
+            bs.iter()
+                .map(|b| format!("{} {}", b.label, num(b.value)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Some(
+        MimeBundle::new()
+            .with("image/svg+xml", svg_text)
+            .with("text/plain", plain),
+    )
+}
+
+/// `%llm models`.
+pub fn models_bundle(cfg: &LlmConfig) -> MimeBundle {
+    let default = cfg.default_model().ok();
+    let head = ["provider", "key", "models (first = default)", "base URL"];
+    let rows: Vec<Vec<String>> = cfg
+        .providers
+        .iter()
+        .map(|p| {
+            let key = match (&p.api_key, p.kind.needs_key()) {
+                (Some(_), _) => format!("yes ({})", p.kind.key_var()),
+                (None, true) => format!("no — set {}", p.kind.key_var()),
+                (None, false) => "not needed".into(),
+            };
+            let models = if p.models.is_empty() {
+                format!("— (set {})", p.kind.model_var())
+            } else {
+                p.models
+                    .iter()
+                    .map(|m| {
+                        let is_default = default
+                            .as_ref()
+                            .is_some_and(|d| d.provider == p.kind && &d.model == m);
+                        if is_default {
+                            format!("{m} (default)")
+                        } else {
+                            m.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let url = if p.base_url_overridden {
+                format!("{} ({})", p.base_url, p.kind.base_url_var())
+            } else {
+                p.base_url.clone()
+            };
+            vec![p.kind.key().to_string(), key, models, url]
+        })
+        .collect();
+    let mut text = text_table(&head, &rows);
+    let mut html = html_table(&head, &rows);
+    if default.is_none() {
+        let msg = "No default model yet: set a key and a model list (e.g. OPENAI_API_KEY, OPENAI_MODEL) in .env.";
+        text.push_str(msg);
+        html.push_str(&format!("<p>{msg}</p>"));
+    }
+    MimeBundle::new()
+        .with("text/html", html)
+        .with("text/plain", text)
+}
+
+/// `%llm history`.
+pub fn history_bundle(entries: &[HistoryEntry], path: &str) -> MimeBundle {
+    if entries.is_empty() {
+        let m = format!("No LLM request in this session yet (file: {path}).");
+        return MimeBundle::new()
+            .with("text/plain", m.clone())
+            .with("text/html", format!("<p>{}</p>", esc(&m)));
+    }
+    let head = [
+        "#",
+        "time",
+        "model",
+        "latency s",
+        "tokens in/out",
+        "seed gCO₂eq",
+        "EcoLogits gCO₂eq",
+        "prompt",
+        "answer / error",
+    ];
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            vec![
+                (i + 1).to_string(),
+                e.timestamp.get(11..19).unwrap_or(&e.timestamp).to_string(),
+                format!("{}:{}", e.provider, e.model),
+                format!("{:.2}", e.latency_s),
+                format!(
+                    "{}/{}",
+                    e.prompt_tokens.map(|n| n.to_string()).unwrap_or("—".into()),
+                    e.completion_tokens
+                        .map(|n| n.to_string())
+                        .unwrap_or("—".into())
+                ),
+                if e.ok() { num(e.seed_g) } else { "—".into() },
+                if e.ok() {
+                    range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
+                } else {
+                    "—".into()
+                },
+                short(&e.prompt.replace('\n', " "), 40),
+                match &e.error {
+                    Some(err) => format!("error: {}", short(err, 60)),
+                    None => format!(
+                        "{} words: {}",
+                        e.answer.split_whitespace().count(),
+                        short(&e.answer.replace('\n', " "), 50)
+                    ),
+                },
+            ]
+        })
+        .collect();
+    let foot = format!("Kept in {path}");
+    MimeBundle::new()
+        .with(
+            "text/html",
+            format!(
+                "{}<p style=\"font-size:0.8em\">{}</p>",
+                html_table(&head, &rows),
+                esc(&foot)
+            ),
+        )
+        .with(
+            "text/plain",
+            format!("{}{foot}\n", text_table(&head, &rows)),
+        )
+}
+
+/// Totals of the session (successful requests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Totals {
+    /// Successful calls.
+    pub calls: usize,
+    /// Failed calls.
+    pub errors: usize,
+    /// Seed total (g).
+    pub seed_g: f64,
+    /// EcoLogits total (g).
+    pub eco_g: Range,
+    /// Mean latency (s).
+    pub mean_latency_s: f64,
+}
+
+/// Sums the session.
+pub fn totals(entries: &[HistoryEntry]) -> Totals {
+    let ok: Vec<&HistoryEntry> = entries.iter().filter(|e| e.ok()).collect();
+    let calls = ok.len();
+    let seed_g = ok.iter().map(|e| e.seed_g).sum();
+    let eco_g = Range::span(
+        ok.iter().map(|e| e.eco_g_min).sum(),
+        ok.iter().map(|e| e.eco_g_max).sum(),
+    );
+    let mean_latency_s = if calls > 0 {
+        ok.iter().map(|e| e.latency_s).sum::<f64>() / calls as f64
+    } else {
+        0.0
+    };
+    Totals {
+        calls,
+        errors: entries.len() - calls,
+        seed_g,
+        eco_g,
+        mean_latency_s,
+    }
+}
+
+/// `%llm summary`: totals, the per-model chart (mean emissions bars, mean latency on a 2nd axis)
+/// and emissions per call over time.
+pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
+    let t = totals(entries);
+    let per = |g: f64| if t.calls > 0 { g / t.calls as f64 } else { 0.0 };
+    let head = [
+        "",
+        "latency × hardware (seed)",
+        "tokens × parameters (EcoLogits)",
+    ];
+    let rows = vec![
+        vec![
+            "calls (errors)".to_string(),
+            format!("{} ({})", t.calls, t.errors),
+            format!("{} ({})", t.calls, t.errors),
+        ],
+        vec!["total gCO₂eq".into(), num(t.seed_g), range(&t.eco_g, 1.0)],
+        vec![
+            "mean per call gCO₂eq".into(),
+            num(per(t.seed_g)),
+            range(&Range::span(per(t.eco_g.min()), per(t.eco_g.max())), 1.0),
+        ],
+        vec![
+            "mean latency s".into(),
+            format!("{:.2}", t.mean_latency_s),
+            format!("{:.2}", t.mean_latency_s),
+        ],
+    ];
+    let mut out = vec![
+        MimeBundle::new()
+            .with("text/html", html_table(&head, &rows))
+            .with("text/plain", text_table(&head, &rows)),
+    ];
+    let ok: Vec<&HistoryEntry> = entries.iter().filter(|e| e.ok()).collect();
+    if ok.is_empty() {
+        return out;
+    }
+    // mean per model, in order of first use
+    let mut models: Vec<String> = Vec::new();
+    for e in &ok {
+        let k = format!("{}:{}", e.provider, e.model);
+        if !models.contains(&k) {
+            models.push(k);
+        }
+    }
+    struct M {
+        n: usize,
+        seed: f64,
+        eco_min: f64,
+        eco_max: f64,
+        lat: f64,
+    }
+    let stats: Vec<M> = models
+        .iter()
+        .map(|k| {
+            let es: Vec<&&HistoryEntry> = ok
+                .iter()
+                .filter(|e| &format!("{}:{}", e.provider, e.model) == k)
+                .collect();
+            let n = es.len() as f64;
+            M {
+                n: es.len(),
+                seed: es.iter().map(|e| e.seed_g).sum::<f64>() / n,
+                eco_min: es.iter().map(|e| e.eco_g_min).sum::<f64>() / n,
+                eco_max: es.iter().map(|e| e.eco_g_max).sum::<f64>() / n,
+                lat: es.iter().map(|e| e.latency_s).sum::<f64>() / n,
+            }
+        })
+        .collect();
+    let (lo, hi) = log_bounds(stats.iter().flat_map(|s| [s.seed, s.eco_min, s.eco_max]));
+    let max_lat = stats.iter().map(|s| s.lat).fold(0.0f64, f64::max).max(1e-3) * 1.2;
+    let n = models.len();
+    let names: Vec<String> = models.iter().map(|m| short(m, 28)).collect();
+    let chart1 = svg(200 + 150 * n as u32, 380, |root| {
+        let mut ch = ChartBuilder::on(root)
+            .caption(
+                "Mean gCO₂eq per call and mean latency, per model",
+                ("sans-serif", 16),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
+            .map_err(chart_err)?
+            .set_secondary_coord(0f64..n as f64, 0f64..max_lat);
+        ch.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
+                    names[i].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("gCO₂eq per call (log)")
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()
+            .map_err(chart_err)?;
+        ch.configure_secondary_axes()
+            .y_desc("mean latency (s)")
+            .draw()
+            .map_err(chart_err)?;
+        let c0 = PALETTE[0];
+        let c2 = PALETTE[2];
+        ch.draw_series(stats.iter().enumerate().map(|(i, s)| {
+            Rectangle::new(
+                [(i as f64 + 0.15, lo), (i as f64 + 0.48, s.seed.max(lo))],
+                c0.filled(),
+            )
+        }))
+        .map_err(chart_err)?
+        .label("seed (latency × hardware)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c0.filled()));
+        ch.draw_series(stats.iter().enumerate().map(|(i, s)| {
+            let mid = (s.eco_min + s.eco_max) / 2.0;
+            Rectangle::new(
+                [(i as f64 + 0.52, lo), (i as f64 + 0.85, mid.max(lo))],
+                c2.filled(),
+            )
+        }))
+        .map_err(chart_err)?
+        .label("EcoLogits (tokens × parameters)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c2.filled()));
+        ch.draw_series(
+            stats
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.eco_min < s.eco_max)
+                .map(|(i, s)| {
+                    ErrorBar::new_vertical(
+                        i as f64 + 0.685,
+                        s.eco_min.max(lo),
+                        ((s.eco_min + s.eco_max) / 2.0).max(lo),
+                        s.eco_max.max(lo),
+                        BLACK.stroke_width(1),
+                        8,
+                    )
+                }),
+        )
+        .map_err(chart_err)?;
+        ch.draw_secondary_series(LineSeries::new(
+            stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i as f64 + 0.5, s.lat)),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(chart_err)?
+        .label("mean latency (s, right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK.stroke_width(2)));
+        ch.draw_secondary_series(
+            stats
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Circle::new((i as f64 + 0.5, s.lat), 4, BLACK.filled())),
+        )
+        .map_err(chart_err)?;
+        ch.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(chart_err)?;
+        Ok(())
+    });
+    let mut plain1 = String::from("chart: mean gCO₂eq per call and mean latency per model\n");
+    for (m, s) in models.iter().zip(&stats) {
+        plain1.push_str(&format!(
+            "  {m} ({} calls): seed {} g, EcoLogits {} g, latency {:.2} s\n",
+            s.n,
+            num(s.seed),
+            range(&Range::span(s.eco_min, s.eco_max), 1.0),
+            s.lat
+        ));
+    }
+    if let Ok(s) = chart1 {
+        out.push(
+            MimeBundle::new()
+                .with("image/svg+xml", s)
+                .with("text/plain", plain1),
+        );
+    }
+    let (lo, hi) = log_bounds(ok.iter().flat_map(|e| [e.seed_g, e.eco_g_min, e.eco_g_max]));
+    let n = ok.len();
+    let chart2 = svg(640, 320, |root| {
+        let mut ch = ChartBuilder::on(root)
+            .caption("gCO₂eq per call over the session", ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.5f64..n as f64 + 0.5, (lo..hi).log_scale())
+            .map_err(chart_err)?;
+        ch.configure_mesh()
+            .x_desc("call number")
+            .x_labels(n.min(12))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc("gCO₂eq (log)")
+            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .draw()
+            .map_err(chart_err)?;
+        let c0 = PALETTE[0];
+        let c2 = PALETTE[2];
+        ch.draw_series(LineSeries::new(
+            ok.iter()
+                .enumerate()
+                .map(|(i, e)| ((i + 1) as f64, e.seed_g.max(lo))),
+            c0.stroke_width(2),
+        ))
+        .map_err(chart_err)?
+        .label("seed")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], c0.stroke_width(2)));
+        ch.draw_series(
+            ok.iter()
+                .enumerate()
+                .map(|(i, e)| Circle::new(((i + 1) as f64, e.seed_g.max(lo)), 3, c0.filled())),
+        )
+        .map_err(chart_err)?;
+        ch.draw_series(LineSeries::new(
+            ok.iter()
+                .enumerate()
+                .map(|(i, e)| ((i + 1) as f64, ((e.eco_g_min + e.eco_g_max) / 2.0).max(lo))),
+            c2.stroke_width(2),
+        ))
+        .map_err(chart_err)?
+        .label("EcoLogits (range)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], c2.stroke_width(2)));
+        ch.draw_series(ok.iter().enumerate().map(|(i, e)| {
+            ErrorBar::new_vertical(
+                (i + 1) as f64,
+                e.eco_g_min.max(lo),
+                ((e.eco_g_min + e.eco_g_max) / 2.0).max(lo),
+                e.eco_g_max.max(lo),
+                c2.stroke_width(1),
+                6,
+            )
+        }))
+        .map_err(chart_err)?;
+        ch.configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(chart_err)?;
+        Ok(())
+    });
+    if let Ok(s) = chart2 {
+        let mut plain = String::from("chart: gCO₂eq per call over the session\n");
+        for (i, e) in ok.iter().enumerate() {
+            plain.push_str(&format!(
+                "  {}. {}:{} seed {} g, EcoLogits {} g\n",
+                i + 1,
+                e.provider,
+                e.model,
+                num(e.seed_g),
+                range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
+            ));
+        }
+        out.push(
+            MimeBundle::new()
+                .with("image/svg+xml", s)
+                .with("text/plain", plain),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::footprint::{eco_estimate, seed_estimate};
+    use crate::llm::providers::ProviderKind;
+
+    fn result(model: &str, provider: ProviderKind) -> RequestResult {
+        let t = Tables::builtin();
+        let resp = LlmResponse {
+            text: "hi".into(),
+            prompt_tokens: Some(5),
+            completion_tokens: Some(50),
+            latency_s: 1.5,
+            attempts: 1,
+            ..Default::default()
+        };
+        RequestResult {
+            spec: ModelSpec {
+                provider,
+                model: model.into(),
+            },
+            seed: Some(seed_estimate(&t, model, 1.5)),
+            eco: Some(eco_estimate(&t, provider.key(), model, 50, Some(1.5))),
+            response: Some(resp),
+            error: None,
+            partial: String::new(),
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(num(0.0123456), "0.0123");
+        assert_eq!(num(12.3456), "12.3");
+        assert_eq!(num(0.00001234), "1.23e-5");
+    }
+
+    #[test]
+    fn comparison_has_both_methods_warnings_and_explanation() {
+        let t = Tables::builtin();
+        let rs = vec![
+            result("gpt-4o-mini", ProviderKind::OpenAi),
+            result("llama-3.3-70b-versatile", ProviderKind::Groq),
+        ];
+        let b = comparison_bundle(&rs, &t);
+        let html = b.text("text/html").unwrap();
+        assert!(html.contains("<details><summary>How this was computed"));
+        // gpt-4o-mini has no seed profile → visible warning naming the fallback
+        assert!(html.contains("gpt-4o-mini: no hardware profile"), "{html}");
+        let plain = b.text("text/plain").unwrap();
+        assert!(plain.contains("EcoLogits total"));
+        // the seed op value of groq for 1.5 s: 1.5/3600 × 106.56 × 1.1 × 0.4 × 1000 = 19.536 g
+        assert!(plain.contains("19.5"), "{plain}");
+        let c = chart_bundle(&rs).unwrap();
+        let svg = c.text("image/svg+xml").unwrap();
+        assert!(svg.contains("EcoLogits embodied") && svg.contains("<rect"));
+    }
+
+    #[test]
+    fn summary_has_totals_and_two_charts() {
+        let e = |m: &str, g: f64| HistoryEntry {
+            timestamp: "2026-01-01T10:00:00Z".into(),
+            session: "s".into(),
+            provider: "openai".into(),
+            model: m.into(),
+            prompt: "p".into(),
+            answer: "a b".into(),
+            error: None,
+            latency_s: 2.0,
+            prompt_tokens: Some(1),
+            completion_tokens: Some(2),
+            seed_g: g,
+            eco_g_min: g / 10.0,
+            eco_g_max: g / 5.0,
+            seed_kwh: 0.0,
+            eco_kwh_min: 0.0,
+            eco_kwh_max: 0.0,
+        };
+        let es = vec![e("a", 1.0), e("a", 3.0), e("b", 0.5)];
+        let t = totals(&es);
+        assert_eq!(t.calls, 3);
+        assert!((t.seed_g - 4.5).abs() < 1e-12);
+        let b = summary_bundles(&es);
+        assert_eq!(b.len(), 3);
+        assert!(
+            b[1].text("text/plain")
+                .unwrap()
+                .contains("openai:a (2 calls): seed 2.00 g")
+        );
+    }
+}
