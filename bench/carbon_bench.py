@@ -85,11 +85,19 @@ def start_kernel(args, workdir, env_extra):
 
     env = dict(os.environ)
     env.update(env_extra)
+    name = args.kernel_name
     if args.kernel_bin:
-        km = KernelManager()
-        km.kernel_cmd = [os.path.abspath(args.kernel_bin), "run", "--connection-file", "{connection_file}"]
-    else:
-        km = KernelManager(kernel_name=args.kernel_name)
+        # a throwaway kernelspec for this binary, found through JUPYTER_PATH
+        spec_root = tempfile.mkdtemp(prefix="carbon-bench-spec-")
+        os.makedirs(os.path.join(spec_root, "kernels", "carbon-bench"))
+        with open(os.path.join(spec_root, "kernels", "carbon-bench", "kernel.json"), "w") as f:
+            json.dump({"argv": [os.path.abspath(args.kernel_bin), "run", "--connection-file",
+                                "{connection_file}"],
+                       "display_name": "carbon (bench)", "language": "python",
+                       "interrupt_mode": "message"}, f)
+        os.environ["JUPYTER_PATH"] = spec_root
+        name = "carbon-bench"
+    km = KernelManager(kernel_name=name)
     km.start_kernel(cwd=workdir, env=env)
     kc = km.client()
     kc.start_channels()

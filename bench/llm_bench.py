@@ -152,6 +152,11 @@ def bench(kernel: str, codes: dict[str, str], env: dict[str, str], stamps: Stamp
                     wall, reply = run_one(kc, code)
                     if reply.get("status") != "ok":
                         raise RuntimeError(f"{kernel}/{name}: {reply}")
+                    # the handler thread records its stamp right after its last write, which can
+                    # come after the client already has the whole answer
+                    deadline = time.perf_counter() + 2.0
+                    while stamps.count() < before + 1 and time.perf_counter() < deadline:
+                        time.sleep(0.0005)
                     if stamps.count() != before + 1:
                         raise RuntimeError(f"{kernel}/{name}: the server saw no request")
                     t_in, t_out = stamps.last()

@@ -49,9 +49,9 @@ pub fn parse_connection(text: &str) -> Result<ConnectionInfo, ConnectionError> {
     let info: ConnectionInfo = serde_json::from_str(text).map_err(ConnectionError::Malformed)?;
     // An absent scheme with an empty key means "no signing" in jupyter_client; any other value
     // than ours would make every message fail verification, so refuse it up front.
-    if !info.signature_scheme.eq_ignore_ascii_case(SIGNATURE_SCHEME)
-        && !(info.signature_scheme.is_empty() && info.key.is_empty())
-    {
+    let ours = info.signature_scheme.eq_ignore_ascii_case(SIGNATURE_SCHEME);
+    let unsigned = info.signature_scheme.is_empty() && info.key.is_empty();
+    if !(ours || unsigned) {
         return Err(ConnectionError::Scheme(info.signature_scheme));
     }
     if info.transport == Transport::TCP {
@@ -397,4 +397,92 @@ mod tests {
         assert_eq!(r["language_info"]["codemirror_mode"]["name"], "ipython");
         assert_eq!(r["protocol_version"], PROTOCOL_VERSION);
     }
+}
+
+/// Why an incoming message was dropped.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// Framing or signature failure (reported by jupyter-zmq-client).
+    #[error("{0}")]
+    Wire(#[from] jupyter_zmq_client::RuntimeError),
+    /// A frame is not the JSON it must be.
+    #[error("malformed {frame}: {source}")]
+    Json {
+        /// which frame
+        frame: &'static str,
+        /// parse error
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The content does not fit its message type.
+    #[error("content of {msg_type}: {detail}")]
+    Content {
+        /// header.msg_type
+        msg_type: String,
+        /// what was wrong
+        detail: String,
+    },
+}
+
+/// Fills in fields that the spec marks optional but `jupyter-protocol`'s types require, so
+/// well-formed requests from real clients are not dropped. jupyter_client's
+/// `history(hist_access_type="search", pattern=…)` omits `n` and `unique` (ipykernel defaults them
+/// to None and False), and `raw`/`output` default to True/False as in ipykernel.
+fn patch_optional_fields(msg_type: &str, content: &mut Value) {
+    if msg_type != "history_request" {
+        return;
+    }
+    if let Some(obj) = content.as_object_mut() {
+        for (k, v) in [
+            ("output", json!(false)),
+            ("raw", json!(true)),
+            ("unique", json!(false)),
+            ("n", json!(0)),
+        ] {
+            match obj.get(k) {
+                None | Some(Value::Null) => {
+                    obj.insert(k.to_string(), v);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Verifies (HMAC, constant time) and decodes one multipart message from a kernel socket.
+pub fn decode(
+    multipart: zeromq::ZmqMessage,
+    mac: &Option<ring::hmac::Key>,
+) -> Result<JupyterMessage, DecodeError> {
+    let raw = jupyter_zmq_client::RawMessage::from_multipart(multipart, mac)?;
+    let parse = |frame: &'static str, bytes: &[u8]| -> Result<Value, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { frame, source })
+    };
+    let header_v = parse("header", &raw.jparts[0])?;
+    let header: jupyter_protocol::Header =
+        serde_json::from_value(header_v).map_err(|source| DecodeError::Json {
+            frame: "header",
+            source,
+        })?;
+    let mut content = parse("content", &raw.jparts[3])?;
+    patch_optional_fields(&header.msg_type, &mut content);
+    let content =
+        JupyterMessageContent::from_type_and_content(&header.msg_type, content).map_err(|e| {
+            DecodeError::Content {
+                msg_type: header.msg_type.clone(),
+                detail: e.to_string(),
+            }
+        })?;
+    // An empty parent header is `{}`, which is not a Header: None, as the spec intends.
+    let parent_header = serde_json::from_slice(&raw.jparts[1]).ok();
+    let metadata = parse("metadata", &raw.jparts[2])?;
+    Ok(JupyterMessage {
+        zmq_identities: raw.zmq_identities,
+        header,
+        parent_header,
+        metadata,
+        content,
+        buffers: raw.jparts.get(4..).map(<[_]>::to_vec).unwrap_or_default(),
+        channel: None,
+    })
 }

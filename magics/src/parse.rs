@@ -105,7 +105,6 @@ fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCal
 /// `%%java` cell may legitimately contain `%`), so line magics are only recognised in plain cells.
 pub fn parse_cell(code: &str) -> Result<CellPlan, ParseError> {
     let mut plan = CellPlan::default();
-    let mut lines = code.split_inclusive('\n').enumerate().peekable();
     // Leading blank lines before a cell magic are tolerated (front-ends sometimes add them).
     let first_nonblank = code.lines().position(|l| !l.trim().is_empty());
     if let Some(idx) = first_nonblank {
@@ -117,7 +116,7 @@ pub fn parse_cell(code: &str) -> Result<CellPlan, ParseError> {
         }
     }
     let mut body = String::with_capacity(code.len());
-    while let Some((i, raw)) = lines.next() {
+    for (i, raw) in code.split_inclusive('\n').enumerate() {
         let line = raw.trim_end_matches(['\n', '\r']);
         if let Some(rest) = line.strip_prefix("%%") {
             let call = split_magic(rest, i, "%%")?;

@@ -178,11 +178,11 @@ pub fn one_line_error(spec: &MagicSpec, e: &clap::Error) -> String {
         .trim_start_matches("error: ")
         .to_string();
     // clap prints accepted values on a separate "[possible values: …]" line; keep them.
-    if let Some(pv) = rendered.lines().find(|l| l.contains("possible values")) {
-        if !first.contains("possible values") {
-            first.push(' ');
-            first.push_str(pv.trim());
-        }
+    if let Some(pv) = rendered.lines().find(|l| l.contains("possible values"))
+        && !first.contains("possible values")
+    {
+        first.push(' ');
+        first.push_str(pv.trim());
     }
     format!(
         "UsageError: {}: {} (see {}?)",

@@ -193,7 +193,11 @@ fn one_model_streams_markdown_then_table_chart_and_history() {
 fn csv_rows(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut rd = csv::Reader::from_path(dir.join("emissions.csv")).expect("emissions.csv");
     let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
-    assert_eq!(&head[..2], ["timestamp", "project_name"], "CodeCarbon's columns first");
+    assert_eq!(
+        &head[..2],
+        ["timestamp", "project_name"],
+        "CodeCarbon's columns first"
+    );
     rd.records()
         .map(|r| {
             head.iter()

@@ -758,8 +758,7 @@ fn run_commands(
     );
     let mut failure: Option<(String, String)> = None;
     let mut cleanups = Vec::new();
-    let nsteps = steps.len();
-    for (si, step) in steps.into_iter().enumerate() {
+    for step in steps {
         if let Some(c) = step.cleanup.clone() {
             cleanups.push(c);
         }
@@ -808,11 +807,9 @@ fn run_commands(
                 }
             }
         }
-        // Last step: the final reading sees the exited (unreaped) process with its children's
-        // times; earlier steps leave the tree before they are reaped.
-        if si + 1 < nsteps {
-            meter.retire_root(pid);
-        }
+        // Read it while it is an unreaped zombie (its stat still holds its and its reaped
+        // children's CPU time), then let it leave the tree before reaping it.
+        meter.retire_root(pid);
         let status = child.wait();
         *group.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for r in readers.into_iter().flatten() {

@@ -228,6 +228,12 @@ pub trait Runtime: Send {
     fn start(&mut self) -> Result<(), RuntimeError>;
     /// Runs one cell, streaming outputs through `out`. Returns when the cell is done.
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError>;
+    /// Whether [`Runtime::is_complete`] needs the child process. Runtimes that judge completeness
+    /// without it (Rust's delimiter check) say `false`, so a console's Enter never starts a slow
+    /// runtime (evcxr takes seconds to start).
+    fn is_complete_needs_child(&self) -> bool {
+        true
+    }
     /// `is_complete_request`.
     fn is_complete(&mut self, _code: &str) -> Completeness {
         Completeness::Unknown

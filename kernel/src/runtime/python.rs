@@ -633,6 +633,7 @@ impl PythonRuntime {
                 && started.elapsed() > SIDE_TIMEOUT
             {
                 p.flush(&mut out, self);
+                self.unblock_readers(&p);
                 return Ok(None);
             }
             if let Some(t) = proto_end
@@ -674,6 +675,7 @@ impl PythonRuntime {
                         && v["id"].as_u64() == Some(id)
                     {
                         p.flush(&mut out, self);
+                        self.unblock_readers(&p);
                         return Ok(Some(v));
                     } else {
                         log::debug!("python: unexpected frame {v}");
@@ -696,6 +698,14 @@ impl PythonRuntime {
             if let Some(done) = self.release(&mut p, &mut out, &wait)? {
                 return Ok(Some(done));
             }
+        }
+    }
+
+    /// Between cells, frames of background threads still waiting for markers are dropped with
+    /// this pump; their readers must not stay parked on the gate.
+    fn unblock_readers(&self, p: &Pump) {
+        if let Some(w) = self.worker.as_ref() {
+            w.gate.release(p.seen[0].max(p.seen[1]));
         }
     }
 

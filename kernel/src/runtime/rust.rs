@@ -49,13 +49,17 @@ pub const RUN_MARKER: &str = "\u{1}CARBON_RUN";
 /// the panic's line in evcxr's generated `lib.rs` (0 when elsewhere) and newlines are `\x02`.
 pub const PANIC_MARKER: &str = "\u{1}CARBON_PANIC";
 
-/// The generated first line of every cell that has code: installs the panic hook (again each cell,
-/// because every cell is a new cdylib and evcxr never unloads the old ones, so the hook's code
-/// stays valid) and then prints [`RUN_MARKER`]. The hook tells the cell's thread by its id (the
-/// cdylib's std does not know the child's main thread by name). Panics of other threads keep a
-/// one-line report on stderr and do not fail the cell, like Python's threads. The first token must
-/// not start with `:` (evcxr would take the line for a `:command`).
-const PRELUDE_LINE: &str = r#"std::panic::set_hook({ let carbon_cell_thread = ::std::thread::current().id(); ::std::boxed::Box::new(move |carbon_info| { let carbon_msg = if let Some(s) = carbon_info.payload().downcast_ref::<&str>() { s.to_string() } else if let Some(s) = carbon_info.payload().downcast_ref::<::std::string::String>() { s.clone() } else { ::std::string::String::from("Box<dyn Any>") }; let carbon_thread = ::std::thread::current(); if carbon_thread.id() == carbon_cell_thread { let carbon_line = carbon_info.location().filter(|l| l.file().ends_with("lib.rs")).map_or(0, |l| l.line()); println!("\u{1}CARBON_PANIC\u{1}{}\u{1}{}", carbon_line, carbon_msg.replace('\n', "\u{2}")); } else { eprintln!("thread '{}' panicked: {}", carbon_thread.name().unwrap_or("<unnamed>"), carbon_msg); } }) }); println!("\u{1}CARBON_RUN");"#;
+/// Put in front of the first cell of each evcxr child (and again after evcxr restarts it): installs
+/// a panic hook in the child. The hook stays valid because evcxr never unloads a cell's cdylib;
+/// compiling it only once keeps later cells as cheap as bare evcxr (bench/rust_bench.py). The hook
+/// tells the cell's thread by its id (the cdylib's std does not know the child's main thread by
+/// name); panics of other threads keep a one-line report on stderr and do not fail the cell, like
+/// Python's threads. A hook the user installs replaces ours for the rest of that child's life
+/// (panics then show on stderr only). The line must not start with `:` (evcxr would take it for
+/// a `:command`).
+const HOOK_PRELUDE: &str = r#"std::panic::set_hook({ let carbon_cell_thread = ::std::thread::current().id(); ::std::boxed::Box::new(move |carbon_info| { let carbon_msg = if let Some(s) = carbon_info.payload().downcast_ref::<&str>() { s.to_string() } else if let Some(s) = carbon_info.payload().downcast_ref::<::std::string::String>() { s.clone() } else { ::std::string::String::from("Box<dyn Any>") }; let carbon_thread = ::std::thread::current(); if carbon_thread.id() == carbon_cell_thread { let carbon_line = carbon_info.location().filter(|l| l.file().ends_with("lib.rs")).map_or(0, |l| l.line()); println!("\u{1}CARBON_PANIC\u{1}{}\u{1}{}", carbon_line, carbon_msg.replace('\n', "\u{2}")); } else { eprintln!("thread '{}' panicked: {}", carbon_thread.name().unwrap_or("<unnamed>"), carbon_msg); } }) }); "#;
+/// The generated first line of every cell with code: prints [`RUN_MARKER`] when the code starts.
+const RUN_PRELUDE: &str = r#"println!("\u{1}CARBON_RUN");"#;
 
 /// How long the pump keeps listening to stderr after evcxr returned. evcxr reads the child's
 /// stderr on its own thread and only waits for stdout at the end of a cell, so the last stderr
@@ -64,8 +68,10 @@ const PRELUDE_LINE: &str = r#"std::panic::set_hook({ let carbon_cell_thread = ::
 /// cell's pump forwards it first.
 const STDERR_GRACE: Duration = Duration::from_millis(5);
 /// Poll period of the pump (it also re-applies a pending interrupt, e.g. to a cargo started after
-/// the interrupt arrived).
-const PUMP_TICK: Duration = Duration::from_millis(10);
+/// the interrupt arrived). It bounds how long the end of a cell waits for the pump to notice: at
+/// 10 ms that cost ~5 ms per cell, a measurable share of a ~250 ms cell in bench/rust_bench.py;
+/// 2 ms wakes the thread 500 times a second while a cell runs, negligible CPU.
+const PUMP_TICK: Duration = Duration::from_millis(2);
 
 /// State shared with the interrupt handle (called from the server's control thread) and the pump.
 #[derive(Default)]
@@ -125,6 +131,8 @@ pub struct RustRuntime {
     runtime_exe: Option<PathBuf>,
     /// PATH used to look for the toolchain; `None` = the process's PATH.
     path_override: Option<OsString>,
+    /// pid of the evcxr child that has our panic hook (see [`HOOK_PRELUDE`]).
+    hook_pid: Option<u32>,
 }
 
 impl RustRuntime {
@@ -136,6 +144,7 @@ impl RustRuntime {
             version: OnceLock::new(),
             runtime_exe: None,
             path_override: None,
+            hook_pid: None,
         }
     }
 
@@ -297,16 +306,18 @@ fn kill_cargo_trees(parent: u32) {
     }
 }
 
-/// Adds [`PRELUDE_LINE`] in front of a cell that has code. Returns the code to run and how many
+/// Adds one generated line ([`RUN_PRELUDE`], after [`HOOK_PRELUDE`] when `with_hook`) in front
+/// of a cell that has code. Returns the code to run and how many
 /// lines were added. Cells of only `:commands`, `!shell` lines, comments and blank lines run
 /// nothing, so they get no prelude (they have no run phase).
-fn instrument(code: &str) -> (String, usize) {
+fn instrument(code: &str, with_hook: bool) -> (String, usize) {
     let has_code = code.lines().any(|l| {
         let t = l.trim_start();
         !(t.is_empty() || t.starts_with(':') || t.starts_with('!') || t.starts_with("//"))
     });
     if has_code {
-        (format!("{PRELUDE_LINE}\n{code}"), 1)
+        let hook = if with_hook { HOOK_PRELUDE } else { "" };
+        (format!("{hook}{RUN_PRELUDE}\n{code}"), 1)
     } else {
         (code.to_string(), 0)
     }
@@ -445,7 +456,6 @@ fn format_compile_errors(errors: &[CompilationError], code: &str, shift: usize) 
     }
     let evalue = first.unwrap_or_else(|| "compilation failed".into());
     let all = traceback.join("\n");
-    let mut traceback = traceback;
     if looks_like_registry_unreachable(&all) {
         traceback.push(format!("\x1b[1;36mnote\x1b[0m: {REGISTRY_HINT}"));
     }
@@ -506,8 +516,11 @@ impl RustRuntime {
 
     fn run_cell(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
         let shared = Arc::clone(&self.shared);
+        self.start()?;
+        let child_pid = shared.child_pid();
+        let with_hook = child_pid.is_none() || self.hook_pid != child_pid;
         let session = self.session()?;
-        let (body, shift) = instrument(code);
+        let (body, shift) = instrument(code, with_hook);
         shared.running.store(false, Ordering::SeqCst);
         shared.busy.store(true, Ordering::SeqCst);
         out.phase(Phase::Compile);
@@ -545,6 +558,10 @@ impl RustRuntime {
         let report = pump_thread.join().unwrap_or_default();
         let interrupted = shared.interrupted.swap(false, Ordering::SeqCst);
         let ran = shared.running.swap(false, Ordering::SeqCst);
+        if with_hook && ran {
+            // Installed in that child; if it died meanwhile its pid no longer matches.
+            self.hook_pid = child_pid;
+        }
         let result = match result {
             Ok(r) => r,
             Err(_) => {
@@ -860,6 +877,10 @@ impl Runtime for RustRuntime {
         self.run_cell(code, out)
     }
 
+    fn is_complete_needs_child(&self) -> bool {
+        false
+    }
+
     fn is_complete(&mut self, code: &str) -> Completeness {
         match open_delimiters(code) {
             None => Completeness::Invalid,
@@ -1079,12 +1100,15 @@ mod tests {
     #[test]
     fn prelude_only_for_code() {
         assert_eq!(
-            instrument(":dep rand\n// c\n"),
+            instrument(":dep rand\n// c\n", true),
             (":dep rand\n// c\n".into(), 0)
         );
-        let (code, shift) = instrument("1 + 1");
+        let (code, shift) = instrument("1 + 1", true);
         assert_eq!(shift, 1);
         assert!(code.ends_with("\n1 + 1") && code.lines().count() == 2);
+        assert!(code.contains("set_hook") && code.contains(RUN_PRELUDE));
+        let (code, _) = instrument("1 + 1", false);
+        assert_eq!(code, format!("{RUN_PRELUDE}\n1 + 1"));
     }
 
     /// One evcxr session for every check that needs a compiler (each eval compiles, ~0.3–3 s).

@@ -139,6 +139,9 @@ fn is_complete(ex: &mut Executor, code: &str) -> Completeness {
     }
     let lang = ex.default_language;
     let rt = ex.runtimes.get(lang, &ex.settings);
+    if !rt.is_complete_needs_child() {
+        return rt.is_complete(&body);
+    }
     match rt.start() {
         Ok(()) => rt.is_complete(&body),
         Err(_) => Completeness::Unknown,
@@ -245,11 +248,12 @@ pub struct IopubPublisher {
 impl IopubPublisher {
     fn msg(&self, msg_type: &str, content: serde_json::Value) {
         if !self.silent {
-            self.io.blocking_item(IoItem::Msg(protocol::message(
-                msg_type,
-                content,
-                Some(&self.parent),
-            )));
+            self.io
+                .blocking_item(IoItem::Msg(Box::new(protocol::message(
+                    msg_type,
+                    content,
+                    Some(&self.parent),
+                ))));
         }
     }
 }

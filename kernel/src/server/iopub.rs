@@ -26,8 +26,8 @@ pub const QUEUE: usize = 64;
 
 /// What the iopub task is asked to do.
 pub enum IoItem {
-    /// Send this message as is.
-    Msg(JupyterMessage),
+    /// Send this message as is (boxed: a message is much larger than the other variants).
+    Msg(Box<JupyterMessage>),
     /// Stream text of the cell `parent` (merged with neighbours).
     Stream {
         /// The execute request.
@@ -51,7 +51,7 @@ impl IoHandle {
     /// Queues a message (async side).
     pub async fn send(&self, msg: JupyterMessage) {
         // Fails only after the iopub task ended (shutdown): nothing to do then.
-        let _ = self.tx.send(IoItem::Msg(msg)).await;
+        let _ = self.tx.send(IoItem::Msg(Box::new(msg))).await;
     }
 
     /// Waits until everything queued so far is on the socket (async side).
@@ -141,7 +141,7 @@ async fn run(mut iopub: KernelIoPubXPubConnection, mut rx: mpsc::Receiver<IoItem
                     if let Some(p) = pending.take() {
                         write(&mut iopub, stream_message(p)).await;
                     }
-                    write(&mut iopub, m).await;
+                    write(&mut iopub, *m).await;
                 }
                 Some(IoItem::Flush(ack)) => {
                     if let Some(p) = pending.take() {

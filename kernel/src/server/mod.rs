@@ -170,11 +170,17 @@ fn bind_err(socket: &'static str, url: String) -> impl FnOnce(ZmqClientError) ->
 }
 
 /// Logs a message that was dropped (bad signature, malformed, …); never its content or the key.
-fn log_dropped(socket: &str, e: &ZmqClientError) {
+fn log_dropped(socket: &str, e: &protocol::DecodeError) {
     let why = match e {
-        ZmqClientError::VerifyError(_) => "wrong HMAC signature".to_string(),
-        ZmqClientError::MissingHmac => "missing HMAC signature".to_string(),
-        ZmqClientError::DecodeError(_) => "signature is not hex".to_string(),
+        protocol::DecodeError::Wire(ZmqClientError::VerifyError(_)) => {
+            "wrong HMAC signature".to_string()
+        }
+        protocol::DecodeError::Wire(ZmqClientError::MissingHmac) => {
+            "missing HMAC signature".to_string()
+        }
+        protocol::DecodeError::Wire(ZmqClientError::DecodeError(_)) => {
+            "signature is not hex".to_string()
+        }
         other => other.to_string(),
     };
     log::warn!("{socket}: dropped an incoming message: {why}");
@@ -305,7 +311,7 @@ async fn watch_signals(k: Arc<Kernel>) {
 
 async fn control_loop(k: Arc<Kernel>, mut control: KernelControlConnection) {
     loop {
-        let msg = match control.read().await {
+        let msg = match read_message(&mut control).await {
             Ok(m) => m,
             Err(e) => {
                 log_dropped("control", &e);
@@ -356,9 +362,22 @@ async fn control_loop(k: Arc<Kernel>, mut control: KernelControlConnection) {
     }
 }
 
+/// Reads one message: transport errors, bad signatures and malformed frames are reported as
+/// [`protocol::DecodeError`] so the caller logs and drops them (see `protocol::decode`).
+async fn read_message<S: zeromq::SocketRecv>(
+    conn: &mut jupyter_zmq_client::Connection<S>,
+) -> Result<JupyterMessage, protocol::DecodeError> {
+    let multipart = conn
+        .socket
+        .recv()
+        .await
+        .map_err(|e| protocol::DecodeError::Wire(e.into()))?;
+    protocol::decode(multipart, &conn.mac)
+}
+
 async fn shell_reader(mut recv: RouterRecvConnection, tx: mpsc::UnboundedSender<JupyterMessage>) {
     loop {
-        match recv.read().await {
+        match read_message(&mut recv).await {
             Ok(m) => {
                 if tx.send(m).is_err() {
                     return;

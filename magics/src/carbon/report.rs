@@ -558,6 +558,9 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
         .with("image/svg+xml", chart)
 }
 
+/// A stacked part of the summary bars: name, how to get it, colour.
+type Component = (&'static str, fn(&Parts) -> f64, RGBColor);
+
 fn summary_chart(entries: &[SessionEntry]) -> String {
     let n = entries.len();
     let max_bar = entries
@@ -602,7 +605,7 @@ fn summary_chart(entries: &[SessionEntry]) -> String {
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(chart_err)?;
-        let comps: [(&str, fn(&Parts) -> f64, RGBColor); 3] = [
+        let comps: [Component; 3] = [
             ("CPU", |p| p.cpu.0, PALETTE[0]),
             ("RAM", |p| p.ram.0, PALETTE[1]),
             ("GPU", |p| p.gpu.0, PALETTE[2]),
@@ -756,7 +759,10 @@ mod tests {
     #[test]
     fn report_has_table_chart_equivalents_and_explanation_with_numbers() {
         let r = run();
-        let b = cell_report(&[r.clone()], "row appended to /tmp/emissions.csv");
+        let b = cell_report(
+            std::slice::from_ref(&r),
+            "row appended to /tmp/emissions.csv",
+        );
         let html = b.text("text/html").unwrap();
         let text = b.text("text/plain").unwrap();
         for needle in [
