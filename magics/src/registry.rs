@@ -146,7 +146,12 @@ pub fn lsmagic_text() -> String {
 pub fn markdown_reference() -> String {
     let mut out = String::from("| magic | what it does |\n| --- | --- |\n");
     for s in all() {
-        out.push_str(&format!("| `{}` | {} |\n", s.usage_forms(), s.summary));
+        // A `|` inside a cell would end it: escape it as GitHub's table syntax requires.
+        out.push_str(&format!(
+            "| `{}` | {} |\n",
+            s.usage_forms(),
+            s.summary.replace('|', "\\|")
+        ));
     }
     out.push('\n');
     for s in all() {
