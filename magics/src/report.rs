@@ -18,48 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// CodeCarbon 3.x's `emissions.csv` columns, in its order (METHODOLOGY §2; CodeCarbon's
-/// `output_methods/emissions_data.py`, `EmissionsData` fields). Ours come after them.
-pub const CODECARBON_COLUMNS: [&str; 38] = [
-    "timestamp",
-    "project_name",
-    "run_id",
-    "experiment_id",
-    "duration",
-    "emissions",
-    "emissions_rate",
-    "cpu_power",
-    "gpu_power",
-    "ram_power",
-    "cpu_energy",
-    "gpu_energy",
-    "ram_energy",
-    "energy_consumed",
-    "water_consumed",
-    "country_name",
-    "country_iso_code",
-    "region",
-    "cloud_provider",
-    "cloud_region",
-    "os",
-    "python_version",
-    "codecarbon_version",
-    "cpu_count",
-    "cpu_model",
-    "gpu_count",
-    "gpu_model",
-    "longitude",
-    "latitude",
-    "ram_total_size",
-    "tracking_mode",
-    "cpu_utilization_percent",
-    "gpu_utilization_percent",
-    "ram_utilization_percent",
-    "ram_used_gb",
-    "on_cloud",
-    "pue",
-    "wue",
-];
+/// CodeCarbon 3.x's `emissions.csv` columns, in its order; ours come after them. One list for
+/// the writer and this reader.
+pub use crate::carbon::record::CODECARBON_COLUMNS;
 
 /// Columns a file must have to be read as an emissions log (every CodeCarbon 2.x/3.x file has them).
 const REQUIRED: [&str; 4] = ["timestamp", "duration", "emissions", "energy_consumed"];
@@ -1243,12 +1204,10 @@ mod tests {
         assert!(s[1].key.ends_with("g2/sam"), "{s:?}");
     }
 
-    /// Rows written by the kernel's own sink read back with their kind, language and model, and
-    /// our copy of CodeCarbon's columns is the writer's.
+    /// Rows written by the kernel's own sink read back with their kind, language and model.
     #[test]
     fn reads_what_the_kernel_writes() {
-        use crate::carbon::{CsvSink, EmissionRecord, Parts, Sink, intensity, record};
-        assert_eq!(CODECARBON_COLUMNS, record::CODECARBON_COLUMNS);
+        use crate::carbon::{CsvSink, EmissionRecord, Parts, Sink, intensity};
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("kim").join("emissions.csv");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
