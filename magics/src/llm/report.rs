@@ -486,14 +486,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
         ch.configure_mesh()
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
-                    names[i].clone()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category_label(&names, *x))
             .y_desc("gCO₂eq (log)")
             .y_label_formatter(&|y| format!("{y:.0e}"))
             .draw()
@@ -816,14 +809,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         ch.configure_mesh()
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
-                    names[i].clone()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category_label(&names, *x))
             .y_desc("gCO₂eq per call (log)")
             .y_label_formatter(&|y| format!("{y:.0e}"))
             .draw()
@@ -993,6 +979,17 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         );
     }
     out
+}
+
+/// The x-axis label of a category chart: category `i` spans `[i, i+1)` and is named at its
+/// middle; every other tick stays blank.
+fn category_label(names: &[String], x: f64) -> String {
+    let i = x.floor() as usize;
+    if (x - i as f64 - 0.5).abs() < 0.01 && i < names.len() {
+        names[i].clone()
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
