@@ -280,6 +280,25 @@ fn history_tail_range_search() {
         search["history"],
         json!([[1, 3, "print a"], [1, 4, "print b"]])
     );
+    // jupyter_client's `history(hist_access_type="search", pattern=...)` sends neither `n` nor
+    // `unique` (the harness's typed client cannot even build that, so raw frames): answered with
+    // ipykernel's defaults (all matches, duplicates kept), not dropped.
+    let (frames, id) = k.signed_frames(
+        "history_request",
+        json!({"hist_access_type": "search", "pattern": "print ?", "output": false, "raw": true}),
+    );
+    k.send_raw(frames).unwrap();
+    let reply = k
+        .raw_recv(Duration::from_secs(10))
+        .expect("a search without n/unique is answered");
+    let m = k.decode_raw(&reply).unwrap();
+    assert_eq!(m.msg_type, "history_reply");
+    assert_eq!(m.parent_id(), Some(id.as_str()));
+    assert_eq!(m.content["status"], "ok");
+    assert_eq!(
+        m.content["history"],
+        json!([[1, 1, "print a"], [1, 3, "print a"], [1, 4, "print b"]])
+    );
 }
 
 #[test]
