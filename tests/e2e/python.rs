@@ -3,6 +3,7 @@
 //! standard-library fallback without IPython, and a missing interpreter.
 
 use crate::harness::{Kernel, Opts};
+use carbon_kernel::runtime::strip_ansi;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,23 +18,6 @@ fn kernel(opts: Opts) -> Kernel {
 
 fn python_kernel() -> Kernel {
     kernel(Opts::default())
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// All text of an error output: ename, evalue and traceback.

@@ -3,6 +3,7 @@
 //! kernel runs several checks.
 
 use crate::harness::{Kernel, Opts};
+use carbon_kernel::runtime::strip_ansi;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -19,23 +20,6 @@ fn error_of(r: &crate::harness::Exec) -> Value {
     let errors = r.errors();
     assert_eq!(errors.len(), 1, "{:?}", r.iopub);
     errors[0].clone()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn traceback(e: &Value) -> String {

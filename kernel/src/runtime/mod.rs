@@ -334,6 +334,25 @@ impl Publish for Collector {
     }
 }
 
+/// Removes ANSI escape sequences (tracebacks are coloured) so text can be compared or shown
+/// plainly.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c == '\x1b' {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The real back-ends: Python, Java (JShell) and Rust (evcxr), each started lazily.
 pub fn default_factory() -> crate::exec::RuntimeFactory {
     Box::new(|lang, settings| -> Box<dyn Runtime> {

@@ -1143,22 +1143,7 @@ mod tests {
         p
     }
 
-    fn strip_ansi(s: &str) -> String {
-        let mut out = String::new();
-        let mut it = s.chars();
-        while let Some(c) = it.next() {
-            if c == '\x1b' {
-                for d in it.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
+    use crate::runtime::strip_ansi;
 
     fn system_python() -> PathBuf {
         child::find_executable(OsStr::new("python3")).expect("python3 on PATH")

@@ -999,22 +999,7 @@ mod tests {
         hook
     };
 
-    fn strip_ansi(s: &str) -> String {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for d in chars.by_ref() {
-                    if d.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
+    use crate::runtime::strip_ansi;
 
     fn plain(o: &ExecOutcome) -> Option<String> {
         o.result
