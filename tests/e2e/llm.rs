@@ -187,6 +187,14 @@ fn one_model_streams_markdown_then_table_chart_and_history() {
     assert!(lo < mid && mid < hi && (mid - (lo + hi) / 2.0).abs() < 1e-15);
     assert!(row["method"].contains("seed latency x hardware"));
     no_secret(&std::fs::read_to_string(dir.path().join("emissions.csv")).unwrap());
+    // A metered cell of the same kernel session shares the request's experiment_id.
+    let c = k.execute("%%carbon\nprint a");
+    assert_eq!(c.status(), "ok", "{:?}", c.iopub);
+    let rows = csv_rows(dir.path());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["kind"], "cell");
+    assert!(!rows[0]["experiment_id"].is_empty());
+    assert_eq!(rows[0]["experiment_id"], rows[1]["experiment_id"]);
 }
 
 /// emissions.csv rows as header → value maps.

@@ -58,6 +58,12 @@ impl CarbonState {
         }
     }
 
+    /// This kernel session's id: `experiment_id` of every `emissions.csv` row it writes (cells and
+    /// LLM requests alike), so a session's rows can be grouped.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     /// `%carbon on` is active: every cell is metered.
     pub fn auto_meter(&self) -> bool {
         self.auto

@@ -365,7 +365,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
 /// History (memory + `data/llm_history.jsonl`).
 fn record(ex: &mut Executor, args: &AskArgs, results: &[RequestResult], out: &mut dyn Publish) {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let session = ex.llm.history.session.clone();
+    // One experiment_id per kernel session, shared with the metered cells' rows.
+    let session = ex.carbon.session_id().to_string();
     let entries: Vec<HistoryEntry> = results
         .iter()
         .map(|r| {
@@ -432,7 +433,8 @@ fn write_csv(
     let zone = intensity::zone(cc.country.as_deref())
         .or_else(|_| intensity::zone(None))
         .expect("the world average always resolves");
-    let session = ex.llm.history.session.clone();
+    // One experiment_id per kernel session, shared with the metered cells' rows.
+    let session = ex.carbon.session_id().to_string();
     let rows: Vec<EmissionRecord> = results
         .iter()
         .map(|r| {
