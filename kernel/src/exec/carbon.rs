@@ -12,7 +12,7 @@ use carbon_magics::MimeBundle;
 use carbon_magics::carbon::intensity::{self, Zone};
 use carbon_magics::carbon::magic::{self, CarbonConfig, LineCommand};
 use carbon_magics::carbon::report::{self, RunReport, SessionEntry};
-use carbon_magics::carbon::sink::{self, CsvSink, Sink};
+use carbon_magics::carbon::sink::{self, CsvSink, Sink, SinkError, Written};
 use carbon_magics::carbon::{EmissionRecord, Measurement, Meter, MeterConfig, MeterPhase};
 use carbon_magics::config::Settings;
 use carbon_magics::parse::MagicCall;
@@ -91,6 +91,17 @@ impl CarbonState {
     fn sink(&mut self) -> &mut CsvSink {
         let out = self.cfg.output.clone();
         self.sink.get_or_insert_with(|| CsvSink::new(out))
+    }
+
+    /// The carbon settings in force (country, PUE, output file, project…).
+    pub fn config(&self) -> &CarbonConfig {
+        &self.cfg
+    }
+
+    /// Appends rows written by another magic (`%llm`) through this session's one sink, so every
+    /// row of the kernel goes to the same file, with the same foreign-header handling.
+    pub fn record_rows(&mut self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
+        self.sink().record_all(rows)
     }
 }
 

@@ -8,7 +8,7 @@
 use super::{Executor, usage_error};
 use crate::runtime::{ExecError, ExecOutcome, Publish};
 use carbon_magics::MimeBundle;
-use carbon_magics::carbon::{CarbonConfig, CsvSink, EmissionRecord, intensity};
+use carbon_magics::carbon::{EmissionRecord, intensity};
 use carbon_magics::config::Settings;
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
 use carbon_magics::llm::footprint::{Tables, eco_estimate, seed_estimate};
@@ -36,8 +36,6 @@ pub struct LlmState {
     history: History,
     http: Option<Http>,
     tables: Option<(TablesKey, Tables)>,
-    /// `emissions.csv` (same file and columns as cells), kept so a diversion is noticed once.
-    sink: Option<CsvSink>,
 }
 
 type TablesKey = [Option<String>; 3];
@@ -55,7 +53,6 @@ impl LlmState {
             history: History::new(workdir, uuid::Uuid::new_v4().to_string()),
             http: None,
             tables: None,
-            sink: None,
         }
     }
 
@@ -429,7 +426,7 @@ fn write_csv(
     interrupted: bool,
     out: &mut dyn Publish,
 ) {
-    let (cc, _warnings) = CarbonConfig::from_settings(&ex.settings, &ex.workdir);
+    let cc = ex.carbon.config().clone();
     let zone = intensity::zone(cc.country.as_deref())
         .or_else(|_| intensity::zone(None))
         .expect("the world average always resolves");
@@ -450,11 +447,7 @@ fn write_csv(
             )
         })
         .collect();
-    let sink = match &mut ex.llm.sink {
-        Some(s) if s.requested() == cc.output.as_path() => s,
-        slot => slot.insert(CsvSink::new(cc.output.clone())),
-    };
-    match sink.record_all(&rows) {
+    match ex.carbon.record_rows(&rows) {
         Ok(w) => {
             if let Some(n) = w.notice {
                 out.stream(crate::runtime::StreamName::Stderr, &format!("%llm: {n}\n"));

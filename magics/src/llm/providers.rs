@@ -244,13 +244,7 @@ impl LlmConfig {
             Some((p, m)) => (p, m.trim()),
             None => (spec, ""),
         };
-        let kind = ProviderKind::parse(p.trim()).ok_or_else(|| {
-            format!(
-                "unknown provider '{}' (accepted: {})",
-                p.trim(),
-                ProviderKind::accepted()
-            )
-        })?;
+        let kind = parse_provider(p)?;
         let cfg = self.get(kind);
         if m.is_empty() {
             return match cfg.models.first() {
@@ -285,13 +279,7 @@ impl LlmConfig {
     pub fn resolve_any(&self, spec: &str) -> Result<ModelSpec, String> {
         match spec.split_once(':') {
             Some((p, m)) if !m.trim().is_empty() => {
-                let kind = ProviderKind::parse(p.trim()).ok_or_else(|| {
-                    format!(
-                        "unknown provider '{}' (accepted: {})",
-                        p.trim(),
-                        ProviderKind::accepted()
-                    )
-                })?;
+                let kind = parse_provider(p)?;
                 Ok(ModelSpec {
                     provider: kind,
                     model: m.trim().to_string(),
@@ -352,6 +340,17 @@ impl LlmConfig {
         }
         out
     }
+}
+
+/// A provider name, or a one-line error naming the accepted ones.
+fn parse_provider(p: &str) -> Result<ProviderKind, String> {
+    ProviderKind::parse(p.trim()).ok_or_else(|| {
+        format!(
+            "unknown provider '{}' (accepted: {})",
+            p.trim(),
+            ProviderKind::accepted()
+        )
+    })
 }
 
 #[cfg(test)]
