@@ -7,9 +7,12 @@
 //! `spawn_blocking` where it blocks. Method and constants: `shared/design/METHODOLOGY.md`, each
 //! constant in code carries its source.
 
+pub mod builtin;
 pub mod carbon;
 pub mod chart;
 pub mod config;
+pub mod error;
+pub mod lang;
 pub mod llm;
 pub mod mime;
 pub mod parse;
@@ -17,4 +20,6 @@ pub mod registry;
 pub mod report;
 pub mod units;
 
+pub use error::UsageError;
+pub use lang::Language;
 pub use mime::MimeBundle;

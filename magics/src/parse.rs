@@ -7,6 +7,7 @@
 //! rule). A line `%name?` or `%%name?` asks for help. `?name` / `name?` help requests for the
 //! language are left to the runtime.
 
+use crate::error::UsageError;
 use thiserror::Error;
 
 /// One magic invocation: name and raw argument string.
@@ -44,11 +45,11 @@ pub struct CellPlan {
     pub body: String,
 }
 
-/// Malformed magic syntax.
+/// Malformed magic syntax (shown to the user as a [`UsageError`]).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseError {
     /// `%` or `%%` without a name.
-    #[error("UsageError: line {line}: a magic needs a name after '{prefix}' (see %lsmagic)")]
+    #[error("line {line}: a magic needs a name after '{prefix}' (see %lsmagic)")]
     EmptyName {
         /// The prefix (`%` or `%%`).
         prefix: &'static str,
@@ -57,7 +58,7 @@ pub enum ParseError {
     },
     /// `%%name` not on the first line.
     #[error(
-        "UsageError: line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)"
+        "line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)"
     )]
     CellMagicNotFirst {
         /// Magic name.
@@ -66,13 +67,24 @@ pub enum ParseError {
         line: usize,
     },
     /// Unbalanced quotes in the arguments.
-    #[error("UsageError: %{name}: unbalanced quotes in the arguments")]
+    #[error("%{name}: unbalanced quotes in the arguments")]
     Quotes {
         /// Magic name.
         name: String,
         /// 0-based line.
         line: usize,
     },
+}
+
+impl From<ParseError> for UsageError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::Quotes { name, .. } => {
+                UsageError::new(format!("%{name}"), "unbalanced quotes in the arguments")
+            }
+            other => UsageError::general(other.to_string()),
+        }
+    }
 }
 
 fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCall, ParseError> {

@@ -6,7 +6,9 @@ use super::intensity;
 use super::meter::MeterConfig;
 use super::sensor::Scope;
 use crate::config::Settings;
-use crate::registry::{MagicKind, MagicSpec, one_line_error};
+use crate::error::{UsageError, clap_message};
+use crate::lang::Language;
+use crate::registry::MagicSpec;
 use clap::{Arg, ArgAction, Command};
 use std::path::{Path, PathBuf};
 
@@ -116,7 +118,7 @@ pub fn cell_cmd() -> Command {
         .about("Run the cell and meter its energy and CO₂; one row per run in emissions.csv")
         .arg(
             Arg::new("language")
-                .value_parser(["python", "java", "rust"])
+                .value_parser(Language::names())
                 .help("Language of the cell (default: the kernel's default language)"),
         )
         .arg(
@@ -236,40 +238,12 @@ fn line_cmd() -> Command {
         ))
 }
 
-/// The magics of this module.
-pub fn magic_specs() -> Vec<MagicSpec> {
-    vec![MagicSpec {
-        name: "carbon",
-        kind: MagicKind::Both,
-        summary: "Meter a cell's energy (CPU, RAM, GPU) and CO₂, record it in emissions.csv, report it inline; %carbon on|off|status|config|run|exec|summary|csv",
-        command: line_cmd,
-    }]
-}
-
-/// registry's one-line error, plus the missing arguments clap lists on the following lines.
-fn clap_err(kind: MagicKind, command: fn() -> Command, e: &clap::Error) -> String {
-    let mut s = one_line_error(&spec(kind, command), e);
-    if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
-        let rendered = e.render().to_string();
-        let missing: Vec<&str> = rendered
-            .lines()
-            .skip(1)
-            .map(str::trim)
-            .filter(|l| l.starts_with('<') || l.starts_with("--"))
-            .collect();
-        if let Some(i) = s.rfind(" (see ") {
-            s.insert_str(i, &format!(" {}", missing.join(" ")));
-        }
-    }
-    s
-}
-
-fn spec(kind: MagicKind, command: fn() -> Command) -> MagicSpec {
+/// The spec of `%carbon` / `%%carbon` (help, options, summary).
+pub fn magic_spec() -> MagicSpec {
     MagicSpec {
         name: "carbon",
-        kind,
-        summary: "",
-        command,
+        summary: "Meter a cell's energy (CPU, RAM, GPU) and CO₂, record it in emissions.csv, report it inline; %carbon on|off|status|config|run|exec|summary|csv",
+        command: line_cmd,
     }
 }
 
@@ -331,12 +305,12 @@ pub enum LineCommand {
 }
 
 /// Parses `%%carbon ARGS`.
-pub fn parse_cell_args(args: &str) -> Result<CellArgs, String> {
+pub fn parse_cell_args(args: &str) -> Result<CellArgs, UsageError> {
     let argv = shlex::split(args)
-        .ok_or_else(|| "UsageError: %%carbon: unbalanced quotes in the arguments".to_string())?;
+        .ok_or_else(|| UsageError::new("%%carbon", "unbalanced quotes in the arguments"))?;
     let m = cell_cmd()
         .try_get_matches_from(&argv)
-        .map_err(|e| clap_err(MagicKind::Cell, cell_cmd, &e))?;
+        .map_err(|e| UsageError::from_clap("%%carbon", "%%carbon", &e))?;
     Ok(CellArgs {
         language: m.get_one::<String>("language").cloned(),
         country: m.get_one::<String>("country").cloned(),
@@ -350,24 +324,19 @@ pub fn parse_cell_args(args: &str) -> Result<CellArgs, String> {
 }
 
 /// Parses `%carbon ARGS` (no subcommand: status).
-pub fn parse_line_args(args: &str) -> Result<LineCommand, String> {
+pub fn parse_line_args(args: &str) -> Result<LineCommand, UsageError> {
     let argv = shlex::split(args)
-        .ok_or_else(|| "UsageError: %carbon: unbalanced quotes in the arguments".to_string())?;
+        .ok_or_else(|| UsageError::new("%carbon", "unbalanced quotes in the arguments"))?;
     if argv.is_empty() {
         return Ok(LineCommand::Status);
     }
-    let m = line_cmd()
-        .try_get_matches_from(&argv)
-        .map_err(|e| {
-            let mut s = clap_err(MagicKind::Line, line_cmd, &e);
-            if s.contains("unrecognized subcommand") && !s.contains("on, off") {
-                s = s.replace(
-                    " (see %carbon?)",
-                    " [possible values: on, off, status, config, run, exec, summary, csv] (see %carbon?)",
-                );
-            }
-            s
-        })?;
+    let m = line_cmd().try_get_matches_from(&argv).map_err(|e| {
+        let mut msg = clap_message(&e);
+        if msg.contains("unrecognized subcommand") && !msg.contains("on, off") {
+            msg.push_str(" [possible values: on, off, status, config, run, exec, summary, csv]");
+        }
+        UsageError::new("%carbon", format!("{msg} (see %carbon?)"))
+    })?;
     let Some((name, sub)) = m.subcommand() else {
         return Ok(LineCommand::Status);
     };
@@ -383,19 +352,22 @@ pub fn parse_line_args(args: &str) -> Result<LineCommand, String> {
             let mut out = Vec::new();
             for p in sub.get_many::<String>("pairs").into_iter().flatten() {
                 let Some((k, v)) = p.split_once('=') else {
-                    return Err(format!(
-                        "UsageError: %carbon config: '{p}' is not KEY=VALUE (keys: {})",
-                        accepted_keys()
+                    return Err(UsageError::new(
+                        "%carbon config",
+                        format!("'{p}' is not KEY=VALUE (keys: {})", accepted_keys()),
                     ));
                 };
                 let key = resolve_key(k.trim()).ok_or_else(|| {
-                    format!(
-                        "UsageError: %carbon config: unknown key '{}' [possible values: {}]",
-                        k.trim(),
-                        accepted_keys()
+                    UsageError::new(
+                        "%carbon config",
+                        format!(
+                            "unknown key '{}' [possible values: {}]",
+                            k.trim(),
+                            accepted_keys()
+                        ),
                     )
                 })?;
-                let v = validate(key, v).map_err(|e| format!("UsageError: %carbon config: {e}"))?;
+                let v = validate(key, v).map_err(|e| UsageError::new("%carbon config", e))?;
                 out.push((key.to_string(), v));
             }
             LineCommand::Config(out)
@@ -527,7 +499,7 @@ mod tests {
             ("--repeat 0", vec!["--repeat"]),
             ("--timeout -3", vec!["--timeout"]),
         ] {
-            let e = parse_cell_args(args).unwrap_err();
+            let e = parse_cell_args(args).unwrap_err().to_string();
             assert!(!e.contains('\n'), "{args}: {e}");
             assert!(e.starts_with("UsageError: %%carbon"), "{args}: {e}");
             for n in needles {
@@ -569,7 +541,7 @@ mod tests {
             ("config nonsense", vec!["KEY=VALUE"]),
             ("exec", vec!["COMMAND"]),
         ] {
-            let e = parse_line_args(args).unwrap_err();
+            let e = parse_line_args(args).unwrap_err().to_string();
             assert!(!e.contains('\n'), "{args}: {e}");
             for n in needles {
                 assert!(e.contains(n), "{args}: {e} lacks {n}");
@@ -594,7 +566,7 @@ mod tests {
 
     #[test]
     fn help_lists_everything() {
-        let h = magic_specs()[0].long_help();
+        let h = magic_spec().long_help(crate::registry::MagicKind::Both);
         for w in [
             "on",
             "off",

@@ -6,10 +6,13 @@
 //! * [`footprint`]: both methods of METHODOLOGY.md §3 and their data tables;
 //! * [`report`]: answers, comparison table, charts, explanation, summary;
 //! * [`history`]: the session's requests, kept under `data/`.
+//! * [`session`]: [`session::LlmSession`], a kernel session's `%llm` state, both footprints of an
+//!   answer, history entries and rows.
 //!
 //! This module parses the magics' arguments ([`parse_line`], [`parse_cell`]); the kernel runs them.
 
-use crate::registry::{MagicKind, MagicSpec};
+use crate::error::UsageError;
+use crate::registry::MagicSpec;
 use clap::{Arg, ArgAction, Command};
 use providers::{LlmConfig, ModelSpec, ProviderKind};
 use std::time::Duration;
@@ -21,6 +24,7 @@ pub mod providers;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod session;
 #[doc(hidden)]
 pub mod testserver;
 #[cfg(test)]
@@ -173,14 +177,13 @@ fn help_cmd() -> Command {
         )
 }
 
-/// The magics this module implements (`%llm`, `%%llm`).
-pub fn magic_specs() -> Vec<MagicSpec> {
-    vec![MagicSpec {
+/// The spec of `%llm` / `%%llm` (help, options, summary).
+pub fn magic_spec() -> MagicSpec {
+    MagicSpec {
         name: "llm",
-        kind: MagicKind::Both,
         summary: "Ask LLMs (OpenAI, Gemini, Groq, Hugging Face, Ollama, any OpenAI-compatible server); compare answers, latency, tokens, energy and CO2 by two methods",
         command: help_cmd,
-    }]
+    }
 }
 
 /// A request to one or several models.
@@ -227,30 +230,13 @@ pub enum LlmCommand {
     Summary,
 }
 
-fn err_prefix(cell: bool) -> &'static str {
-    if cell {
-        "UsageError: %%llm: "
-    } else {
-        "UsageError: %llm: "
-    }
+/// The form typed: `%llm` or `%%llm`.
+fn form(cell: bool) -> &'static str {
+    if cell { "%%llm" } else { "%llm" }
 }
 
-fn clap_err(e: clap::Error, cell: bool) -> String {
-    // clap puts the missing/accepted values on the lines after the first; keep them on one line.
-    let rendered = e.render().to_string();
-    let msg = rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let msg = msg.trim_start_matches("error: ");
-    format!(
-        "{}{msg} (see {}llm?)",
-        err_prefix(cell),
-        if cell { "%%" } else { "%" }
-    )
+fn usage(cell: bool, message: impl Into<String>) -> UsageError {
+    UsageError::new(form(cell), message)
 }
 
 /// True when `w` has the shape `provider:model` (not a URL, not `word:` at the end of a phrase).
@@ -275,25 +261,24 @@ fn timeout_of(m: &clap::ArgMatches, settings_timeout: Option<f64>) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-fn resolve_list(list: &str, cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, String> {
+fn resolve_list(list: &str, cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, UsageError> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.push(
-            cfg.resolve(item)
-                .map_err(|e| format!("{}{e}", err_prefix(cell)))?,
-        );
+        out.push(cfg.resolve(item).map_err(|e| usage(cell, e))?);
     }
     if out.is_empty() {
-        return Err(format!(
-            "{}--models needs at least one PROVIDER:MODEL (providers: {})",
-            err_prefix(cell),
-            ProviderKind::accepted()
+        return Err(usage(
+            cell,
+            format!(
+                "--models needs at least one PROVIDER:MODEL (providers: {})",
+                ProviderKind::accepted()
+            ),
         ));
     }
     Ok(out)
 }
 
-fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand, String>> {
+fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand, UsageError>> {
     let first = argv.first()?.as_str();
     let rest = &argv[1..];
     let is_sub = match first {
@@ -305,9 +290,9 @@ fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand
         return None;
     }
     if cell {
-        return Some(Err(format!(
-            "{}'{first}' is a %llm line command; use %llm {first}",
-            err_prefix(true)
+        return Some(Err(usage(
+            true,
+            format!("'{first}' is a %llm line command; use %llm {first}"),
         )));
     }
     let cmd = match first {
@@ -319,10 +304,10 @@ fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand
     let m = match cmd.try_get_matches_from(rest) {
         Ok(m) => m,
         Err(e) => {
-            return Some(Err(clap_err(e, false).replacen(
-                "%llm:",
-                &format!("%llm {first}:"),
-                1,
+            return Some(Err(UsageError::from_clap(
+                format!("%llm {first}"),
+                "%llm",
+                &e,
             )));
         }
     };
@@ -336,7 +321,7 @@ fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand
             let spec = m.get_one::<String>("model").cloned().unwrap_or_default();
             let model = match cfg.resolve_any(&spec) {
                 Ok(s) => s,
-                Err(e) => return Some(Err(format!("UsageError: %llm estimate: {e}"))),
+                Err(e) => return Some(Err(UsageError::new("%llm estimate", e))),
             };
             LlmCommand::Estimate {
                 model,
@@ -352,13 +337,13 @@ pub fn parse_line(
     args: &str,
     cfg: &LlmConfig,
     settings_timeout: Option<f64>,
-) -> Result<LlmCommand, String> {
-    let argv = shlex::split(args)
-        .ok_or_else(|| format!("{}unbalanced quotes in the arguments", err_prefix(false)))?;
+) -> Result<LlmCommand, UsageError> {
+    let argv =
+        shlex::split(args).ok_or_else(|| usage(false, "unbalanced quotes in the arguments"))?;
     if argv.is_empty() {
-        return Err(format!(
-            "{}empty prompt: %llm [PROVIDER:MODEL] PROMPT..., or %llm models | estimate | history | summary",
-            err_prefix(false)
+        return Err(usage(
+            false,
+            "empty prompt: %llm [PROVIDER:MODEL] PROMPT..., or %llm models | estimate | history | summary",
         ));
     }
     if let Some(r) = sub(&argv, false, cfg) {
@@ -366,7 +351,7 @@ pub fn parse_line(
     }
     let m = ask_cmd()
         .try_get_matches_from(&argv)
-        .map_err(|e| clap_err(e, false))?;
+        .map_err(|e| UsageError::from_clap(form(false), form(false), &e))?;
     let mut words: Vec<String> = m
         .get_many::<String>("words")
         .map(|w| w.cloned().collect())
@@ -380,9 +365,9 @@ pub fn parse_line(
         && looks_like_spec(w)
     {
         let spec = cfg.resolve(w).map_err(|e| {
-            format!(
-                "{}{e} (to send a prompt starting with '{w}', use %%llm)",
-                err_prefix(false)
+            usage(
+                false,
+                format!("{e} (to send a prompt starting with '{w}', use %%llm)"),
             )
         })?;
         models.push(spec);
@@ -391,16 +376,10 @@ pub fn parse_line(
     // The prompt keeps the user's text as typed (after the model), not the shell-split words.
     let prompt = prompt_after(args, &argv, argv.len() - words.len());
     if prompt.trim().is_empty() {
-        return Err(format!(
-            "{}empty prompt: %llm [PROVIDER:MODEL] PROMPT...",
-            err_prefix(false)
-        ));
+        return Err(usage(false, "empty prompt: %llm [PROVIDER:MODEL] PROMPT..."));
     }
     if models.is_empty() {
-        models.push(
-            cfg.default_model()
-                .map_err(|e| format!("{}{e}", err_prefix(false)))?,
-        );
+        models.push(cfg.default_model().map_err(|e| usage(false, e))?);
     }
     Ok(LlmCommand::Ask(ask_from(
         &m,
@@ -441,13 +420,15 @@ fn prompt_after(args: &str, argv: &[String], skip: usize) -> String {
     }
 }
 
-fn all_or_err(cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, String> {
+fn all_or_err(cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, UsageError> {
     let v = cfg.all_models();
     if v.is_empty() {
-        return Err(format!(
-            "{}--all: no provider has both a key and a model list (set e.g. OPENAI_API_KEY and OPENAI_MODEL; providers: {})",
-            err_prefix(cell),
-            ProviderKind::accepted()
+        return Err(usage(
+            cell,
+            format!(
+                "--all: no provider has both a key and a model list (set e.g. OPENAI_API_KEY and OPENAI_MODEL; providers: {})",
+                ProviderKind::accepted()
+            ),
         ));
     }
     Ok(v)
@@ -482,15 +463,15 @@ pub fn parse_cell(
     body: &str,
     cfg: &LlmConfig,
     settings_timeout: Option<f64>,
-) -> Result<LlmCommand, String> {
-    let argv = shlex::split(args)
-        .ok_or_else(|| format!("{}unbalanced quotes in the arguments", err_prefix(true)))?;
+) -> Result<LlmCommand, UsageError> {
+    let argv =
+        shlex::split(args).ok_or_else(|| usage(true, "unbalanced quotes in the arguments"))?;
     if let Some(r) = sub(&argv, true, cfg) {
         return r;
     }
     let m = ask_cmd()
         .try_get_matches_from(&argv)
-        .map_err(|e| clap_err(e, true))?;
+        .map_err(|e| UsageError::from_clap(form(true), form(true), &e))?;
     let mut models = match (m.get_one::<String>("models"), m.get_flag("all")) {
         (Some(l), _) => resolve_list(l, cfg, true)?,
         (None, true) => all_or_err(cfg, true)?,
@@ -500,16 +481,13 @@ pub fn parse_cell(
         models.extend(resolve_list(w, cfg, true)?);
     }
     if body.trim().is_empty() {
-        return Err(format!(
-            "{}empty prompt: the cell body (the lines after %%llm) is the prompt",
-            err_prefix(true)
+        return Err(usage(
+            true,
+            "empty prompt: the cell body (the lines after %%llm) is the prompt",
         ));
     }
     if models.is_empty() {
-        models.push(
-            cfg.default_model()
-                .map_err(|e| format!("{}{e}", err_prefix(true)))?,
-        );
+        models.push(cfg.default_model().map_err(|e| usage(true, e))?);
     }
     Ok(LlmCommand::Ask(ask_from(
         &m,
@@ -579,15 +557,19 @@ mod tests {
             ("estimate openai:gpt-4o", "--tokens"),
             ("history --nope", "--nope"),
         ] {
-            let e = parse_line(args, &c, None).unwrap_err();
+            let e = parse_line(args, &c, None).unwrap_err().to_string();
             assert!(!e.contains('\n'), "{args}: {e}");
             assert!(e.contains(needle), "{args}: {e}");
         }
-        let e = parse_cell("--models groq:x", "hi", &c, None).unwrap_err();
+        let e = parse_cell("--models groq:x", "hi", &c, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("llama-3.3-70b-versatile"), "{e}");
-        let e = parse_cell("--max-tokens 0", "hi", &c, None).unwrap_err();
+        let e = parse_cell("--max-tokens 0", "hi", &c, None)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains('\n') && e.contains("max-tokens"), "{e}");
-        let e = parse_cell("", "  \n", &c, None).unwrap_err();
+        let e = parse_cell("", "  \n", &c, None).unwrap_err().to_string();
         assert!(e.contains("empty prompt"), "{e}");
     }
 
@@ -615,7 +597,7 @@ mod tests {
 
     #[test]
     fn help_mentions_subcommands() {
-        let h = magic_specs()[0].long_help();
+        let h = magic_spec().long_help(crate::registry::MagicKind::Both);
         for w in ["models", "estimate", "history", "summary", "--max-tokens"] {
             assert!(h.contains(w), "{w}");
         }
