@@ -4,7 +4,8 @@
 //! front-end; `install` / `uninstall` manage the kernelspecs.
 
 use anyhow::{Context, Result, bail};
-use carbon_kernel::install::{self, Location};
+use carbon_kernel::cli::install::{self, InstallArgs};
+use carbon_kernel::cli::{magics, report};
 use carbon_kernel::runtime::{Language, test_runtime::TestRuntime};
 use carbon_kernel::server::{self, ServerConfig};
 use clap::{Args, Parser, Subcommand};
@@ -31,9 +32,9 @@ enum Command {
     /// Remove the kernelspecs.
     Uninstall(InstallArgs),
     /// Merge emissions.csv files into totals and a self-contained HTML report.
-    Report(carbon_kernel::report::ReportArgs),
+    Report(report::ReportArgs),
     /// List the magics (`--markdown`: the README reference).
-    Magics(carbon_kernel::report::MagicsArgs),
+    Magics(magics::MagicsArgs),
 }
 
 #[derive(Args)]
@@ -45,37 +46,11 @@ struct RunArgs {
     #[arg(value_name = "CONNECTION_FILE", conflicts_with = "connection_file")]
     positional: Option<PathBuf>,
     /// Language of plain cells.
-    #[arg(long, default_value = "python", value_parser = ["python", "java", "rust"])]
+    #[arg(long, default_value = "python", value_parser = Language::names())]
     language: String,
     /// Use the scripted test runtime (same as CARBON_TEST_RUNTIME=1).
     #[arg(long, hide = true)]
     test_runtime: bool,
-}
-
-#[derive(Args)]
-struct InstallArgs {
-    /// The user's Jupyter data dir (default).
-    #[arg(long, group = "location")]
-    user: bool,
-    /// The active Python environment (VIRTUAL_ENV, CONDA_PREFIX or python3's sys.prefix).
-    #[arg(long, group = "location")]
-    sys_prefix: bool,
-    /// DIR/share/jupyter/kernels.
-    #[arg(long, group = "location", value_name = "DIR")]
-    prefix: Option<PathBuf>,
-    /// Base kernelspec name (NAME, NAME-java, NAME-rust).
-    #[arg(long, default_value = "carbon")]
-    name: String,
-}
-
-impl InstallArgs {
-    fn location(&self) -> Location {
-        match (&self.prefix, self.sys_prefix) {
-            (Some(p), _) => Location::Prefix(p.clone()),
-            (None, true) => Location::SysPrefix,
-            _ => Location::User,
-        }
-    }
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -120,27 +95,15 @@ fn main() -> ExitCode {
             .context("cannot find this binary's path")
             .and_then(|exe| {
                 let exe = exe.canonicalize().unwrap_or(exe);
-                for d in install::install(&a.location(), &a.name, &exe)? {
-                    println!("installed kernelspec in {}", d.display());
-                }
-                Ok(())
+                Ok(install::run_install(&a, &exe, &mut std::io::stdout())?)
             }),
-        Command::Uninstall(a) => install::uninstall(&a.location(), &a.name)
-            .map(|dirs| {
-                if dirs.is_empty() {
-                    println!("no carbon kernelspec found");
-                }
-                for d in dirs {
-                    println!("removed {}", d.display());
-                }
-            })
-            .map_err(Into::into),
-        Command::Report(a) => carbon_kernel::report::run_report(&a, &mut std::io::stdout())
+        Command::Uninstall(a) => {
+            install::run_uninstall(&a, &mut std::io::stdout()).map_err(Into::into)
+        }
+        Command::Report(a) => report::run_report(&a, &mut std::io::stdout())
             .map(drop)
             .map_err(Into::into),
-        Command::Magics(a) => {
-            carbon_kernel::report::run_magics(&a, &mut std::io::stdout()).map_err(Into::into)
-        }
+        Command::Magics(a) => magics::run_magics(&a, &mut std::io::stdout()).map_err(Into::into),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

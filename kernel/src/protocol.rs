@@ -9,7 +9,7 @@
 //!
 //! Spec: <https://jupyter-client.readthedocs.io/en/latest/messaging.html>.
 
-use crate::runtime::{ExecError, LanguageInfo};
+use crate::runtime::{ExecError, Language, LanguageInfo};
 use carbon_magics::MimeBundle;
 use jupyter_protocol::{JupyterMessage, JupyterMessageContent, UnknownMessage};
 use serde_json::{Map, Value, json};
@@ -192,11 +192,17 @@ pub fn aborted_execute_reply(count: u32) -> Value {
 /// The `language_info` object, with the usual values filled in where a runtime left one empty
 /// (jupyter-kernel-test requires a file extension starting with `.`).
 pub fn language_info(info: &LanguageInfo) -> Value {
-    let defaults: [&str; 6] = match info.name.as_str() {
-        "python" => ["text/x-python", ".py", "ipython3", "ipython", "python", ""],
-        "java" => ["text/x-java", ".java", "java", "text/x-java", "java", ""],
-        "rust" => ["text/rust", ".rs", "rust", "rust", "rust", ""],
-        _ => ["text/plain", ".txt", "text", "text", "script", ""],
+    let d = match Language::parse(&info.name) {
+        Some(lang) => LanguageInfo::of(lang, ""),
+        None => LanguageInfo {
+            name: String::new(),
+            version: String::new(),
+            mimetype: "text/plain".into(),
+            file_extension: ".txt".into(),
+            pygments_lexer: "text".into(),
+            codemirror_mode: "text".into(),
+            nbconvert_exporter: "script".into(),
+        },
     };
     let pick = |v: &str, d: &str| {
         if v.is_empty() {
@@ -205,7 +211,7 @@ pub fn language_info(info: &LanguageInfo) -> Value {
             v.to_string()
         }
     };
-    let codemirror = pick(&info.codemirror_mode, defaults[3]);
+    let codemirror = pick(&info.codemirror_mode, &d.codemirror_mode);
     // IPython's front-end mode is versioned ({name: ipython, version: 3}), as ipykernel sends it.
     let codemirror = if codemirror == "ipython" {
         json!({ "name": "ipython", "version": 3 })
@@ -215,11 +221,11 @@ pub fn language_info(info: &LanguageInfo) -> Value {
     json!({
         "name": info.name,
         "version": info.version,
-        "mimetype": pick(&info.mimetype, defaults[0]),
-        "file_extension": pick(&info.file_extension, defaults[1]),
-        "pygments_lexer": pick(&info.pygments_lexer, defaults[2]),
+        "mimetype": pick(&info.mimetype, &d.mimetype),
+        "file_extension": pick(&info.file_extension, &d.file_extension),
+        "pygments_lexer": pick(&info.pygments_lexer, &d.pygments_lexer),
         "codemirror_mode": codemirror,
-        "nbconvert_exporter": pick(&info.nbconvert_exporter, defaults[4]),
+        "nbconvert_exporter": pick(&info.nbconvert_exporter, &d.nbconvert_exporter),
     })
 }
 
@@ -237,9 +243,10 @@ pub fn kernel_info_reply(info: &LanguageInfo) -> Value {
         "implementation_version": env!("CARGO_PKG_VERSION"),
         "language_info": language_info(info),
         "banner": format!(
-            "carbon-kernel {} — {lang} by default; %%python, %%java, %%rust per cell; \
+            "carbon-kernel {} — {lang} by default; {cells} per cell; \
              %%carbon meters a cell's energy and CO₂, %llm asks a language model (%lsmagic)",
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            cells = Language::ALL.map(|l| format!("%%{}", l.name())).join(", "),
         ),
         "help_links": help_links(lang),
         "debugger": false,
@@ -251,12 +258,8 @@ fn help_links(lang: &str) -> Value {
         "text": "Jupyter messaging",
         "url": "https://jupyter-client.readthedocs.io/en/latest/messaging.html",
     })];
-    let (text, url) = match lang {
-        "java" => ("Java", "https://docs.oracle.com/en/java/javase/17/jshell/"),
-        "rust" => ("Rust", "https://doc.rust-lang.org/std/"),
-        _ => ("Python", "https://docs.python.org/3/"),
-    };
-    links.push(json!({ "text": text, "url": url }));
+    let help = Language::parse(lang).unwrap_or(Language::Python).row().help;
+    links.push(json!({ "text": help.text, "url": help.url }));
     links.push(json!({
         "text": "CodeCarbon methodology",
         "url": "https://mlco2.github.io/codecarbon/methodology.html",

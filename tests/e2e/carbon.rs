@@ -344,7 +344,7 @@ fn bad_input_is_one_line_and_nothing_runs() {
         ),
         (
             "%%carbon cobol\nprint ran\n",
-            vec!["python", "java", "rust"],
+            carbon_magics::Language::names().to_vec(),
         ),
         ("%carbon fly", vec!["on, off"]),
         ("%carbon config colour=red", vec!["country", "pue"]),

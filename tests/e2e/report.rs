@@ -2,7 +2,9 @@
 //! CodeCarbon 3.x's and 3.1.0's, a foreign CSV, a binary file, a missing path), run as the real
 //! binary; and the README's magics reference checked against `carbon-kernel magics --markdown`.
 
-use carbon_kernel::report::{MAGICS_BEGIN, MAGICS_END, expected_magics_section, magics_section};
+use carbon_kernel::cli::magics::{
+    MAGICS_BEGIN, MAGICS_END, expected_magics_section, magics_section,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -445,7 +447,7 @@ fn readme_magics_reference_matches_the_registry() {
         String::from_utf8_lossy(&out.stderr)
     );
     let generated = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(generated, carbon_magics::registry::markdown_reference());
+    assert_eq!(generated, carbon_kernel::exec::markdown_reference());
     let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&readme_path).expect("README.md at the workspace root");
     let section = magics_section(&readme)

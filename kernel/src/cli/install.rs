@@ -1,6 +1,6 @@
-//! `carbon-kernel install` / `uninstall`: kernelspecs `carbon` (Python by default),
-//! `carbon-java` and `carbon-rust`, from the template and logos in `install/kernelspec/`
-//! (embedded in the binary).
+//! `carbon-kernel install` / `uninstall`: one kernelspec per row of the language table
+//! (`carbon` for Python, `carbon-java`, `carbon-rust`), from the template and logos in
+//! `install/kernelspec/` (embedded in the binary).
 //!
 //! Locations follow jupyter_core's rules (<https://docs.jupyter.org/en/latest/use/jupyter-directories.html>):
 //! `--user` → `$JUPYTER_DATA_DIR`, else `$XDG_DATA_HOME/jupyter`, else `~/.local/share/jupyter`
@@ -10,13 +10,66 @@
 
 use crate::runtime::Language;
 use serde_json::Value;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-const TEMPLATE: &str = include_str!("../../install/kernelspec/kernel.json.template");
-const LOGO_SVG: &[u8] = include_bytes!("../../install/kernelspec/logo-svg.svg");
-const LOGO_32: &[u8] = include_bytes!("../../install/kernelspec/logo-32x32.png");
-const LOGO_64: &[u8] = include_bytes!("../../install/kernelspec/logo-64x64.png");
+const TEMPLATE: &str = include_str!("../../../install/kernelspec/kernel.json.template");
+const LOGO_SVG: &[u8] = include_bytes!("../../../install/kernelspec/logo-svg.svg");
+const LOGO_32: &[u8] = include_bytes!("../../../install/kernelspec/logo-32x32.png");
+const LOGO_64: &[u8] = include_bytes!("../../../install/kernelspec/logo-64x64.png");
+
+/// Arguments of `carbon-kernel install` / `uninstall`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    /// The user's Jupyter data dir (default).
+    #[arg(long, group = "location")]
+    pub user: bool,
+    /// The active Python environment (VIRTUAL_ENV, CONDA_PREFIX or python3's sys.prefix).
+    #[arg(long, group = "location")]
+    pub sys_prefix: bool,
+    /// DIR/share/jupyter/kernels.
+    #[arg(long, group = "location", value_name = "DIR")]
+    pub prefix: Option<PathBuf>,
+    /// Base kernelspec name (NAME, NAME-java, NAME-rust).
+    #[arg(long, default_value = "carbon")]
+    pub name: String,
+}
+
+impl InstallArgs {
+    /// Where the arguments point.
+    pub fn location(&self) -> Location {
+        match (&self.prefix, self.sys_prefix) {
+            (Some(p), _) => Location::Prefix(p.clone()),
+            (None, true) => Location::SysPrefix,
+            _ => Location::User,
+        }
+    }
+}
+
+/// Runs `carbon-kernel install`: the kernelspecs name `binary` as argv[0]; prints each folder.
+pub fn run_install(
+    args: &InstallArgs,
+    binary: &Path,
+    out: &mut dyn Write,
+) -> Result<(), InstallError> {
+    for d in install(&args.location(), &args.name, binary)? {
+        let _ = writeln!(out, "installed kernelspec in {}", d.display());
+    }
+    Ok(())
+}
+
+/// Runs `carbon-kernel uninstall`; prints what was removed.
+pub fn run_uninstall(args: &InstallArgs, out: &mut dyn Write) -> Result<(), InstallError> {
+    let dirs = uninstall(&args.location(), &args.name)?;
+    if dirs.is_empty() {
+        let _ = writeln!(out, "no carbon kernelspec found");
+    }
+    for d in dirs {
+        let _ = writeln!(out, "removed {}", d.display());
+    }
+    Ok(())
+}
 
 /// Where kernelspecs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,21 +158,15 @@ fn sys_prefix() -> Result<PathBuf, InstallError> {
     Ok(PathBuf::from(p))
 }
 
-/// The kernelspec name of a language: `carbon`, `carbon-java`, `carbon-rust` for base `carbon`.
+/// The kernelspec name of a language: `carbon`, `carbon-java`, `carbon-rust` for base `carbon`
+/// (the suffix comes from the language table).
 pub fn spec_name(base: &str, lang: Language) -> String {
-    match lang {
-        Language::Python => base.to_string(),
-        other => format!("{base}-{}", other.name()),
-    }
+    lang.kernelspec_name(base)
 }
 
-/// Display name in front-ends' launchers.
+/// Display name in front-ends' launchers (from the language table).
 pub fn display_name(lang: Language) -> &'static str {
-    match lang {
-        Language::Python => "Carbon (Python)",
-        Language::Java => "Carbon (Java)",
-        Language::Rust => "Carbon (Rust)",
-    }
+    lang.row().display_name
 }
 
 fn fill(v: &mut Value, binary: &str, lang: &str, display: &str) {
@@ -148,7 +195,7 @@ pub fn kernel_json(binary: &Path, lang: Language) -> Result<Value, InstallError>
     Ok(v)
 }
 
-/// Writes the three kernelspecs; returns their folders.
+/// Writes one kernelspec per language of the table; returns their folders.
 pub fn install(loc: &Location, base: &str, binary: &Path) -> Result<Vec<PathBuf>, InstallError> {
     let kernels = data_dir(loc)?.join("kernels");
     let mut done = Vec::new();
@@ -170,7 +217,7 @@ pub fn install(loc: &Location, base: &str, binary: &Path) -> Result<Vec<PathBuf>
     Ok(done)
 }
 
-/// Removes the three kernelspecs (missing ones are skipped); returns the folders removed.
+/// Removes the kernelspecs (missing ones are skipped); returns the folders removed.
 pub fn uninstall(loc: &Location, base: &str) -> Result<Vec<PathBuf>, InstallError> {
     let kernels = data_dir(loc)?.join("kernels");
     let mut done = Vec::new();
@@ -212,7 +259,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let loc = Location::Prefix(tmp.path().to_path_buf());
         let dirs = install(&loc, "carbon", Path::new("/x/carbon-kernel")).unwrap();
-        assert_eq!(dirs.len(), 3);
+        assert_eq!(dirs.len(), Language::ALL.len());
         let k = tmp
             .path()
             .join("share/jupyter/kernels/carbon-rust/kernel.json");
@@ -223,7 +270,7 @@ mod tests {
                 .join("share/jupyter/kernels/carbon/logo-64x64.png")
                 .is_file()
         );
-        assert_eq!(uninstall(&loc, "carbon").unwrap().len(), 3);
+        assert_eq!(uninstall(&loc, "carbon").unwrap().len(), Language::ALL.len());
         assert!(!tmp.path().join("share/jupyter/kernels/carbon").exists());
     }
 }

@@ -1,21 +1,23 @@
-//! `%%carbon` / `%carbon …` wiring: meter a runtime's process tree around a cell, record the row,
-//! show the live display and the report.
+//! `%%carbon` / `%carbon …` adapter: meter a runtime's process tree around a cell and publish
+//! what the [`CarbonSession`] (carbon-magics) computes: rows, status words, texts, reports.
 //!
 //! Per cell: start the runtime, `meter.start(pids)` (two boundary reads, no sampling thread for
 //! short cells), run it with a publisher that forwards compile/run phase marks to the meter, a
 //! small live thread that shows progress after ~1 s and enforces `--timeout`, `meter.stop()`,
 //! one CSV row (failing, interrupted and timed-out runs too, with their status), the report.
+//! What needs the kernel stays here: runtimes, interrupts, the live display thread, child
+//! processes of `%carbon run` / `exec`.
 
 use super::{Executor, runtime_failure, usage_error};
 use crate::runtime::{ExecOutcome, Language, Phase, Publish, RuntimeError, StreamName};
-use carbon_magics::MimeBundle;
-use carbon_magics::carbon::intensity::{self, Zone};
-use carbon_magics::carbon::magic::{self, CarbonConfig, LineCommand};
-use carbon_magics::carbon::report::{self, RunReport, SessionEntry};
-use carbon_magics::carbon::sink::{self, CsvSink, Sink, SinkError, Written};
-use carbon_magics::carbon::{EmissionRecord, Measurement, Meter, MeterConfig, MeterPhase};
-use carbon_magics::config::Settings;
+use carbon_magics::carbon::magic::{self, LineCommand};
+use carbon_magics::carbon::report::{self, RunReport};
+use carbon_magics::carbon::session::{
+    CarbonSession, RunEnd, RunOpts, Step, file_steps, run_status, summarize_wheres,
+};
+use carbon_magics::carbon::{Measurement, Meter, MeterPhase};
 use carbon_magics::parse::MagicCall;
+use carbon_magics::{MimeBundle, UsageError};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,115 +27,14 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Session state of the carbon magics.
-pub struct CarbonState {
-    auto: bool,
-    cfg: CarbonConfig,
-    warnings: Vec<String>,
-    meters: Vec<Meter>,
-    sink: Option<CsvSink>,
-    session_id: String,
-    entries: Vec<SessionEntry>,
-    workdir: PathBuf,
-}
-
-impl CarbonState {
-    /// Loads configuration (`CARBON_*` keys).
-    pub fn new(settings: &Settings, workdir: &Path) -> Self {
-        let (cfg, warnings) = CarbonConfig::from_settings(settings, workdir);
-        // Detect the CPU and memory now, off the executor thread, so the first metered cell does
-        // not pay for it.
-        std::thread::spawn(|| {
-            carbon_magics::carbon::hardware::machine();
-        });
-        Self {
-            auto: false,
-            cfg,
-            warnings,
-            meters: Vec::new(),
-            sink: None,
-            session_id: uuid::Uuid::new_v4().to_string(),
-            entries: Vec::new(),
-            workdir: workdir.to_path_buf(),
-        }
-    }
-
-    /// This kernel session's id: `experiment_id` of every `emissions.csv` row it writes (cells and
-    /// LLM requests alike), so a session's rows can be grouped.
-    pub fn session_id(&self) -> &str {
-        &self.session_id
-    }
-
-    /// `%carbon on` is active: every cell is metered.
-    pub fn auto_meter(&self) -> bool {
-        self.auto
-    }
-
-    fn reload(&mut self, settings: &Settings) {
-        let (cfg, warnings) = CarbonConfig::from_settings(settings, &self.workdir);
-        if cfg.output != self.cfg.output {
-            self.sink = None;
-        }
-        self.cfg = cfg;
-        self.warnings = warnings;
-    }
-
-    /// The meter for a configuration (built once: sensor choice and detection are cached).
-    fn meter(&mut self, mc: &MeterConfig) -> Meter {
-        if let Some(m) = self.meters.iter().find(|m| &m.config() == mc) {
-            return m.clone();
-        }
-        let m = Meter::new(mc.clone());
-        self.meters.push(m.clone());
-        m
-    }
-
-    fn sink(&mut self) -> &mut CsvSink {
-        let out = self.cfg.output.clone();
-        self.sink.get_or_insert_with(|| CsvSink::new(out))
-    }
-
-    /// The carbon settings in force (country, PUE, output file, project…).
-    pub fn config(&self) -> &CarbonConfig {
-        &self.cfg
-    }
-
-    /// Appends rows written by another magic (`%llm`) through this session's one sink, so every
-    /// row of the kernel goes to the same file, with the same foreign-header handling.
-    pub fn record_rows(&mut self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
-        self.sink().record_all(rows)
-    }
-}
-
 /// Options of one metered execution.
-#[derive(Debug, Clone)]
-struct Opts {
-    zone: Zone,
-    pue: f64,
-    meter: MeterConfig,
-    label: String,
-    timeout: Option<f64>,
-    csv: bool,
-}
+type Opts = RunOpts;
 
-fn opts_from(state: &CarbonState, args: Option<&magic::CellArgs>) -> Result<Opts, String> {
-    let cfg = &state.cfg;
-    let country = args
-        .and_then(|a| a.country.clone())
-        .or_else(|| cfg.country.clone());
-    let zone = intensity::zone(country.as_deref()).map_err(|e| format!("UsageError: {e}"))?;
-    let mut meter = cfg.meter.clone();
-    if let Some(s) = args.and_then(|a| a.scope) {
-        meter.scope = s;
-    }
-    Ok(Opts {
-        zone,
-        pue: args.and_then(|a| a.pue).unwrap_or(cfg.pue),
-        meter,
-        label: args.and_then(|a| a.label.clone()).unwrap_or_default(),
-        timeout: args.and_then(|a| a.timeout),
-        csv: !args.is_some_and(|a| a.no_csv),
-    })
+fn opts_from(
+    session: &CarbonSession,
+    args: Option<&magic::CellArgs>,
+) -> Result<Opts, UsageError> {
+    session.opts(args)
 }
 
 /// Forwards everything, and phase marks to the meter too.
@@ -254,63 +155,26 @@ fn status_of(
     res: &Result<ExecOutcome, RuntimeError>,
     timed_out: bool,
     interrupted: bool,
-) -> String {
-    match res {
-        Err(_) => "runtime-error".into(),
-        Ok(_) if timed_out => "timeout".into(),
-        Ok(o) => match &o.error {
-            None => "ok".into(),
-            Some(e) if interrupted || e.ename == "KeyboardInterrupt" => "interrupted".into(),
-            Some(_) => "error".into(),
+) -> &'static str {
+    let end = match res {
+        Err(_) => RunEnd::RuntimeFailed,
+        Ok(o) => RunEnd::Finished {
+            error: o.error.as_ref().map(|e| e.ename.as_str()),
         },
-    }
+    };
+    run_status(end, timed_out, interrupted)
 }
 
-/// Builds the row, writes it (unless `--no-csv`), remembers the cell for the summary.
+/// The session's row of a run (see [`CarbonSession::record`]).
 fn record(
-    state: &mut CarbonState,
+    session: &mut CarbonSession,
     meas: &Measurement,
     opts: &Opts,
     language: &str,
     status: &str,
     repeat_index: Option<u32>,
 ) -> (RunReport, String) {
-    let mut rec = EmissionRecord::from_measurement(
-        meas,
-        &state.cfg.project,
-        &state.session_id,
-        &opts.zone,
-        opts.pue,
-    );
-    rec.status = status.to_string();
-    rec.language = language.to_string();
-    rec.label = opts.label.clone();
-    rec.repeat_index = repeat_index;
-    let where_ = if opts.csv {
-        match state.sink().record(&rec) {
-            Ok(w) => match w.notice {
-                Some(n) => format!("⚠ {n}"),
-                None => format!("row appended to {}", w.path.display()),
-            },
-            Err(e) => format!("⚠ not recorded: {e}"),
-        }
-    } else {
-        "not recorded (--no-csv)".to_string()
-    };
-    state.entries.push(SessionEntry {
-        language: language.to_string(),
-        label: opts.label.clone(),
-        parts: meas.energy.scaled(opts.pue),
-        emissions: rec.emissions,
-        duration: meas.duration_s,
-    });
-    (
-        RunReport {
-            rec,
-            meas: meas.clone(),
-        },
-        where_,
-    )
+    session.record(meas, opts, language, status, repeat_index)
 }
 
 fn show_report(out: &mut dyn Publish, runs: &[RunReport], where_: &str, shown: Option<String>) {
@@ -331,7 +195,7 @@ fn metered(
     out: &mut dyn Publish,
 ) -> ExecOutcome {
     let meter = ex.carbon.meter(&opts.meter);
-    let live_after = ex.carbon.cfg.live_after_s;
+    let live_after = ex.carbon.config().live_after_s;
     let mut runs = Vec::new();
     let mut wheres = Vec::new();
     let mut shown: Option<String> = None;
@@ -370,7 +234,7 @@ fn metered(
         let status = status_of(&res, timed_out, interrupted);
         if let Some(meas) = meas {
             let idx = (repeat > 1).then_some(i + 1);
-            let (r, w) = record(&mut ex.carbon, &meas, &opts, lang.name(), &status, idx);
+            let (r, w) = record(&mut ex.carbon, &meas, &opts, lang.name(), status, idx);
             runs.push(r);
             wheres.push(w);
         }
@@ -396,20 +260,6 @@ fn metered(
     last
 }
 
-fn summarize_wheres(w: &[String]) -> String {
-    let mut u: Vec<&String> = Vec::new();
-    for x in w {
-        if !u.contains(&x) {
-            u.push(x);
-        }
-    }
-    if w.len() > 1 && u.len() == 1 {
-        u[0].replace("row appended", &format!("{} rows appended", w.len()))
-    } else {
-        u.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("; ")
-    }
-}
-
 /// `%carbon …` line magic.
 pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) -> ExecOutcome {
     let cmd = match magic::parse_line_args(&call.args) {
@@ -417,39 +267,18 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
         Err(e) => return usage_error(e),
     };
     match cmd {
-        LineCommand::On => {
-            ex.carbon.auto = true;
-            text("carbon metering on: every cell is metered (%carbon off to stop)")
-        }
-        LineCommand::Off => {
-            ex.carbon.auto = false;
-            text("carbon metering off")
-        }
-        LineCommand::Status => status(ex),
+        LineCommand::On => text(ex.carbon.set_auto(true)),
+        LineCommand::Off => text(ex.carbon.set_auto(false)),
+        LineCommand::Status => text(ex.carbon.status_text()),
         LineCommand::Config(pairs) => {
             for (k, v) in &pairs {
                 ex.settings.set(k, v);
             }
             ex.carbon.reload(&ex.settings);
-            config_text(ex, pairs.is_empty())
+            text(ex.carbon.config_text(pairs.is_empty()))
         }
-        LineCommand::Summary => ExecOutcome {
-            result: Some(report::summary(&ex.carbon.entries)),
-            ..Default::default()
-        },
-        LineCommand::Csv { rows } => {
-            let path = ex
-                .carbon
-                .sink
-                .as_ref()
-                .map(|s| s.path().to_path_buf())
-                .unwrap_or_else(|| ex.carbon.cfg.output.clone());
-            let view = sink::read_csv(&path);
-            ExecOutcome {
-                result: Some(report::csv_view(&path, &view, rows)),
-                ..Default::default()
-            }
-        }
+        LineCommand::Summary => result(ex.carbon.summary()),
+        LineCommand::Csv { rows } => result(ex.carbon.csv_view(rows)),
         LineCommand::Exec { argv, timeout } => {
             let label = argv.join(" ");
             let steps = vec![Step {
@@ -467,80 +296,15 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
     }
 }
 
-fn text(s: impl Into<String>) -> ExecOutcome {
+fn result(b: MimeBundle) -> ExecOutcome {
     ExecOutcome {
-        result: Some(MimeBundle::plain(s)),
+        result: Some(b),
         ..Default::default()
     }
 }
 
-fn config_text(ex: &Executor, show_all: bool) -> ExecOutcome {
-    let c = &ex.carbon.cfg;
-    let mut s = String::new();
-    if show_all {
-        s.push_str(
-            "carbon settings (set with %carbon config KEY=VALUE, or in .env / the environment):\n",
-        );
-    } else {
-        s.push_str("carbon settings updated:\n");
-    }
-    s.push_str(&format!(
-        "  country  {}\n  pue      {}\n  scope    {}\n  tdp      {}\n  output   {}\n  project  {}\n",
-        c.country.as_deref().unwrap_or("(world average 475 gCO₂eq/kWh)"),
-        c.pue,
-        c.meter.scope.name(),
-        c.meter
-            .tdp_w
-            .map(|w| format!("{w} W"))
-            .unwrap_or_else(|| "auto".into()),
-        c.output.display(),
-        c.project
-    ));
-    for w in &ex.carbon.warnings {
-        s.push_str(&format!("  warning: {w}\n"));
-    }
-    text(s)
-}
-
-fn status(ex: &mut Executor) -> ExecOutcome {
-    let mc = ex.carbon.cfg.meter.clone();
-    let setup = ex.carbon.meter(&mc).setup();
-    let zone = intensity::zone(ex.carbon.cfg.country.as_deref())
-        .map(|z| format!("{} — {} gCO₂eq/kWh ({})", z.name, z.g_per_kwh, z.source))
-        .unwrap_or_else(|e| e);
-    let total: f64 = ex.carbon.entries.iter().map(|e| e.emissions).sum();
-    let mut s = format!(
-        "carbon metering: {}\n  CPU sensor  {}\n  RAM sensor  {}\n  GPU sensor  {}\n  machine     {} ({} logical CPUs, {:.1} GiB)\n  zone        {zone}\n  PUE         {}\n  scope       {}\n  output      {}\n  session     {} metered cell(s), {:.3e} kgCO₂eq\n",
-        if ex.carbon.auto {
-            "on (every cell)"
-        } else {
-            "off (use %%carbon, or %carbon on)"
-        },
-        setup.cpu.name,
-        setup.ram.name,
-        setup.gpu.name,
-        if setup.machine.cpu_model.is_empty() {
-            "unknown CPU"
-        } else {
-            setup.machine.cpu_model.as_str()
-        },
-        setup.machine.logical_cpus,
-        setup.machine.mem_total as f64 / (1u64 << 30) as f64,
-        ex.carbon.cfg.pue,
-        mc.scope.name(),
-        ex.carbon
-            .sink
-            .as_ref()
-            .map(|s| s.path().to_path_buf())
-            .unwrap_or_else(|| ex.carbon.cfg.output.clone())
-            .display(),
-        ex.carbon.entries.len(),
-        total
-    );
-    for n in setup.notes.iter().chain(ex.carbon.warnings.iter()) {
-        s.push_str(&format!("  note: {n}\n"));
-    }
-    text(s)
+fn text(s: impl Into<String>) -> ExecOutcome {
+    result(MimeBundle::plain(s))
 }
 
 /// `%%carbon …` cell magic.
@@ -564,9 +328,10 @@ pub fn cell_magic(
         Err(e) => return usage_error(e),
     };
     if body.trim().is_empty() {
-        return usage_error(
-            "UsageError: %%carbon: the cell is empty: put the code to meter after the %%carbon line",
-        );
+        return usage_error(UsageError::new(
+            "%%carbon",
+            "the cell is empty: put the code to meter after the %%carbon line",
+        ));
     }
     metered(ex, lang, body, opts, args.repeat, out)
 }
@@ -584,13 +349,6 @@ pub fn run_auto_metered(
     }
 }
 
-/// One program to run in a metered sequence.
-struct Step {
-    argv: Vec<String>,
-    phase: Option<MeterPhase>,
-    cleanup: Option<PathBuf>,
-}
-
 fn run_file(
     ex: &mut Executor,
     file: &Path,
@@ -604,78 +362,37 @@ fn run_file(
         ex.workdir.join(file)
     };
     if !path.is_file() {
-        return usage_error(format!(
-            "UsageError: %carbon run: no such file: {}",
-            path.display()
+        return usage_error(UsageError::new(
+            "%carbon run",
+            format!("no such file: {}", path.display()),
         ));
     }
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let p = path.to_string_lossy().to_string();
     let label = file.display().to_string();
-    let (lang, steps) = match ext.as_str() {
-        "py" => {
-            let py = match crate::runtime::python::python_executable(&ex.settings) {
-                Ok(p) => p,
-                Err(e) => return runtime_failure(&e),
-            };
-            let mut argv = vec![py.to_string_lossy().to_string(), p];
-            argv.extend(args.iter().cloned());
-            (
-                "python",
-                vec![Step {
-                    argv,
-                    phase: None,
-                    cleanup: None,
-                }],
-            )
-        }
-        "java" => {
-            let (java, _javac) = match crate::runtime::java::java_tools(&ex.settings) {
-                Ok(t) => t,
-                Err(e) => return runtime_failure(&e),
-            };
-            // Source-file mode (JEP 330, JDK 11+): compiles in memory and runs in one JVM.
-            let mut argv = vec![java.to_string_lossy().to_string(), p];
-            argv.extend(args.iter().cloned());
-            (
-                "java",
-                vec![Step {
-                    argv,
-                    phase: None,
-                    cleanup: None,
-                }],
-            )
-        }
-        "rs" => {
-            let bin = std::env::temp_dir().join(format!("carbon-run-{}", uuid::Uuid::new_v4()));
-            let b = bin.to_string_lossy().to_string();
-            let mut run = vec![b.clone()];
-            run.extend(args.iter().cloned());
-            (
-                "rust",
-                vec![
-                    Step {
-                        argv: vec!["rustc".into(), "-O".into(), "-o".into(), b, p],
-                        phase: Some(MeterPhase::Compile),
-                        cleanup: None,
-                    },
-                    Step {
-                        argv: run,
-                        phase: Some(MeterPhase::Run),
-                        cleanup: Some(bin),
-                    },
-                ],
-            )
-        }
-        other => {
-            return usage_error(format!(
-                "UsageError: %carbon run: cannot run '.{other}' files [possible values: .py, .java, .rs]; use %carbon exec COMMAND for anything else"
-            ));
-        }
+    let Some(language) = Language::from_extension(&ext) else {
+        return usage_error(UsageError::new(
+            "%carbon run",
+            format!(
+                "cannot run '.{ext}' files [possible values: {}]; use %carbon exec COMMAND for anything else",
+                carbon_magics::lang::run_extensions()
+            ),
+        ));
     };
+    // The language's toolchain: one arm per language, the rest comes from its table row.
+    let program = match language {
+        Language::Python => crate::runtime::python::python_executable(&ex.settings),
+        Language::Java => crate::runtime::java::java_tools(&ex.settings).map(|(java, _)| java),
+        Language::Rust => Ok(PathBuf::from("rustc")),
+    };
+    let program = match program {
+        Ok(p) => p,
+        Err(e) => return runtime_failure(&e),
+    };
+    let steps = file_steps(language, &program, &path, args);
+    let lang = language.name();
     run_commands(ex, lang, &label, steps, timeout, out)
 }
 
@@ -748,7 +465,7 @@ fn run_commands(
     opts.label = label.to_string();
     opts.timeout = timeout;
     let meter = ex.carbon.meter(&opts.meter);
-    let live_after = ex.carbon.cfg.live_after_s;
+    let live_after = ex.carbon.config().live_after_s;
     let group = Arc::new(std::sync::Mutex::new(None::<u32>));
     let g2 = group.clone();
     ex.interrupts.arm(Some(Arc::new(move || {
@@ -903,6 +620,7 @@ mod tests {
     use crate::runtime::Collector;
     use crate::runtime::test_runtime::TestRuntime;
     use carbon_magics::carbon::magic::keys;
+    use carbon_magics::carbon::sink;
 
     fn executor(dir: &Path) -> Executor {
         let mut ex = Executor::new(ExecConfig {

@@ -4,21 +4,136 @@
 
 use crate::runtime::{
     ExecError, ExecOutcome, InterruptHandle, Language, Publish, Runtime, RuntimeError,
+    RuntimeFactory,
 };
-use carbon_magics::MimeBundle;
+use carbon_magics::carbon::session::{CarbonSession, EmissionsSink};
 use carbon_magics::config::Settings;
+use carbon_magics::llm::session::LlmSession;
 use carbon_magics::parse::{MagicCall, parse_cell};
-use carbon_magics::registry;
+use carbon_magics::registry::{self, MagicKind, MagicSpec};
+use carbon_magics::{MimeBundle, UsageError, builtin};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 pub mod carbon;
 pub mod llm;
 
-/// Creates a runtime for a language (real back-ends in the kernel, test runtimes in tests).
-pub type RuntimeFactory = Box<dyn Fn(Language, &Settings) -> Box<dyn Runtime> + Send>;
+/// Runs `%name ARGS` (a line magic).
+pub type LineHandler = fn(&mut Executor, &MagicCall, &mut dyn Publish) -> ExecOutcome;
+/// Runs `%%name ARGS` with the cell's body (a cell magic).
+pub type CellHandler = fn(&mut Executor, &MagicCall, &str, &mut dyn Publish) -> ExecOutcome;
+
+/// The handlers of a magic. Which forms a magic has (`%name`, `%%name`, both) is *derived* from
+/// this, never declared separately, so a form listed in `%lsmagic` always has its handler.
+#[derive(Clone, Copy)]
+pub enum Handlers {
+    /// Only `%name`.
+    Line(LineHandler),
+    /// Only `%%name`.
+    Cell(CellHandler),
+    /// `%name` and `%%name`.
+    Both(LineHandler, CellHandler),
+}
+
+impl Handlers {
+    /// The forms these handlers serve.
+    pub fn kind(&self) -> MagicKind {
+        match self {
+            Handlers::Line(_) => MagicKind::Line,
+            Handlers::Cell(_) => MagicKind::Cell,
+            Handlers::Both(..) => MagicKind::Both,
+        }
+    }
+
+    fn line(&self) -> Option<LineHandler> {
+        match self {
+            Handlers::Line(f) | Handlers::Both(f, _) => Some(*f),
+            Handlers::Cell(_) => None,
+        }
+    }
+
+    fn cell(&self) -> Option<CellHandler> {
+        match self {
+            Handlers::Cell(g) | Handlers::Both(_, g) => Some(*g),
+            Handlers::Line(_) => None,
+        }
+    }
+}
+
+/// One magic: what it says about itself (help, options, summary) and what runs it.
+pub struct Magic {
+    /// Name, summary, clap command (exported by the magic's module in carbon-magics).
+    pub spec: MagicSpec,
+    /// Its line and/or cell handler.
+    pub handlers: Handlers,
+}
+
+impl Magic {
+    /// The forms of this magic (from its handlers).
+    pub fn kind(&self) -> MagicKind {
+        self.handlers.kind()
+    }
+
+    /// `%name?`.
+    pub fn long_help(&self) -> String {
+        self.spec.long_help(self.kind())
+    }
+}
+
+/// Every magic of the kernel, in `%lsmagic` order: one entry per language cell magic (from the
+/// language table), then `%lang`, `%lsmagic`, `%carbon`, `%llm`. Adding a magic: its module in
+/// carbon-magics exports a `MagicSpec`, its adapter here has the handlers, and one entry goes
+/// here. `%lsmagic`, `%name?` and the README reference (`carbon-kernel magics --update
+/// README.md`) are generated from this list.
+pub static MAGICS: LazyLock<Vec<Magic>> = LazyLock::new(|| {
+    let mut v: Vec<Magic> = Language::ALL
+        .into_iter()
+        .map(|l| Magic {
+            spec: builtin::language_cell_spec(l),
+            handlers: Handlers::Cell(language_cell),
+        })
+        .collect();
+    v.extend([
+        Magic {
+            spec: builtin::lang_spec(),
+            handlers: Handlers::Line(lang_magic),
+        },
+        Magic {
+            spec: builtin::lsmagic_spec(),
+            handlers: Handlers::Line(lsmagic),
+        },
+        Magic {
+            spec: carbon_magics::carbon::magic_spec(),
+            handlers: Handlers::Both(carbon::line_magic, carbon::cell_magic),
+        },
+        Magic {
+            spec: carbon_magics::llm::magic_spec(),
+            handlers: Handlers::Both(llm::line_magic, llm::cell_magic),
+        },
+    ]);
+    v
+});
+
+/// The magic called `name` (either form).
+pub fn find_magic(name: &str) -> Option<&'static Magic> {
+    MAGICS.iter().find(|m| m.spec.name == name)
+}
+
+fn listing() -> Vec<(MagicKind, &'static MagicSpec)> {
+    MAGICS.iter().map(|m| (m.kind(), &m.spec)).collect()
+}
+
+/// The `%lsmagic` text.
+pub fn lsmagic_text() -> String {
+    registry::lsmagic_text(&listing())
+}
+
+/// The README's magics reference (Markdown).
+pub fn markdown_reference() -> String {
+    registry::markdown_reference(&listing())
+}
 
 /// The runtimes of this kernel, created lazily on first use of their language.
 pub struct RuntimeSet {
@@ -110,33 +225,29 @@ pub struct ExecConfig {
 /// Runs cells. One per kernel, owned by the executor thread.
 pub struct Executor {
     /// Lazily started language runtimes.
-    pub runtimes: RuntimeSet,
+    runtimes: RuntimeSet,
     /// Language of plain cells.
-    pub default_language: Language,
+    default_language: Language,
     /// `.env` + environment + session settings.
-    pub settings: Settings,
+    settings: Settings,
     /// Folder of the notebook.
-    pub workdir: PathBuf,
+    workdir: PathBuf,
     /// Shared with the server for interrupts.
-    pub interrupts: Arc<Interrupts>,
+    interrupts: Arc<Interrupts>,
     /// `%%carbon` state (auto-metering, session records).
-    pub carbon: carbon::CarbonState,
+    carbon: CarbonSession,
     /// `%llm` state (history, providers).
-    pub llm: llm::LlmState,
+    llm: LlmSession,
 }
 
-/// Builds the error outcome of a usage error (bad magic, bad option).
-pub fn usage_error(msg: impl Into<String>) -> ExecOutcome {
-    let msg = msg.into();
-    let (ename, evalue) = match msg.split_once(": ") {
-        Some((a, b)) if !a.contains(' ') => (a.to_string(), b.to_string()),
-        _ => ("UsageError".to_string(), msg.clone()),
-    };
+/// The error outcome of a usage error (bad magic, bad option): `ename` `UsageError`, the
+/// message as `evalue`, the whole line in red as the traceback.
+pub fn usage_error(e: UsageError) -> ExecOutcome {
     ExecOutcome {
         error: Some(ExecError {
-            ename,
-            evalue,
-            traceback: vec![format!("\x1b[0;31m{msg}\x1b[0m")],
+            ename: "UsageError".to_string(),
+            evalue: e.evalue(),
+            traceback: vec![format!("\x1b[0;31m{e}\x1b[0m")],
         }),
         ..Default::default()
     }
@@ -159,8 +270,12 @@ impl Executor {
     /// A new executor; runtimes start lazily.
     pub fn new(cfg: ExecConfig) -> Self {
         let settings = Settings::load(&cfg.workdir);
-        let carbon = carbon::CarbonState::new(&settings, &cfg.workdir);
-        let llm = llm::LlmState::new(&settings, &cfg.workdir);
+        // One session id (`experiment_id` of every row) and one emissions sink for the kernel,
+        // handed to each session that writes rows.
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let sink = EmissionsSink::default();
+        let carbon = CarbonSession::new(&settings, &cfg.workdir, sink.clone(), &*session_id);
+        let llm = LlmSession::new(&cfg.workdir, sink, session_id);
         Self {
             runtimes: RuntimeSet::new(cfg.factory),
             default_language: cfg.default_language,
@@ -172,11 +287,36 @@ impl Executor {
         }
     }
 
+    /// The interrupt of the running cell, shared with the server's control task.
+    pub fn interrupts(&self) -> Arc<Interrupts> {
+        self.interrupts.clone()
+    }
+
+    /// Language of plain cells.
+    pub fn default_language(&self) -> Language {
+        self.default_language
+    }
+
+    /// The runtime of `lang`, created (not started) if needed.
+    pub fn runtime(&mut self, lang: Language) -> &mut Box<dyn Runtime> {
+        self.runtimes.get(lang, &self.settings)
+    }
+
+    /// The runtime of plain cells, created (not started) if needed.
+    pub fn default_runtime(&mut self) -> &mut Box<dyn Runtime> {
+        self.runtime(self.default_language)
+    }
+
+    /// Stops every runtime (kernel restart or shutdown); they start again on their next cell.
+    pub fn shutdown_runtimes(&mut self) {
+        self.runtimes.shutdown_all();
+    }
+
     /// Runs one cell (magics included).
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
         let plan = match parse_cell(code) {
             Ok(p) => p,
-            Err(e) => return usage_error(e.to_string()),
+            Err(e) => return usage_error(e.into()),
         };
         for call in &plan.line_magics {
             let outcome = self.line_magic(call, out);
@@ -224,15 +364,15 @@ impl Executor {
     }
 
     fn help(&self, call: &MagicCall, prefix: &str) -> ExecOutcome {
-        match registry::find(&call.name) {
-            Some(spec) => ExecOutcome {
-                pager: Some(MimeBundle::plain(spec.long_help())),
+        match find_magic(&call.name) {
+            Some(m) => ExecOutcome {
+                pager: Some(MimeBundle::plain(m.long_help())),
                 ..Default::default()
             },
-            None => usage_error(format!(
-                "UsageError: {prefix}{} is not a magic (see %lsmagic)",
+            None => usage_error(UsageError::general(format!(
+                "{prefix}{} is not a magic (see %lsmagic)",
                 call.name
-            )),
+            ))),
         }
     }
 
@@ -240,17 +380,12 @@ impl Executor {
         if call.help {
             return self.help(call, "%");
         }
-        match call.name.as_str() {
-            "lsmagic" => ExecOutcome {
-                result: Some(MimeBundle::plain(registry::lsmagic_text())),
-                ..Default::default()
-            },
-            "lang" => self.lang_magic(call),
-            "carbon" => carbon::line_magic(self, call, out),
-            "llm" => llm::line_magic(self, call, out),
-            other => usage_error(format!(
-                "UsageError: Line magic function `%{other}` not found (see %lsmagic)"
-            )),
+        match find_magic(&call.name).and_then(|m| m.handlers.line()) {
+            Some(run) => run(self, call, out),
+            None => usage_error(UsageError::general(format!(
+                "Line magic function `%{}` not found (see %lsmagic)",
+                call.name
+            ))),
         }
     }
 
@@ -258,51 +393,81 @@ impl Executor {
         if call.help {
             return self.help(call, "%%");
         }
-        if let Some(lang) = Language::ALL.into_iter().find(|l| l.name() == call.name) {
-            if !call.args.trim().is_empty() {
-                return usage_error(format!(
-                    "UsageError: %%{} takes no arguments (got '{}'); use %%carbon {} … to meter",
-                    call.name, call.args, call.name
-                ));
-            }
-            if self.carbon.auto_meter() {
-                return carbon::run_auto_metered(self, lang, body, out);
-            }
-            return self.run_plain(lang, body, out);
-        }
-        match call.name.as_str() {
-            "carbon" => carbon::cell_magic(self, call, body, out),
-            "llm" => llm::cell_magic(self, call, body, out),
-            other => usage_error(format!(
-                "UsageError: Cell magic `%%{other}` not found (see %lsmagic)"
-            )),
+        match find_magic(&call.name).and_then(|m| m.handlers.cell()) {
+            Some(run) => run(self, call, body, out),
+            None => usage_error(UsageError::general(format!(
+                "Cell magic `%%{}` not found (see %lsmagic)",
+                call.name
+            ))),
         }
     }
+}
 
-    fn lang_magic(&mut self, call: &MagicCall) -> ExecOutcome {
-        let Some(spec) = registry::find("lang") else {
-            return usage_error("UsageError: %lang is not registered");
-        };
-        let argv = match call.argv() {
-            Ok(a) => a,
-            Err(e) => return usage_error(e.to_string()),
-        };
-        let m = match registry::parse_args(&spec, &argv) {
-            Ok(m) => m,
-            Err(e) => return usage_error(e),
-        };
-        if let Some(l) = m.get_one::<String>("language") {
-            // the value parser only accepts the three names
-            if let Some(lang) = Language::parse(l) {
-                self.default_language = lang;
-            }
+/// `%%python`, `%%java`, `%%rust`: the cell in that runtime (metered while `%carbon on`).
+fn language_cell(
+    ex: &mut Executor,
+    call: &MagicCall,
+    body: &str,
+    out: &mut dyn Publish,
+) -> ExecOutcome {
+    // Registered once per row of the language table under the row's name.
+    let Some(lang) = Language::ALL.into_iter().find(|l| l.name() == call.name) else {
+        return usage_error(UsageError::general(format!(
+            "Cell magic `%%{}` not found (see %lsmagic)",
+            call.name
+        )));
+    };
+    if let Err(e) = builtin::check_language_cell_args(lang, &call.args) {
+        return usage_error(e);
+    }
+    if ex.carbon.auto_meter() {
+        return carbon::run_auto_metered(ex, lang, body, out);
+    }
+    ex.run_plain(lang, body, out)
+}
+
+/// `%lsmagic`.
+fn lsmagic(_ex: &mut Executor, _call: &MagicCall, _out: &mut dyn Publish) -> ExecOutcome {
+    ExecOutcome {
+        result: Some(MimeBundle::plain(lsmagic_text())),
+        ..Default::default()
+    }
+}
+
+/// `%lang [LANGUAGE]`.
+fn lang_magic(ex: &mut Executor, call: &MagicCall, _out: &mut dyn Publish) -> ExecOutcome {
+    match builtin::parse_lang_args(&call.args) {
+        Ok(Some(lang)) => ex.default_language = lang,
+        Ok(None) => {}
+        Err(e) => return usage_error(e),
+    }
+    ExecOutcome {
+        result: Some(MimeBundle::plain(format!(
+            "default language: {}",
+            ex.default_language.name()
+        ))),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_magic_has_help_and_a_unique_name() {
+        let mut names: Vec<_> = MAGICS.iter().map(|m| m.spec.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), MAGICS.len(), "duplicate magic names");
+        for m in MAGICS.iter() {
+            assert!(!m.spec.summary.is_empty());
+            assert!(m.long_help().contains(m.spec.name), "{}", m.spec.name);
         }
-        ExecOutcome {
-            result: Some(MimeBundle::plain(format!(
-                "default language: {}",
-                self.default_language.name()
-            ))),
-            ..Default::default()
+        let ls = lsmagic_text();
+        assert!(ls.contains("%lang") && ls.contains("%carbon, %%carbon"), "{ls}");
+        for l in Language::ALL {
+            assert_eq!(find_magic(l.name()).map(Magic::kind), Some(MagicKind::Cell));
         }
     }
 }

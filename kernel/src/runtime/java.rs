@@ -1028,15 +1028,7 @@ impl Runtime for JavaRuntime {
                 v
             }
         };
-        LanguageInfo {
-            name: "java".into(),
-            version,
-            mimetype: "text/x-java".into(),
-            file_extension: ".java".into(),
-            pygments_lexer: "java".into(),
-            codemirror_mode: "text/x-java".into(),
-            nbconvert_exporter: "script".into(),
-        }
+        LanguageInfo::of(Language::Java, version)
     }
 
     fn start(&mut self) -> Result<(), RuntimeError> {

@@ -4,6 +4,7 @@
 //! live in `server`; metering and magics in `exec`.
 
 use carbon_magics::MimeBundle;
+use carbon_magics::config::Settings;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -14,40 +15,7 @@ pub mod rust;
 #[doc(hidden)]
 pub mod test_runtime;
 
-/// A language the kernel can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Language {
-    /// Python 3 in a persistent child process.
-    Python,
-    /// Java through JShell (JDK 17+).
-    Java,
-    /// Rust through evcxr.
-    Rust,
-}
-
-impl Language {
-    /// Lower-case name as used in magics and CSV rows.
-    pub fn name(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Java => "java",
-            Language::Rust => "rust",
-        }
-    }
-
-    /// Parses `python` / `java` / `rust` (case-insensitive).
-    pub fn parse(s: &str) -> Option<Language> {
-        match s.to_ascii_lowercase().as_str() {
-            "python" | "py" | "python3" => Some(Language::Python),
-            "java" => Some(Language::Java),
-            "rust" | "rs" => Some(Language::Rust),
-            _ => None,
-        }
-    }
-
-    /// All languages, in display order.
-    pub const ALL: [Language; 3] = [Language::Python, Language::Java, Language::Rust];
-}
+pub use carbon_magics::lang::Language;
 
 /// `language_info` of `kernel_info_reply`, free of Jupyter types.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +34,22 @@ pub struct LanguageInfo {
     pub codemirror_mode: String,
     /// e.g. `python`
     pub nbconvert_exporter: String,
+}
+
+impl LanguageInfo {
+    /// The `language_info` of `lang` from its row of the language table, with its `version`.
+    pub fn of(lang: Language, version: impl Into<String>) -> Self {
+        let r = lang.row();
+        LanguageInfo {
+            name: r.name.into(),
+            version: version.into(),
+            mimetype: r.mimetype.into(),
+            file_extension: format!(".{}", r.extensions.first().copied().unwrap_or("txt")),
+            pygments_lexer: r.pygments_lexer.into(),
+            codemirror_mode: r.codemirror_mode.into(),
+            nbconvert_exporter: r.nbconvert_exporter.into(),
+        }
+    }
 }
 
 /// Which output stream.
@@ -353,8 +337,15 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// Creates a runtime for a language (real back-ends in the kernel, test runtimes in tests).
+pub type RuntimeFactory = Box<dyn Fn(Language, &Settings) -> Box<dyn Runtime> + Send>;
+
 /// The real back-ends: Python, Java (JShell) and Rust (evcxr), each started lazily.
-pub fn default_factory() -> crate::exec::RuntimeFactory {
+///
+/// Adding a language: its row in `carbon_magics::lang::LANGUAGES` (names, extensions,
+/// kernelspec, MIME type…), its runtime file next to this one, and the arm of this `match` that
+/// the compiler asks for.
+pub fn default_factory() -> RuntimeFactory {
     Box::new(|lang, settings| -> Box<dyn Runtime> {
         match lang {
             Language::Python => Box::new(python::PythonRuntime::new(settings)),

@@ -941,15 +941,7 @@ impl Runtime for PythonRuntime {
             .clone()
             .or_else(|| self.executable().ok().and_then(|e| guess_version(&e)))
             .unwrap_or_else(|| "3".into());
-        LanguageInfo {
-            name: "python".into(),
-            version,
-            mimetype: "text/x-python".into(),
-            file_extension: ".py".into(),
-            pygments_lexer: "ipython3".into(),
-            codemirror_mode: "ipython".into(),
-            nbconvert_exporter: "python".into(),
-        }
+        LanguageInfo::of(Language::Python, version)
     }
 
     fn start(&mut self) -> Result<(), RuntimeError> {

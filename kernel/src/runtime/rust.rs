@@ -824,15 +824,7 @@ impl Runtime for RustRuntime {
             .version
             .get_or_init(|| rustc_version(&self.path_var()))
             .clone();
-        LanguageInfo {
-            name: "rust".into(),
-            version,
-            mimetype: "text/rust".into(),
-            file_extension: ".rs".into(),
-            pygments_lexer: "rust".into(),
-            codemirror_mode: "rust".into(),
-            nbconvert_exporter: "rust".into(),
-        }
+        LanguageInfo::of(Language::Rust, version)
     }
 
     fn start(&mut self) -> Result<(), RuntimeError> {

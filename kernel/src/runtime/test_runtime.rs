@@ -55,7 +55,7 @@ impl TestRuntime {
     }
 
     /// A factory building scripted runtimes for every language.
-    pub fn factory() -> crate::exec::RuntimeFactory {
+    pub fn factory() -> crate::runtime::RuntimeFactory {
         Box::new(|lang, _settings| -> Box<dyn Runtime> { Box::new(TestRuntime::new(lang)) })
     }
 
@@ -86,16 +86,14 @@ impl Runtime for TestRuntime {
     }
 
     fn info(&self) -> LanguageInfo {
-        let (mime, ext) = match self.language {
-            Language::Python => ("text/x-python", ".py"),
-            Language::Java => ("text/x-java", ".java"),
-            Language::Rust => ("text/rust", ".rs"),
-        };
+        // The table's MIME type and extension; the lexer fields stay the bare name so tests can
+        // tell a test runtime's reply from a real one's.
+        let real = LanguageInfo::of(self.language, "0.0-test");
         LanguageInfo {
-            name: self.language.name().into(),
-            version: "0.0-test".into(),
-            mimetype: mime.into(),
-            file_extension: ext.into(),
+            name: real.name,
+            version: real.version,
+            mimetype: real.mimetype,
+            file_extension: real.file_extension,
             pygments_lexer: self.language.name().into(),
             codemirror_mode: self.language.name().into(),
             nbconvert_exporter: self.language.name().into(),

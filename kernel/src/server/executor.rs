@@ -4,10 +4,10 @@
 
 use super::iopub::{IoHandle, IoItem};
 use super::stdin::InputAsk;
-use crate::exec::{ExecConfig, Executor, Interrupts, RuntimeFactory};
+use crate::exec::{ExecConfig, Executor, Interrupts};
 use crate::protocol;
 use crate::runtime::{
-    Completeness, Completions, ExecError, ExecOutcome, Inspection, Language, LanguageInfo, Publish,
+    Completeness, Completions, ExecError, RuntimeFactory, ExecOutcome, Inspection, Language, LanguageInfo, Publish,
     StreamName,
 };
 use carbon_magics::MimeBundle;
@@ -105,9 +105,9 @@ pub fn spawn(
                 workdir,
                 factory,
             });
-            let _ = int_tx.send(ex.interrupts.clone());
+            let _ = int_tx.send(ex.interrupts());
             // `info()` must not start the runtime (the kernel answers kernel_info at once).
-            let info = ex.runtimes.get(language, &ex.settings).info();
+            let info = ex.runtime(language).info();
             let _ = info_tx.send(Some(info));
             run(&mut ex, rx, &io, &stdin);
         })?;
@@ -137,8 +137,7 @@ fn is_complete(ex: &mut Executor, code: &str) -> Completeness {
     if code.ends_with('\n') {
         body.push('\n');
     }
-    let lang = ex.default_language;
-    let rt = ex.runtimes.get(lang, &ex.settings);
+    let rt = ex.default_runtime();
     if !rt.is_complete_needs_child() {
         return rt.is_complete(&body);
     }
@@ -167,7 +166,7 @@ fn run(
                     parent,
                     io: io.clone(),
                     stdin: stdin.clone(),
-                    interrupts: ex.interrupts.clone(),
+                    interrupts: ex.interrupts(),
                     silent,
                     allow_stdin,
                 };
@@ -180,8 +179,7 @@ fn run(
                 false
             }
             Job::Complete(code, cursor, done) => {
-                let lang = ex.default_language;
-                let rt = ex.runtimes.get(lang, &ex.settings);
+                let rt = ex.default_runtime();
                 let c = match rt.start() {
                     Ok(()) => rt.complete(&code, cursor),
                     Err(_) => Completions {
@@ -194,8 +192,7 @@ fn run(
                 false
             }
             Job::Inspect(code, cursor, detail, done) => {
-                let lang = ex.default_language;
-                let rt = ex.runtimes.get(lang, &ex.settings);
+                let rt = ex.default_runtime();
                 let i = match rt.start() {
                     Ok(()) => rt.inspect(&code, cursor, detail),
                     Err(_) => Inspection::default(),
@@ -204,12 +201,12 @@ fn run(
                 false
             }
             Job::Restart(done) => {
-                ex.runtimes.shutdown_all();
+                ex.shutdown_runtimes();
                 let _ = done.send(());
                 false
             }
             Job::Shutdown(done) => {
-                ex.runtimes.shutdown_all();
+                ex.shutdown_runtimes();
                 let _ = done.send(());
                 true
             }

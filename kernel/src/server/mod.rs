@@ -18,9 +18,8 @@ pub mod history;
 pub mod iopub;
 pub mod stdin;
 
-use crate::exec::RuntimeFactory;
 use crate::protocol::{self, ConnectionError, ConnectionInfo};
-use crate::runtime::{Completeness, Language};
+use crate::runtime::{Completeness, Language, RuntimeFactory};
 use executor::{ExecHandle, Job};
 use history::History;
 use iopub::IoHandle;
