@@ -84,9 +84,16 @@ mod tests {
         let e = parse_lang_args("cobol").unwrap_err();
         assert_eq!(e.magic, "%lang");
         assert!(!e.message.contains('\n'), "{e}");
-        assert!(e.message.contains("python") && e.message.contains("cobol"), "{e}");
+        assert!(
+            e.message.contains("python") && e.message.contains("cobol"),
+            "{e}"
+        );
         assert!(check_language_cell_args(Language::Rust, "x").is_err());
         assert!(check_language_cell_args(Language::Rust, " ").is_ok());
-        assert!(language_cell_spec(Language::Java).summary.contains("JShell"));
+        assert!(
+            language_cell_spec(Language::Java)
+                .summary
+                .contains("JShell")
+        );
     }
 }

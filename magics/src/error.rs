@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(e.to_string(), "UsageError: %carbon run: no such file: x.py");
         assert_eq!(e.evalue(), "%carbon run: no such file: x.py");
         let g = UsageError::general("Line magic function `%x` not found (see %lsmagic)");
-        assert_eq!(g.evalue(), "Line magic function `%x` not found (see %lsmagic)");
+        assert_eq!(
+            g.evalue(),
+            "Line magic function `%x` not found (see %lsmagic)"
+        );
     }
 
     #[test]
@@ -99,7 +102,10 @@ mod tests {
         let e = cmd().try_get_matches_from(["cobol"]).unwrap_err();
         let u = UsageError::from_clap("%lang", "%lang", &e);
         assert!(!u.message.contains('\n'), "{u}");
-        assert!(u.message.contains("cobol") && u.message.contains("python, java"), "{u}");
+        assert!(
+            u.message.contains("cobol") && u.message.contains("python, java"),
+            "{u}"
+        );
         assert!(u.message.ends_with("(see %lang?)"), "{u}");
         let e = cmd().try_get_matches_from(["python"]).unwrap_err();
         let m = clap_message(&e);

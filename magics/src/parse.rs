@@ -57,9 +57,7 @@ pub enum ParseError {
         line: usize,
     },
     /// `%%name` not on the first line.
-    #[error(
-        "line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)"
-    )]
+    #[error("line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)")]
     CellMagicNotFirst {
         /// Magic name.
         name: String,

@@ -560,11 +560,7 @@ fn install_and_uninstall_into_a_prefix() {
     let exe = binary().canonicalize().unwrap();
     // One kernelspec per row of the language table.
     for l in carbon_magics::Language::ALL {
-        let (name, lang, display) = (
-            l.kernelspec_name("carbon"),
-            l.name(),
-            l.row().display_name,
-        );
+        let (name, lang, display) = (l.kernelspec_name("carbon"), l.name(), l.row().display_name);
         let dir = kernels.join(&name);
         let spec: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("kernel.json")).unwrap())

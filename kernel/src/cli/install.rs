@@ -270,7 +270,10 @@ mod tests {
                 .join("share/jupyter/kernels/carbon/logo-64x64.png")
                 .is_file()
         );
-        assert_eq!(uninstall(&loc, "carbon").unwrap().len(), Language::ALL.len());
+        assert_eq!(
+            uninstall(&loc, "carbon").unwrap().len(),
+            Language::ALL.len()
+        );
         assert!(!tmp.path().join("share/jupyter/kernels/carbon").exists());
     }
 }

@@ -85,5 +85,4 @@ mod tests {
         assert_eq!(update_magics_section(&new).unwrap(), new);
         assert!(update_magics_section("no markers").is_none());
     }
-
 }

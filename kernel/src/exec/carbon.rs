@@ -30,10 +30,7 @@ use std::time::{Duration, Instant};
 /// Options of one metered execution.
 type Opts = RunOpts;
 
-fn opts_from(
-    session: &CarbonSession,
-    args: Option<&magic::CellArgs>,
-) -> Result<Opts, UsageError> {
+fn opts_from(session: &CarbonSession, args: Option<&magic::CellArgs>) -> Result<Opts, UsageError> {
     session.opts(args)
 }
 

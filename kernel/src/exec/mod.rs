@@ -465,7 +465,10 @@ mod tests {
             assert!(m.long_help().contains(m.spec.name), "{}", m.spec.name);
         }
         let ls = lsmagic_text();
-        assert!(ls.contains("%lang") && ls.contains("%carbon, %%carbon"), "{ls}");
+        assert!(
+            ls.contains("%lang") && ls.contains("%carbon, %%carbon"),
+            "{ls}"
+        );
         for l in Language::ALL {
             assert_eq!(find_magic(l.name()).map(Magic::kind), Some(MagicKind::Cell));
         }

@@ -7,8 +7,8 @@ use super::stdin::InputAsk;
 use crate::exec::{ExecConfig, Executor, Interrupts};
 use crate::protocol;
 use crate::runtime::{
-    Completeness, Completions, ExecError, RuntimeFactory, ExecOutcome, Inspection, Language, LanguageInfo, Publish,
-    StreamName,
+    Completeness, Completions, ExecError, ExecOutcome, Inspection, Language, LanguageInfo, Publish,
+    RuntimeFactory, StreamName,
 };
 use carbon_magics::MimeBundle;
 use jupyter_protocol::JupyterMessage;

@@ -459,10 +459,7 @@ mod tests {
     fn session(dir: &Path) -> CarbonSession {
         let mut s = Settings::empty();
         s.set(keys::NVML_LIB, "none");
-        s.set(
-            keys::POWERCAP_ROOT,
-            &dir.join("powercap").to_string_lossy(),
-        );
+        s.set(keys::POWERCAP_ROOT, &dir.join("powercap").to_string_lossy());
         s.set(keys::COUNTRY, "FRA");
         CarbonSession::new(&s, dir, EmissionsSink::default(), "session-1")
     }
@@ -501,7 +498,12 @@ mod tests {
             1
         );
         assert!(s.summary().text("text/plain").unwrap().contains("python"));
-        assert!(s.csv_view(5).text("text/plain").unwrap().contains("1 row(s)"));
+        assert!(
+            s.csv_view(5)
+                .text("text/plain")
+                .unwrap()
+                .contains("1 row(s)")
+        );
     }
 
     #[test]
@@ -515,7 +517,10 @@ mod tests {
         s.set_auto(true);
         assert!(s.status_text().starts_with("carbon metering: on"));
         let c = s.config_text(true);
-        assert!(c.contains("country  FRA") && c.contains("pue      1"), "{c}");
+        assert!(
+            c.contains("country  FRA") && c.contains("pue      1"),
+            "{c}"
+        );
         assert!(s.config_text(false).starts_with("carbon settings updated"));
     }
 

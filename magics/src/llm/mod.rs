@@ -376,7 +376,10 @@ pub fn parse_line(
     // The prompt keeps the user's text as typed (after the model), not the shell-split words.
     let prompt = prompt_after(args, &argv, argv.len() - words.len());
     if prompt.trim().is_empty() {
-        return Err(usage(false, "empty prompt: %llm [PROVIDER:MODEL] PROMPT..."));
+        return Err(usage(
+            false,
+            "empty prompt: %llm [PROVIDER:MODEL] PROMPT...",
+        ));
     }
     if models.is_empty() {
         models.push(cfg.default_model().map_err(|e| usage(false, e))?);

@@ -270,7 +270,11 @@ pub fn history_entries(
 }
 
 /// One `emissions.csv` row per request: `ok`, else `interrupted` or `error`.
-pub fn rows(base: &EmissionRecord, results: &[RequestResult], interrupted: bool) -> Vec<EmissionRecord> {
+pub fn rows(
+    base: &EmissionRecord,
+    results: &[RequestResult],
+    interrupted: bool,
+) -> Vec<EmissionRecord> {
     results
         .iter()
         .map(|r| {
@@ -340,7 +344,12 @@ mod tests {
     fn history_rows_and_errors_of_a_request() {
         let t = Tables::builtin();
         let ok = request_result(&t, spec(), answered(1.0, 50));
-        let h = history_entries("s1", "2026-01-01T00:00:00Z", "2+2?", std::slice::from_ref(&ok));
+        let h = history_entries(
+            "s1",
+            "2026-01-01T00:00:00Z",
+            "2+2?",
+            std::slice::from_ref(&ok),
+        );
         assert_eq!(h[0].session, "s1");
         assert_eq!(h[0].answer, "4");
         assert!((h[0].seed_g - ok.seed.as_ref().unwrap().total_kg() * 1000.0).abs() < 1e-12);
@@ -359,7 +368,10 @@ mod tests {
         assert_eq!(rs[0].status, "ok");
         assert_eq!(rs[1].status, "error");
         assert_eq!(rs[0].kind, "llm");
-        assert_eq!(rows(&base, std::slice::from_ref(&failed), true)[0].status, "interrupted");
+        assert_eq!(
+            rows(&base, std::slice::from_ref(&failed), true)[0].status,
+            "interrupted"
+        );
         assert!(ask_error(std::slice::from_ref(&failed), &["missing_key"], false).is_none());
         assert_eq!(
             ask_error(std::slice::from_ref(&failed), &["api_error"], false).map(|e| e.0),
