@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod install;
+pub mod metrics;
 pub mod protocol;
 pub mod report;
 pub mod runtime;

@@ -12,7 +12,7 @@ use carbon_magics::MimeBundle;
 use carbon_magics::carbon::intensity::{self, Zone};
 use carbon_magics::carbon::magic::{self, CarbonConfig, LineCommand};
 use carbon_magics::carbon::report::{self, RunReport, SessionEntry};
-use carbon_magics::carbon::sink::{self, CsvSink, Sink, SinkError, Written};
+use carbon_magics::carbon::sink::{self, CsvSink, SinkError, Written};
 use carbon_magics::carbon::{EmissionRecord, Measurement, Meter, MeterConfig, MeterPhase};
 use carbon_magics::config::Settings;
 use carbon_magics::parse::MagicCall;
@@ -101,7 +101,9 @@ impl CarbonState {
     /// Appends rows written by another magic (`%llm`) through this session's one sink, so every
     /// row of the kernel goes to the same file, with the same foreign-header handling.
     pub fn record_rows(&mut self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
-        self.sink().record_all(rows)
+        let written = self.sink().record_all(rows)?;
+        crate::metrics::observe(rows);
+        Ok(written)
     }
 }
 
@@ -287,7 +289,7 @@ fn record(
     rec.label = opts.label.clone();
     rec.repeat_index = repeat_index;
     let where_ = if opts.csv {
-        match state.sink().record(&rec) {
+        match state.record_rows(std::slice::from_ref(&rec)) {
             Ok(w) => match w.notice {
                 Some(n) => format!("⚠ {n}"),
                 None => format!("row appended to {}", w.path.display()),
@@ -537,6 +539,7 @@ fn status(ex: &mut Executor) -> ExecOutcome {
         ex.carbon.entries.len(),
         total
     );
+    s.push_str(&crate::metrics::status_line());
     for n in setup.notes.iter().chain(ex.carbon.warnings.iter()) {
         s.push_str(&format!("  note: {n}\n"));
     }
