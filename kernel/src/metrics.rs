@@ -152,7 +152,7 @@ impl Collector for InfoCollector {
         ]);
         let m = encoder.encode_descriptor(
             "carbon_kernel",
-            "carbon-kernel version, and the sensors and method of its latest metered cell",
+            "carbon-kernel version, and the sensors and method of its latest metered cell.",
             None,
             info.metric_type(),
         )?;
