@@ -13,7 +13,8 @@ The test starts, all on loopback and in a temp folder:
 Then, through the hub's REST API with a service token, it starts USERS students' servers, a
 ``carbon`` kernel in each through the server's REST API, runs metered Python cells and an ``%llm``
 request over the kernel websocket, and checks that each student's totals in Prometheus (PromQL over
-its HTTP API) equal the sums of the rows of that student's ``emissions.csv``. It kills one kernel
+its HTTP API) equal the sums of the rows of that student's ``emissions.csv``. It stops Prometheus
+while some students run cells and restarts it: it catches up, nothing is lost. It kills one kernel
 with ``kill -9``: the others' totals are intact, the dead kernel's rows stay in its CSV and its
 history in Prometheus, and its target disappears from Prometheus (the next kernel that starts
 removes it). Stopping the servers removes every target. Everything it starts, it stops (fixtures
@@ -37,7 +38,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -189,8 +189,34 @@ def llm_server():
 
 
 class Prometheus:
-    def __init__(self, url: str):
-        self.url = url
+    """Debian's prometheus binary on a loopback port, with its own config and data folder."""
+
+    def __init__(self, exe: Path, work: Path, sd_dir: Path):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.work = work
+        cfg = work / "prometheus.yml"
+        cfg.write_text(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: carbon-kernel\n    file_sd_configs:\n"
+            f"      - files: ['{sd_dir}/*.json']\n        refresh_interval: 1s\n"
+        )
+        self.argv = [str(exe), f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.work / "prometheus.log", "a") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = self.proc
+        _wait("prometheus ready", 60, lambda: proc.poll() is None
+              and _http("GET", f"{self.url}/-/ready", timeout=2)[0] == 200)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
 
     def query(self, promql: str) -> list[dict]:
         q = urllib.parse.urlencode({"query": promql})
@@ -210,27 +236,12 @@ class Prometheus:
 @contextmanager
 def prometheus(work: Path, sd_dir: Path):
     exe = _tool(PROMETHEUS, "Debian's prometheus (install/common.sh ensure_prometheus)")
-    port = _free_port()
-    cfg = work / "prometheus.yml"
-    cfg.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: carbon-kernel\n    file_sd_configs:\n"
-        f"      - files: ['{sd_dir}/*.json']\n        refresh_interval: 1s\n"
-    )
-    log = open(work / "prometheus.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), f"--config.file={cfg}", f"--storage.tsdb.path={work / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+    prom = Prometheus(exe, work, sd_dir)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait("prometheus ready", 60, lambda: proc.poll() is None
-              and _http("GET", f"{url}/-/ready", timeout=2)[0] == 200)
-        yield Prometheus(url)
+        prom.start()
+        yield prom
     finally:
-        _stop(proc)
-        log.close()
+        prom.stop()
 
 
 # --- JupyterHub ---
@@ -489,6 +500,23 @@ def test_a_class_on_jupyterhub_is_gathered_by_prometheus(carbon_kernelspecs, tmp
         prom_s = time.monotonic() - t2
         targets = [t for t in prom.active_targets() if t["health"] == "up"]
         assert len(targets) == len(USERS), targets
+
+        # Prometheus down while students work: nothing is lost, it catches up when back.
+        prom.stop()
+        busy = USERS[:3]
+
+        async def run_some():
+            return await asyncio.gather(*(_run_cells(hub, u, kernels[u], [cells[0]]) for u in busy))
+
+        for u, replies in zip(busy, asyncio.run(run_some())):
+            assert replies[0]["status"] == "ok", (u, replies)
+        prom.start()
+        for u in busy:
+            rows = _csv_rows(hub.homes / u / "emissions.csv")
+            assert [r["kind"] for r in rows] == ["cell", "cell", "llm", "cell"], (u, rows)
+            want[u] = _totals(rows)
+        _wait("Prometheus back and equal to every emissions.csv", PROM_SYNC_S,
+              lambda: _prometheus_matches(prom, want), interval=1)
 
         # Nothing but numbers and enumerations in the metrics: no code, prompt, answer, path, key.
         series = prom.query("{__name__=~'carbon_.+', course='%s'}" % COURSE)
