@@ -7,6 +7,7 @@
 //!   ([`observe`], called by the one place rows are recorded), so the counters are the CSV's
 //!   sums by construction: `emissions.csv` stays the record of truth, the metrics its live view.
 //! * Labels: `user` (`JUPYTERHUB_USER`, else `CARBON_PROJECT`, else the notebook folder's name),
+//!   `CARBON_PROJECT` and `CARBON_COURSE` from the environment or the notebook folder's `.env`,
 //!   `kernel_id` (from the connection file name `kernel-<id>.json`), `course` (`CARBON_COURSE`,
 //!   only when set), plus per-metric enumerations (language, status, kind, component, provider,
 //!   model). Never the code, a prompt, an answer, a path or a key: only those fields of a row.
@@ -80,16 +81,20 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// From the environment, the connection file's name and the working folder.
+    /// From the environment (`CARBON_PROJECT` and `CARBON_COURSE` also from the notebook
+    /// folder's `.env`, like every `CARBON_*` setting), the connection file's name and the
+    /// working folder.
     pub fn from_env(connection_file: &Path, workdir: &Path) -> Identity {
+        let settings = carbon_magics::config::Settings::load(workdir);
         let var = |k: &str| {
             std::env::var(k)
                 .ok()
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
+        let setting = |k: &str| settings.get(k).map(|v| v.trim().to_string());
         let user = var("JUPYTERHUB_USER")
-            .or_else(|| var("CARBON_PROJECT"))
+            .or_else(|| setting("CARBON_PROJECT"))
             .or_else(|| {
                 workdir
                     .file_name()
@@ -104,7 +109,7 @@ impl Identity {
         Identity {
             user: label_value(&user),
             kernel_id: label_value(&kernel_id),
-            course: var(COURSE_VAR).map(|c| label_value(&c)),
+            course: setting(COURSE_VAR).map(|c| label_value(&c)),
         }
     }
 }

@@ -391,6 +391,8 @@ fn unwritable_sd_dir_is_said_once_and_metrics_are_still_served() {
     let blocker = d.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
     let sd = blocker.join("sd");
+    // The course may come from the notebook folder's .env, like every CARBON_* setting.
+    std::fs::write(d.path().join(".env"), "CARBON_COURSE=from-dotenv\n").unwrap();
     let mut k = start(
         opts(d.path())
             .env("CARBON_METRICS_ADDR", "127.0.0.1:0")
@@ -415,7 +417,11 @@ fn unwritable_sd_dir_is_said_once_and_metrics_are_still_served() {
     let (_, body, _) = scrape(&url);
     let s = samples(&body);
     assert_eq!(
-        sum(&s, "carbon_cells_total", &[("user", "proj-b")]),
+        sum(
+            &s,
+            "carbon_cells_total",
+            &[("user", "proj-b"), ("course", "from-dotenv")]
+        ),
         2.0,
         "{body}"
     );
