@@ -60,9 +60,11 @@ c.JupyterHub.hub_port = int(env("CARBON_HUB_API_PORT", "8081"))
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:%d" % int(env("CARBON_HUB_PROXY_API_PORT", "8001"))
 if env("CARBON_HUB_PROXY_CMD"):
     c.ConfigurableHTTPProxy.command = [env("CARBON_HUB_PROXY_CMD")]
-# The hub stops the proxy it started and the servers it spawned when it stops.
+# A hub restart (an upgrade, a config change) leaves the students' servers and kernels running:
+# their work, their emissions.csv rows and their metrics go on; the new hub finds them again.
+# The proxy it started is stopped with it and restarted with the routes of running servers.
 c.JupyterHub.cleanup_proxy = True
-c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_servers = False
 
 # --- state ---
 c.JupyterHub.db_url = "sqlite:///" + str(data_dir / "jupyterhub.sqlite")

@@ -14,7 +14,8 @@ Then, through the hub's REST API with a service token, it starts USERS students'
 ``carbon`` kernel in each through the server's REST API, runs metered Python cells and an ``%llm``
 request over the kernel websocket, and checks that each student's totals in Prometheus (PromQL over
 its HTTP API) equal the sums of the rows of that student's ``emissions.csv``. It stops Prometheus
-while some students run cells and restarts it: it catches up, nothing is lost. It kills one kernel
+while some students run cells and restarts it: it catches up, nothing is lost. It restarts the
+hub: the students' servers and kernels go on, rows and metrics too. It kills one kernel
 with ``kill -9``: the others' totals are intact, the dead kernel's rows stay in its CSV and its
 history in Prometheus, and its target disappears from Prometheus (the next kernel that starts
 removes it). Stopping the servers removes every target. Everything it starts, it stops (fixtures
@@ -248,8 +249,27 @@ def prometheus(work: Path, sd_dir: Path):
 
 
 class Hub:
-    def __init__(self, url: str, token: str, data: Path, homes: Path, sd_dir: Path):
+    """The hub process (it starts configurable-http-proxy itself) and its REST API."""
+
+    def __init__(self, url: str, token: str, data: Path, homes: Path, sd_dir: Path,
+                 argv: list[str], env: dict, log: Path):
         self.url, self.token, self.data, self.homes, self.sd_dir = url, token, data, homes, sd_dir
+        self.argv, self.env, self.log = argv, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.data, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = self.proc
+        _wait("the hub's API", HUB_START_S, lambda: proc.poll() is None
+              and self.api("GET", "/", timeout=5)[0] == 200)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, grace=60)
+            self.proc = None
 
     def api(self, method: str, path: str, body=None, timeout: float = 60):
         return _http(method, f"{self.url}/hub/api{path}", self.token, body, timeout)
@@ -303,22 +323,17 @@ def jupyterhub(work: Path, sd_dir: Path):
         "CARBON_METRICS_SD_DIR": str(sd_dir),
         "CARBON_COURSE": COURSE,
     })
-    log = open(work / "jupyterhub.log", "w")
-    proc = subprocess.Popen(
-        [hub_exe, "-f", str(HUB_DIR / "jupyterhub_config.py")],
-        cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    hub = Hub(f"http://127.0.0.1:{port}", token, data, homes, sd_dir)
+    hub = Hub(f"http://127.0.0.1:{port}", token, data, homes, sd_dir,
+              [hub_exe, "-f", str(HUB_DIR / "jupyterhub_config.py")], env,
+              work / "jupyterhub.log")
     try:
-        _wait("the hub's API", HUB_START_S, lambda: proc.poll() is None
-              and hub.api("GET", "/", timeout=5)[0] == 200)
+        hub.start()
         yield hub
     finally:
         pids = hub.server_pids()
-        _stop(proc, grace=60)
-        log.close()
-        # The hub stops its servers (cleanup_servers); whatever is left is ended here.
+        hub.stop()
+        # The test stops the servers through the API; the hub leaves running servers alone when
+        # it stops (cleanup_servers = False): whatever is left after a failure is ended here.
         for pid in pids + [int(m.group(1)) for f in sd_dir.glob("carbon-kernel-*.json")
                            if (m := re.match(r"carbon-kernel-(\d+)-", f.name))]:
             if _alive(pid):
@@ -525,6 +540,22 @@ def test_a_class_on_jupyterhub_is_gathered_by_prometheus(carbon_kernelspecs, tmp
             assert secret not in text, secret
         users_seen = {s["metric"]["user"] for s in series}
         assert users_seen == set(USERS)
+
+        # The hub restarts (an upgrade, a config change): the students' servers and kernels go on,
+        # and so do their rows and metrics.
+        hub.stop()
+        hub.start()
+        _wait(f"{len(USERS)} servers ready after the hub's restart", SERVERS_READY_S, all_ready,
+              interval=1)
+        late = USERS[3]
+        replies = asyncio.run(_run_cells(hub, late, kernels[late], [cells[0]]))
+        assert replies[0]["status"] == "ok", replies
+        rows = _csv_rows(hub.homes / late / "emissions.csv")
+        assert [r["kind"] for r in rows] == ["cell", "cell", "llm", "cell"], (late, rows)
+        want[late] = _totals(rows)
+        _wait("Prometheus equal to every emissions.csv after the hub's restart", PROM_SYNC_S,
+              lambda: _prometheus_matches(prom, want), interval=1)
+        assert len([t for t in prom.active_targets() if t["health"] == "up"]) == len(USERS)
 
         # kill -9 one kernel: its target file stays behind until a kernel starts.
         victim = USERS[0]
