@@ -96,6 +96,42 @@ ensure_jdk() {
         printf 'warning: no JDK (jshell) and none could be installed; Java tests will fail or skip\n' >&2
 }
 
+# configurable-http-proxy (npm) for the JupyterHub class test (tests/python/test_jupyterhub.py),
+# project-local in install/jupyterhub/node_modules from the committed package-lock.json (npm ci);
+# the machine's Node.js and npm, or Debian's when missing (as root).
+CHP="${CARBON_CHP:-$ROOT/install/jupyterhub/node_modules/.bin/configurable-http-proxy}"
+ensure_chp() {
+    if [ -x "$CHP" ] && "$CHP" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null; then
+        say "installing Debian's nodejs and npm for configurable-http-proxy"
+        apt_install nodejs npm || true
+    fi
+    if command -v npm >/dev/null; then
+        say "installing configurable-http-proxy (npm ci in install/jupyterhub)"
+        (cd "$ROOT/install/jupyterhub" && npm ci --no-audit --no-fund --loglevel=error) &&
+            "$CHP" --version >/dev/null 2>&1 && return 0
+    fi
+    printf 'warning: %s is missing and could not be installed (needs npm); the JupyterHub test will be skipped (failed in CI)\n' "$CHP" >&2
+    return 1
+}
+
+# Debian's prometheus for the JupyterHub class test: the test runs the binary itself on a loopback
+# port with its own config and data folder (never the packaged service).
+PROMETHEUS="${CARBON_PROMETHEUS:-/usr/bin/prometheus}"
+ensure_prometheus() {
+    if [ -x "$PROMETHEUS" ]; then
+        return 0
+    fi
+    say "installing Debian's prometheus for the JupyterHub class test"
+    if apt_install prometheus && [ -x "$PROMETHEUS" ]; then
+        return 0
+    fi
+    printf 'warning: %s is missing and could not be installed (needs root + apt-get); the JupyterHub test will be skipped (failed in CI)\n' "$PROMETHEUS" >&2
+    return 1
+}
+
 # The kernel binary built by cargo: release when asked, else debug.
 kernel_bin() {
     local profile="${1:-debug}"

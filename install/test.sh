@@ -3,7 +3,7 @@
 #   cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then the Python-side tests
 #   (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab in headless chromium).
 # It installs what those need: the project venv (.venv) from install/requirements-test.txt,
-# Debian's chromium and a JDK when missing (as root).
+# Debian's chromium, prometheus and a JDK when missing (as root), configurable-http-proxy (npm ci).
 #
 # Usage: bash install/test.sh [--rust-only | --python-only] [-- PYTEST_ARGS...]
 # Exit status: non-zero when any step fails; every step runs, a summary comes last.
@@ -61,6 +61,15 @@ run_pytest() {
         echo "CI: chromium is required for the browser test" >&2
         return 1
     fi
+    # The JupyterHub class test: configurable-http-proxy (npm) and Prometheus (Debian).
+    local hub_ok=1
+    ensure_chp || hub_ok=0
+    ensure_prometheus || hub_ok=0
+    if [ "$hub_ok" = 0 ] && [ "${CI:-}" = true ]; then
+        echo "CI: configurable-http-proxy and prometheus are required for the JupyterHub test" >&2
+        return 1
+    fi
+    export CARBON_CHP="$CHP" CARBON_PROMETHEUS="$PROMETHEUS"
     # The kernelspecs the tests install point at this binary (tests/python/conftest.py).
     export CARBON_KERNEL_BIN="${CARBON_KERNEL_BIN:-$(kernel_bin debug)}"
     if [ ! -x "$CARBON_KERNEL_BIN" ]; then

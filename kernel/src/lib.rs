@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod exec;
+pub mod metrics;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

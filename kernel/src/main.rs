@@ -73,6 +73,7 @@ fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let metrics = carbon_kernel::metrics::start(rt.handle(), &path, &workdir);
     let exit = rt.block_on(server::serve(ServerConfig {
         connection,
         language,
@@ -80,6 +81,7 @@ fn run(args: RunArgs) -> Result<()> {
         factory,
     }))?;
     log::info!("kernel exiting: {exit:?}");
+    drop(metrics); // removes this kernel's Prometheus file_sd target
     // Do not wait for a runtime that ignores shutdown: the process ends here.
     std::process::exit(0);
 }

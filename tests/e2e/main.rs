@@ -5,6 +5,7 @@ mod carbon;
 mod harness;
 mod java;
 mod llm;
+mod metrics;
 mod protocol;
 mod python;
 mod report;

@@ -266,7 +266,7 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
     match cmd {
         LineCommand::On => text(ex.carbon.set_auto(true)),
         LineCommand::Off => text(ex.carbon.set_auto(false)),
-        LineCommand::Status => text(ex.carbon.status_text()),
+        LineCommand::Status => text(ex.carbon.status_text_with(&crate::metrics::status_line())),
         LineCommand::Config(pairs) => {
             for (k, v) in &pairs {
                 ex.settings.set(k, v);
