@@ -8,7 +8,6 @@
 //! constant in code carries its source.
 
 pub mod carbon;
-pub mod chart;
 pub mod config;
 pub mod llm;
 pub mod mime;

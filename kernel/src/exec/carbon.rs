@@ -11,11 +11,11 @@ use crate::runtime::{ExecOutcome, Language, Phase, Publish, RuntimeError, Stream
 use carbon_magics::MimeBundle;
 use carbon_magics::carbon::intensity::{self, Zone};
 use carbon_magics::carbon::magic::{self, CarbonConfig, LineCommand};
-use carbon_magics::carbon::report::{self, RunReport, SessionEntry};
 use carbon_magics::carbon::sink::{self, CsvSink, Sink, SinkError, Written};
 use carbon_magics::carbon::{EmissionRecord, Measurement, Meter, MeterConfig, MeterPhase};
 use carbon_magics::config::Settings;
 use carbon_magics::parse::MagicCall;
+use carbon_magics::report::cell::{self as report, RunReport, SessionEntry};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -282,7 +282,7 @@ fn record(
         &opts.zone,
         opts.pue,
     );
-    rec.status = status.to_string();
+    rec.status = status.into();
     rec.language = language.to_string();
     rec.label = opts.label.clone();
     rec.repeat_index = repeat_index;

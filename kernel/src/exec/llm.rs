@@ -10,15 +10,17 @@ use crate::runtime::{ExecError, ExecOutcome, Publish};
 use carbon_magics::MimeBundle;
 use carbon_magics::carbon::{EmissionRecord, intensity};
 use carbon_magics::config::Settings;
+use carbon_magics::llm::client::ProviderErrorKind;
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
 use carbon_magics::llm::footprint::{Tables, eco_estimate, seed_estimate};
 use carbon_magics::llm::history::{History, HistoryEntry};
 use carbon_magics::llm::providers::{LlmConfig, ModelSpec};
 use carbon_magics::llm::record::llm_record;
-use carbon_magics::llm::report::{self, RequestResult};
 use carbon_magics::llm::run::{self, Event, Http};
+use carbon_magics::llm::run::{RequestError, RequestResult};
 use carbon_magics::llm::{self as llm, AskArgs, LlmCommand, TIMEOUT_KEY};
 use carbon_magics::parse::MagicCall;
+use carbon_magics::report::llm as report;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +192,7 @@ struct Slot {
     text: String,
     dirty: bool,
     last_update: Option<Instant>,
-    result: Option<Result<LlmResponse, (&'static str, String)>>,
+    result: Option<Result<LlmResponse, RequestError>>,
 }
 
 fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
@@ -232,14 +234,14 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 let s = &mut slots[idx];
                 s.result = Some(match *result {
                     Ok(r) => Ok(r),
-                    Err(e) => Err((e.kind_name(), redact(&e.to_string()))),
+                    Err(e) => Err(RequestError::new(e.kind(), redact(&e.to_string()))),
                 });
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 for s in slots.iter_mut().filter(|s| s.result.is_none()) {
-                    s.result = Some(Err((
-                        "api_error",
+                    s.result = Some(Err(RequestError::new(
+                        ProviderErrorKind::Api,
                         format!("{}: the request thread ended without an answer", s.spec),
                     )));
                 }
@@ -249,8 +251,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             cancel.store(true, Ordering::SeqCst);
             interrupted = true;
             for s in slots.iter_mut().filter(|s| s.result.is_none()) {
-                s.result = Some(Err((
-                    "interrupted",
+                s.result = Some(Err(RequestError::new(
+                    ProviderErrorKind::Cancelled,
                     format!(
                         "{}: interrupted; request abandoned",
                         s.spec.provider.label()
@@ -302,8 +304,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                     eco: Some(eco),
                 }
             }
-            Err((kind, e)) => {
-                all_missing_keys &= kind == "missing_key";
+            Err(e) => {
+                all_missing_keys &= e.kind == ProviderErrorKind::MissingKey;
                 RequestResult {
                     spec: s.spec,
                     response: None,
@@ -348,7 +350,12 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
     if failed.len() == results.len() && !all_missing_keys {
         let msg = failed
             .iter()
-            .map(|r| r.error.clone().unwrap_or_default())
+            .map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("; ");
         return ExecOutcome {
@@ -383,7 +390,7 @@ fn record(ex: &mut Executor, args: &AskArgs, results: &[RequestResult], out: &mu
                 model: r.spec.model.clone(),
                 prompt: args.prompt.clone(),
                 answer,
-                error: r.error.clone(),
+                error: r.error.as_ref().map(|e| e.message.clone()),
                 latency_s: lat,
                 prompt_tokens: pt,
                 completion_tokens: ct,
@@ -435,15 +442,10 @@ fn write_csv(
     let rows: Vec<EmissionRecord> = results
         .iter()
         .map(|r| {
-            let status = match (&r.response, interrupted) {
-                (Some(_), _) => "ok",
-                (None, true) => "interrupted",
-                (None, false) => "error",
-            };
             llm_record(
                 EmissionRecord::base(&cc.project, &session, &zone, cc.pue),
                 r,
-                status,
+                r.row_status(interrupted),
             )
         })
         .collect();

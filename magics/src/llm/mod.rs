@@ -4,7 +4,6 @@
 //!   base-URL overrides, `provider:model` resolution;
 //! * [`client`]: the [`client::Provider`] trait, HTTP for both wire formats, SSE, retries, faults;
 //! * [`footprint`]: both methods of METHODOLOGY.md §3 and their data tables;
-//! * [`report`]: answers, comparison table, charts, explanation, summary;
 //! * [`history`]: the session's requests, kept under `data/`.
 //!
 //! This module parses the magics' arguments ([`parse_line`], [`parse_cell`]); the kernel runs them.
@@ -19,7 +18,6 @@ pub mod footprint;
 pub mod history;
 pub mod providers;
 pub mod record;
-pub mod report;
 pub mod run;
 #[doc(hidden)]
 pub mod testserver;
