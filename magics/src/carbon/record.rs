@@ -14,7 +14,7 @@ use crate::units::{Joules, KgCo2};
 macro_rules! word_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $var:ident = $word:literal,)* }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name {
             $($(#[$vmeta])* $var,)*
             /// A word this version does not know, kept as written.
@@ -67,15 +67,10 @@ word_enum! {
     /// What produced a row (`kind` column).
     RowKind {
         /// A metered cell, file or command (`cell`).
+        #[default]
         Cell = "cell",
         /// An LLM request (`llm`).
         Llm = "llm",
-    }
-}
-
-impl Default for RowKind {
-    fn default() -> Self {
-        RowKind::Cell
     }
 }
 
@@ -83,6 +78,7 @@ word_enum! {
     /// How a metered run or a request ended (`status` column).
     RowStatus {
         /// It finished normally (`ok`).
+        #[default]
         Ok = "ok",
         /// The code raised an error or the request failed (`error`).
         Error = "error",
@@ -92,12 +88,6 @@ word_enum! {
         Timeout = "timeout",
         /// The runtime itself failed (crashed, could not start) (`runtime-error`).
         RuntimeError = "runtime-error",
-    }
-}
-
-impl Default for RowStatus {
-    fn default() -> Self {
-        RowStatus::Ok
     }
 }
 
@@ -210,7 +200,9 @@ columns! {
     /// GiB.
     RamTotalSize = "ram_total_size" => |r| num(r.ram_total_size);
     /// `process` or `machine`; empty for LLM rows.
-    TrackingMode = "tracking_mode" => |r| r.tracking_mode.map(|s| s.name().to_string()).unwrap_or_default();
+    TrackingMode = "tracking_mode" => |r| {
+        r.tracking_mode.map(|s| s.name().to_string()).unwrap_or_default()
+    };
     /// Machine CPU load, %.
     CpuUtilizationPercent = "cpu_utilization_percent" => |r| num(r.cpu_utilization_percent);
     /// Not measured.
