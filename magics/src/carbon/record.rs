@@ -537,4 +537,84 @@ mod tests {
         let line = csv_line(&["a,b", "c\"d", "e"]);
         assert_eq!(line, "\"a,b\",\"c\"\"d\",e\n");
     }
+
+    #[test]
+    fn words_read_back_and_unknown_words_are_kept() {
+        for k in [RowKind::Cell, RowKind::Llm] {
+            assert_eq!(RowKind::from(k.as_str()), k);
+        }
+        for st in [
+            RowStatus::Ok,
+            RowStatus::Error,
+            RowStatus::Interrupted,
+            RowStatus::Timeout,
+            RowStatus::RuntimeError,
+        ] {
+            assert_eq!(st.to_string().parse::<RowStatus>(), Ok(st));
+        }
+        assert_eq!(RowKind::from(" LLM "), RowKind::Llm);
+        assert_eq!(RowStatus::RuntimeError.as_str(), "runtime-error");
+        assert_eq!(RowKind::from("batch"), RowKind::Other("batch".into()));
+        assert_eq!(RowKind::Other("batch".into()).to_string(), "batch");
+    }
+
+    /// One row, every field set, as the file has always held it (the 38 CodeCarbon fields, then
+    /// ours): guards the column table against a change of order, format or computed value.
+    #[test]
+    fn a_row_is_written_as_before() {
+        let r = EmissionRecord {
+            timestamp: "2026-01-05T10:00:00".into(),
+            project_name: "lab".into(),
+            run_id: "r".into(),
+            experiment_id: "x".into(),
+            duration: 2.0,
+            emissions: 1e-6,
+            cpu_power: 1.5,
+            gpu_power: 0.0,
+            ram_power: 0.25,
+            cpu_energy: 3e-7,
+            gpu_energy: 0.0,
+            ram_energy: 1e-7,
+            country_name: "France".into(),
+            country_iso_code: "FRA".into(),
+            os: "linux".into(),
+            python_version: "3.12".into(),
+            cpu_count: 8,
+            cpu_model: "cpu, fast".into(),
+            gpu_count: 0,
+            gpu_model: String::new(),
+            ram_total_size: 15.5,
+            tracking_mode: Some(Scope::Machine),
+            cpu_utilization_percent: 12.5,
+            pue: 1.2,
+            kind: RowKind::Cell,
+            status: RowStatus::RuntimeError,
+            language: "rust".into(),
+            label: "l".into(),
+            method: "m".into(),
+            cpu_method: "c".into(),
+            ram_method: "r".into(),
+            gpu_method: "g".into(),
+            process_cpu_seconds: Some(0.5),
+            compile_energy: Some(1e-7),
+            run_energy: None,
+            carbon_intensity: 56.039,
+            intensity_source: "s".into(),
+            repeat_index: Some(2),
+            llm_provider: String::new(),
+            llm_model: String::new(),
+            prompt_tokens: None,
+            completion_tokens: Some(7),
+            emissions_min_kg: None,
+            emissions_max_kg: Some(2e-6),
+        };
+        let want = format!(
+            "2026-01-05T10:00:00,lab,r,x,2,0.000001,0.0000005,1.5,0,0.25,0.0000003,0,0.0000001,\
+             0.0000004,0,France,FRA,,,,linux,3.12,,8,\"cpu, fast\",0,,,,15.5,machine,\
+             12.5,,,,N,1.2,0,cell,runtime-error,rust,l,m,c,r,g,0.5,0.0000001,,56.039,s,2,{},,,,7,,\
+             0.000002\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(csv_line(&r.fields()), want);
+    }
 }

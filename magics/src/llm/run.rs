@@ -172,3 +172,34 @@ pub fn spawn(
     }
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::providers::ProviderKind;
+
+    #[test]
+    fn row_status_follows_the_error_kind_and_the_interrupt() {
+        let r = |error: Option<RequestError>| RequestResult {
+            spec: ModelSpec {
+                provider: ProviderKind::OpenAi,
+                model: "m".into(),
+            },
+            response: error.is_none().then(LlmResponse::default),
+            error,
+            partial: String::new(),
+            seed: None,
+            eco: None,
+        };
+        assert_eq!(r(None).row_status(true), RowStatus::Ok);
+        let key = RequestError::new(ProviderErrorKind::MissingKey, "openai: no API key");
+        assert_eq!(r(Some(key.clone())).row_status(false), RowStatus::Error);
+        assert_eq!(
+            r(Some(key.clone())).row_status(true),
+            RowStatus::Interrupted
+        );
+        let cancelled = RequestError::new(ProviderErrorKind::Cancelled, "openai: interrupted");
+        assert_eq!(r(Some(cancelled)).row_status(false), RowStatus::Interrupted);
+        assert_eq!(key.to_string(), "openai: no API key");
+    }
+}

@@ -1174,6 +1174,25 @@ mod tests {
         assert_eq!(r.by_student()[0].key, "lab1");
     }
 
+    /// A `kind` this version does not know is kept as written and counted with the runs.
+    #[test]
+    fn unknown_kind_is_kept_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "x.csv",
+            &format!(
+                "{}\n{}\n",
+                ours_header(),
+                ours_row("2026-01-05T10:00:00Z", "", 1.0, 1e-6, 2e-6, "batch,,,,,,,")
+            ),
+        );
+        let r = ClassReport::load(&[f], GroupBy::Auto);
+        assert_eq!(r.rows.len(), 1, "{:?}", r.files);
+        assert_eq!(r.rows[0].kind, Some(RowKind::Other("batch".into())));
+        assert_eq!(r.total().runs, 1);
+    }
+
     #[test]
     fn distinct_project_names_are_students() {
         let d = tempfile::tempdir().unwrap();
