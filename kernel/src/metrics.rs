@@ -18,7 +18,7 @@
 //! Faults never stop the kernel: a port in use or an unwritable folder is said once on the
 //! kernel's log (stderr) and in `%carbon status`; metering and the CSV go on.
 
-use carbon_magics::carbon::EmissionRecord;
+use carbon_magics::carbon::{EmissionRecord, RowKind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -275,7 +275,7 @@ impl Metrics {
     /// Adds rows that were written to `emissions.csv`.
     pub fn observe(&self, rows: &[EmissionRecord]) {
         for r in rows {
-            let kind = label_value(&r.kind);
+            let kind = label_value(r.kind.as_str());
             let language = label_value(&r.language);
             for (component, kwh) in [
                 ("cpu", r.cpu_energy),
@@ -296,8 +296,8 @@ impl Metrics {
                 .get_or_create(&kl)
                 .inc_by(finite(r.emissions) * 1000.0);
             self.duration.get_or_create(&kl).inc_by(finite(r.duration));
-            let status = label_value(&r.status);
-            if r.kind == "llm" {
+            let status = label_value(r.status.as_str());
+            if r.kind == RowKind::Llm {
                 let provider = label_value(&r.llm_provider);
                 let model = label_value(&r.llm_model);
                 self.llm_requests

@@ -9,7 +9,6 @@
 
 pub mod builtin;
 pub mod carbon;
-pub mod chart;
 pub mod config;
 pub mod error;
 pub mod lang;

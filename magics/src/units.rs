@@ -1,6 +1,9 @@
 //! Typed quantities (joules, watts, kWh, kgCO₂eq) so energy and power are never mixed up.
 //! Raw counters (µJ, mJ, clock ticks) stay integers until differenced; these types hold the
 //! differenced, converted values.
+//!
+//! The one set of formatters every report uses is here too: three significant figures, the unit
+//! chosen by magnitude (µg … t, mJ … MWh, ms … h), never an exponent or a `-0`.
 
 use std::ops::{Add, AddAssign, Mul, Sub};
 
@@ -19,6 +22,10 @@ impl Joules {
     /// From millijoules (NVML's total energy).
     pub fn from_mj(mj: u64) -> Self {
         Joules(mj as f64 / 1e3)
+    }
+    /// From kilowatt-hours (CodeCarbon's unit for energies).
+    pub fn from_kwh(kwh: f64) -> Self {
+        Joules(kwh * J_PER_KWH)
     }
     /// In kilowatt-hours (CodeCarbon's unit for energies).
     pub fn kwh(self) -> f64 {
@@ -87,35 +94,184 @@ impl KgCo2 {
     }
 }
 
-/// Human formatting of an energy with an adapted unit (J, kJ, Wh, kWh).
-pub fn fmt_energy(j: Joules) -> String {
-    let v = j.0.abs();
-    if v < 1.0 {
-        format!("{:.3} mJ", j.0 * 1e3).replace(".000 mJ", " mJ")
-    } else if v < 3600.0 {
-        format!("{:.2} J", j.0)
-    } else if v < 3.6e6 {
-        format!("{:.2} Wh", j.0 / 3600.0)
-    } else {
-        format!("{:.3} kWh", j.kwh())
+/// `v` with three significant figures in plain decimal notation: never an exponent, never `-0`
+/// (zero of either sign is `0`). Used where the unit is named elsewhere (a column header, an
+/// axis); quantities with a unit of their own go through [`fmt_mass_g`], [`fmt_energy`], ….
+pub fn sig3(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
     }
+    let Some((r, mag)) = round3(v) else {
+        return "0".into();
+    };
+    let decimals = (2 - mag).max(0) as usize;
+    format!("{r:.decimals$}")
 }
 
-/// Human formatting of emissions (µg, mg, g, kg of CO₂eq).
-pub fn fmt_co2(kg: KgCo2) -> String {
-    let g = kg.grams();
-    let a = g.abs();
-    if a == 0.0 {
-        "0 gCO₂eq".into()
-    } else if a < 1e-3 {
-        format!("{:.2} µgCO₂eq", g * 1e6)
-    } else if a < 1.0 {
-        format!("{:.3} mgCO₂eq", g * 1e3)
-    } else if a < 1000.0 {
-        format!("{:.3} gCO₂eq", g)
-    } else {
-        format!("{:.3} kgCO₂eq", kg.0)
+/// `v` rounded to three significant figures and the power of ten of its first digit after
+/// rounding (999.6 gives 1000 and 3), or `None` for zero.
+fn round3(v: f64) -> Option<(f64, i32)> {
+    if v == 0.0 || !v.is_finite() {
+        return None;
     }
+    let mut mag = v.abs().log10().floor() as i32;
+    let mut n = (v.abs() / 10f64.powi(mag - 2)).round();
+    if n >= 1000.0 {
+        mag += 1;
+        n = (v.abs() / 10f64.powi(mag - 2)).round();
+    }
+    Some((n.copysign(v) * 10f64.powi(mag - 2), mag))
+}
+
+/// One unit of a scale: used from `from` (in the base unit) up, worth `factor` base units.
+struct Step {
+    from: f64,
+    factor: f64,
+    unit: &'static str,
+}
+
+/// `v` (in the scale's base unit) in the largest unit of `scale` it reaches, three significant
+/// figures; values below the first step use the first unit. Zero is written in `zero_unit`.
+fn scaled(v: f64, scale: &[Step], zero_unit: &str) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{} {zero_unit}", sig3(v));
+    }
+    let pick = |a: f64| scale.iter().rposition(|s| a >= s.from).unwrap_or(0);
+    let mut i = pick(v.abs());
+    // Rounding can reach the next unit (999.7 mg is 1.00 g, not 1000 mg); the margin keeps
+    // 1000 × 1e-6 from falling just short of 1e-3.
+    if let Some((r, _)) = round3(v / scale[i].factor) {
+        i = i.max(pick(r.abs() * scale[i].factor * (1.0 + 1e-9)));
+    }
+    format!("{} {}", sig3(v / scale[i].factor), scale[i].unit)
+}
+
+const MASS_G: [Step; 5] = [
+    Step {
+        from: 0.0,
+        factor: 1e-6,
+        unit: "µg",
+    },
+    Step {
+        from: 1e-3,
+        factor: 1e-3,
+        unit: "mg",
+    },
+    Step {
+        from: 1.0,
+        factor: 1.0,
+        unit: "g",
+    },
+    Step {
+        from: 1e3,
+        factor: 1e3,
+        unit: "kg",
+    },
+    Step {
+        from: 1e6,
+        factor: 1e6,
+        unit: "t",
+    },
+];
+
+const ENERGY_J: [Step; 5] = [
+    Step {
+        from: 0.0,
+        factor: 1e-3,
+        unit: "mJ",
+    },
+    Step {
+        from: 1.0,
+        factor: 1.0,
+        unit: "J",
+    },
+    Step {
+        from: 3600.0,
+        factor: 3600.0,
+        unit: "Wh",
+    },
+    Step {
+        from: J_PER_KWH,
+        factor: J_PER_KWH,
+        unit: "kWh",
+    },
+    Step {
+        from: 1e3 * J_PER_KWH,
+        factor: 1e3 * J_PER_KWH,
+        unit: "MWh",
+    },
+];
+
+/// Minutes from 2 min and hours from 2 h, so "90.0 s" and "90.0 min" stay readable.
+const DURATION_S: [Step; 4] = [
+    Step {
+        from: 0.0,
+        factor: 1e-3,
+        unit: "ms",
+    },
+    Step {
+        from: 1.0,
+        factor: 1.0,
+        unit: "s",
+    },
+    Step {
+        from: 120.0,
+        factor: 60.0,
+        unit: "min",
+    },
+    Step {
+        from: 7200.0,
+        factor: 3600.0,
+        unit: "h",
+    },
+];
+
+const LENGTH_M: [Step; 4] = [
+    Step {
+        from: 0.0,
+        factor: 1e-6,
+        unit: "µm",
+    },
+    Step {
+        from: 1e-3,
+        factor: 1e-3,
+        unit: "mm",
+    },
+    Step {
+        from: 1.0,
+        factor: 1.0,
+        unit: "m",
+    },
+    Step {
+        from: 1e3,
+        factor: 1e3,
+        unit: "km",
+    },
+];
+
+/// A mass given in grams, in µg, mg, g, kg or t.
+pub fn fmt_mass_g(g: f64) -> String {
+    scaled(g, &MASS_G, "g")
+}
+
+/// Emissions in µg, mg, g, kg or t of CO₂eq (`1.23 mg CO₂eq`).
+pub fn fmt_co2(kg: KgCo2) -> String {
+    format!("{} CO₂eq", fmt_mass_g(kg.grams()))
+}
+
+/// An energy in mJ, J, Wh, kWh or MWh.
+pub fn fmt_energy(j: Joules) -> String {
+    scaled(j.0, &ENERGY_J, "J")
+}
+
+/// A duration given in seconds, in ms, s, min or h.
+pub fn fmt_duration(s: f64) -> String {
+    scaled(s, &DURATION_S, "s")
+}
+
+/// A length given in metres, in µm, mm, m or km.
+pub fn fmt_length(m: f64) -> String {
+    scaled(m, &LENGTH_M, "m")
 }
 
 #[cfg(test)]
@@ -131,8 +287,68 @@ mod tests {
         assert_eq!(Watts(5.0).for_secs(2.0), Joules(10.0));
         // 1 kWh at 475 g/kWh = 0.475 kg
         assert!((KgCo2::of(Joules(J_PER_KWH), 475.0).0 - 0.475).abs() < 1e-12);
-        assert_eq!(fmt_energy(Joules(12.345)), "12.35 J");
+    }
+
+    #[test]
+    fn three_significant_figures_without_exponent() {
+        assert_eq!(sig3(0.0123456), "0.0123");
+        assert_eq!(sig3(12.3456), "12.3");
+        assert_eq!(sig3(123456.0), "123000");
+        assert_eq!(sig3(0.00001234), "0.0000123");
+        assert_eq!(sig3(9.996), "10.0");
+        assert_eq!(sig3(-1.5), "-1.50");
+        assert_eq!(sig3(0.0), "0");
+        assert_eq!(sig3(-0.0), "0");
+    }
+
+    #[test]
+    fn energy_units_by_magnitude() {
+        assert_eq!(fmt_energy(Joules(0.0)), "0 J");
+        assert_eq!(fmt_energy(Joules(-0.0)), "0 J");
+        assert_eq!(fmt_energy(Joules(2e-6)), "0.00200 mJ");
+        assert_eq!(fmt_energy(Joules(0.0123)), "12.3 mJ");
+        assert_eq!(fmt_energy(Joules(0.9994)), "999 mJ");
+        assert_eq!(fmt_energy(Joules(0.9996)), "1.00 J");
+        assert_eq!(fmt_energy(Joules(1.0)), "1.00 J");
+        assert_eq!(fmt_energy(Joules(12.345)), "12.3 J");
+        assert_eq!(fmt_energy(Joules(3594.0)), "3590 J");
+        assert_eq!(fmt_energy(Joules(3599.0)), "1.00 Wh");
+        assert_eq!(fmt_energy(Joules(3600.0)), "1.00 Wh");
         assert_eq!(fmt_energy(Joules(7200.0)), "2.00 Wh");
-        assert!(fmt_co2(KgCo2(2e-6)).contains("mg"));
+        assert_eq!(fmt_energy(Joules(J_PER_KWH)), "1.00 kWh");
+        assert_eq!(fmt_energy(Joules(2.5e3 * J_PER_KWH)), "2.50 MWh");
+        assert_eq!(fmt_energy(Joules(-0.5)), "-500 mJ");
+        assert!(!fmt_energy(Joules(1e-9)).contains('e'));
+    }
+
+    #[test]
+    fn mass_units_by_magnitude() {
+        assert_eq!(fmt_mass_g(0.0), "0 g");
+        assert_eq!(fmt_mass_g(-0.0), "0 g");
+        assert_eq!(fmt_mass_g(1.4e-8), "0.0140 µg");
+        assert_eq!(fmt_mass_g(2e-4), "200 µg");
+        assert_eq!(fmt_mass_g(9.9996e-4), "1.00 mg");
+        assert_eq!(fmt_mass_g(1e-3), "1.00 mg");
+        assert_eq!(fmt_mass_g(0.5), "500 mg");
+        assert_eq!(fmt_mass_g(1.234), "1.23 g");
+        assert_eq!(fmt_mass_g(999.9), "1.00 kg");
+        assert_eq!(fmt_mass_g(2.5e6), "2.50 t");
+        assert_eq!(fmt_co2(KgCo2(2e-6)), "2.00 mg CO₂eq");
+        assert_eq!(fmt_co2(KgCo2(-0.0)), "0 g CO₂eq");
+    }
+
+    #[test]
+    fn durations_and_lengths() {
+        assert_eq!(fmt_duration(0.0), "0 s");
+        assert_eq!(fmt_duration(-0.0), "0 s");
+        assert_eq!(fmt_duration(0.0001), "0.100 ms");
+        assert_eq!(fmt_duration(0.25), "250 ms");
+        assert_eq!(fmt_duration(0.9999), "1.00 s");
+        assert_eq!(fmt_duration(90.0), "90.0 s");
+        assert_eq!(fmt_duration(120.0), "2.00 min");
+        assert_eq!(fmt_duration(3600.0), "60.0 min");
+        assert_eq!(fmt_duration(7200.0), "2.00 h");
+        assert_eq!(fmt_length(1000.0), "1.00 km");
+        assert_eq!(fmt_length(0.5), "500 mm");
     }
 }

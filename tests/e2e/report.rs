@@ -384,7 +384,9 @@ fn class_report_totals_html_and_skipped_files() {
         assert!(stdout.contains(s), "{s} missing from:\n{stdout}");
     }
     assert!(
-        stdout.contains(&carbon_magics::report::fmt_mass(want)),
+        stdout.contains(&carbon_magics::units::fmt_co2(carbon_magics::units::KgCo2(
+            want
+        ))),
         "{stdout}"
     );
     for (name, why) in [

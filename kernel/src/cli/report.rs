@@ -1,9 +1,9 @@
 //! `carbon-kernel report FILE...`: the class report on the command line.
 //!
-//! The work is in `carbon_magics::report`; this module is the command-line edge (arguments, where
+//! The work is in `carbon_magics::report::class`; this module is the command-line edge (arguments, where
 //! the files go, what is printed) so `main.rs` stays a dispatch table.
 
-use carbon_magics::report::{ClassReport, GroupBy, ReportError};
+use carbon_magics::report::class::{ClassReport, GroupBy, ReportError};
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -11,12 +11,13 @@
 use super::{Executor, runtime_failure, usage_error};
 use crate::runtime::{ExecOutcome, Language, Phase, Publish, RuntimeError, StreamName};
 use carbon_magics::carbon::magic::{self, LineCommand};
-use carbon_magics::carbon::report::{self, RunReport};
+use carbon_magics::carbon::record::RowStatus;
 use carbon_magics::carbon::session::{
     CarbonSession, RunEnd, RunOpts, Step, file_steps, run_status, summarize_wheres,
 };
 use carbon_magics::carbon::{Measurement, Meter, MeterPhase};
 use carbon_magics::parse::MagicCall;
+use carbon_magics::report::cell::{self as report, RunReport};
 use carbon_magics::{MimeBundle, UsageError};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -152,7 +153,7 @@ fn status_of(
     res: &Result<ExecOutcome, RuntimeError>,
     timed_out: bool,
     interrupted: bool,
-) -> &'static str {
+) -> RowStatus {
     let end = match res {
         Err(_) => RunEnd::RuntimeFailed,
         Ok(o) => RunEnd::Finished {
@@ -168,7 +169,7 @@ fn record(
     meas: &Measurement,
     opts: &Opts,
     language: &str,
-    status: &str,
+    status: RowStatus,
     repeat_index: Option<u32>,
 ) -> (RunReport, String) {
     session.record(meas, opts, language, status, repeat_index)
@@ -579,28 +580,30 @@ fn run_commands(
         let _ = std::fs::remove_file(c);
     }
     let status = if timed_out || timed_out_now {
-        "timeout"
+        RowStatus::Timeout
     } else if interrupted {
-        "interrupted"
+        RowStatus::Interrupted
     } else if failure.is_some() {
-        "error"
+        RowStatus::Error
     } else {
-        "ok"
+        RowStatus::Ok
     };
     let mut outcome = ExecOutcome::default();
     if let Some(meas) = meas {
-        let (r, w) = record(&mut ex.carbon, &meas, &opts, language, status, None);
+        let (r, w) = record(&mut ex.carbon, &meas, &opts, language, status.clone(), None);
         show_report(out, &[r], &w, shown);
     }
     let err = match status {
-        "timeout" => Some((
+        RowStatus::Timeout => Some((
             "TimeoutError".to_string(),
             format!(
                 "stopped after --timeout {} s (metered and recorded)",
                 timeout.unwrap_or_default()
             ),
         )),
-        "interrupted" => Some(("KeyboardInterrupt".to_string(), "interrupted".to_string())),
+        RowStatus::Interrupted => {
+            Some(("KeyboardInterrupt".to_string(), "interrupted".to_string()))
+        }
         _ => failure,
     };
     if let Some((ename, evalue)) = err {

@@ -9,14 +9,15 @@ use super::{Executor, usage_error};
 use crate::runtime::{ExecError, ExecOutcome, Publish, StreamName};
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
+use carbon_magics::llm::client::ProviderErrorKind;
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
 use carbon_magics::llm::footprint::Tables;
 use carbon_magics::llm::providers::{LlmConfig, ModelSpec};
-use carbon_magics::llm::report;
-use carbon_magics::llm::run::{self, Event};
+use carbon_magics::llm::run::{self, Event, RequestError};
 use carbon_magics::llm::session::{self as session, LlmSession, RequestEnd};
 use carbon_magics::llm::{self as llm, AskArgs, LlmCommand, TIMEOUT_KEY};
 use carbon_magics::parse::MagicCall;
+use carbon_magics::report::llm as report;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -124,7 +125,7 @@ struct Slot {
     text: String,
     dirty: bool,
     last_update: Option<Instant>,
-    result: Option<Result<LlmResponse, (&'static str, String)>>,
+    result: Option<Result<LlmResponse, RequestError>>,
 }
 
 fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
@@ -166,14 +167,14 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 let s = &mut slots[idx];
                 s.result = Some(match *result {
                     Ok(r) => Ok(r),
-                    Err(e) => Err((e.kind_name(), redact(&e.to_string()))),
+                    Err(e) => Err(RequestError::new(e.kind(), redact(&e.to_string()))),
                 });
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 for s in slots.iter_mut().filter(|s| s.result.is_none()) {
-                    s.result = Some(Err((
-                        "api_error",
+                    s.result = Some(Err(RequestError::new(
+                        ProviderErrorKind::Api,
                         format!("{}: the request thread ended without an answer", s.spec),
                     )));
                 }
@@ -183,8 +184,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             cancel.store(true, Ordering::SeqCst);
             interrupted = true;
             for s in slots.iter_mut().filter(|s| s.result.is_none()) {
-                s.result = Some(Err((
-                    "interrupted",
+                s.result = Some(Err(RequestError::new(
+                    ProviderErrorKind::Cancelled,
                     format!(
                         "{}: interrupted; request abandoned",
                         s.spec.provider.label()
@@ -208,18 +209,13 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
     ex.interrupts.disarm();
 
     let mut results = Vec::with_capacity(slots.len());
-    let mut kinds = Vec::new();
     for s in slots {
         let end = match s.result.expect("every slot is finished") {
             Ok(resp) => RequestEnd::Answered(resp),
-            Err((kind, message)) => {
-                kinds.push(kind);
-                RequestEnd::Failed {
-                    kind,
-                    message,
-                    partial: s.text,
-                }
-            }
+            Err(error) => RequestEnd::Failed {
+                error,
+                partial: s.text,
+            },
         };
         let r = session::request_result(&tables, s.spec, end);
         let text = match &r.response {
@@ -258,7 +254,7 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             &format!("%llm: {}\n", cfg_redact(&ex.settings, &e.to_string())),
         ),
     }
-    match session::ask_error(&results, &kinds, interrupted) {
+    match session::ask_error(&results, interrupted) {
         Some((ename, evalue)) => ExecOutcome {
             error: Some(ExecError::new(ename, evalue)),
             ..Default::default()

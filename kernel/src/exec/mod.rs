@@ -273,7 +273,8 @@ impl Executor {
         // One session id (`experiment_id` of every row) and one emissions sink for the kernel,
         // handed to each session that writes rows.
         let session_id = uuid::Uuid::new_v4().to_string();
-        let sink = EmissionsSink::default();
+        // The live metrics (`crate::metrics`) are a view of the rows written, told by the sink.
+        let sink = EmissionsSink::default().with_observer(Arc::new(crate::metrics::observe));
         let carbon = CarbonSession::new(&settings, &cfg.workdir, sink.clone(), &*session_id);
         let llm = LlmSession::new(&cfg.workdir, sink, session_id);
         Self {

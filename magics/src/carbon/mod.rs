@@ -4,7 +4,6 @@
 //!   from [`hardware`], NVML via [`gpu`]), chosen best-first by the [`meter::Meter`];
 //! * [`procfs`]: per-process attribution from an injectable `/proc` root;
 //! * [`intensity`]: gCO₂eq/kWh per country; [`record`]: `emissions.csv` rows; [`sink`]: where they go;
-//! * [`report`]: the HTML/SVG/text report under a cell, `%carbon summary`, `%carbon csv`;
 //! * [`magic`]: the magics' commands and the `CARBON_*` settings;
 //! * [`session`]: [`CarbonSession`], a kernel session's `%carbon` state and texts, and the
 //!   kernel's one [`EmissionsSink`].
@@ -19,14 +18,13 @@ pub mod meter;
 pub mod procfs;
 pub mod rapl;
 pub mod record;
-pub mod report;
 pub mod sensor;
 pub mod session;
 pub mod sink;
 
 pub use magic::{CarbonConfig, CellArgs, LineCommand, magic_spec};
 pub use meter::{LiveSample, Measurement, Meter, MeterConfig, MeterPhase, Parts};
-pub use record::EmissionRecord;
+pub use record::{Column, EmissionRecord, RowKind, RowStatus};
 pub use sensor::{Scope, Sensor};
 pub use session::{CarbonSession, EmissionsSink};
 pub use sink::{CsvSink, MemorySink, Sink, SinkError, Written};

@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// One counter.
+/// One powercap zone directory: one RAPL energy counter (not a carbon-intensity zone, for which
+/// see [`super::intensity::Zone`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Zone {
+pub struct PowercapZone {
     /// Directory of the zone.
     pub dir: PathBuf,
     /// Its `name` file (`package-0`, `dram`, …).
@@ -19,7 +20,7 @@ pub struct Zone {
     pub max_range_uj: Option<u64>,
 }
 
-impl Zone {
+impl PowercapZone {
     /// Current `energy_uj`.
     pub fn read(&self) -> std::io::Result<u64> {
         let t = std::fs::read_to_string(self.dir.join("energy_uj"))?;
@@ -48,9 +49,9 @@ pub fn delta_uj(from: u64, to: u64, max_range_uj: Option<u64>) -> u64 {
 #[derive(Debug, Clone, Default)]
 pub struct Domains {
     /// CPU package zones (or psys when there is no package).
-    pub packages: Vec<Zone>,
+    pub packages: Vec<PowercapZone>,
     /// DRAM zones.
-    pub dram: Vec<Zone>,
+    pub dram: Vec<PowercapZone>,
 }
 
 fn zone_dirs(root: &Path) -> Vec<PathBuf> {
@@ -88,7 +89,7 @@ impl Domains {
         if !root.exists() {
             return Err(format!("no powercap at {}", root.display()));
         }
-        let mut pk: Vec<(bool, Zone)> = Vec::new(); // (is_mmio, zone)
+        let mut pk: Vec<(bool, PowercapZone)> = Vec::new(); // (is_mmio, zone)
         let mut psys = Vec::new();
         let mut dram = Vec::new();
         for dir in zone_dirs(root) {
@@ -101,7 +102,7 @@ impl Domains {
             let mmio = dir
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("intel-rapl-mmio"));
-            let z = Zone {
+            let z = PowercapZone {
                 dir,
                 name: name.clone(),
                 max_range_uj,
@@ -115,7 +116,7 @@ impl Domains {
             }
         }
         // MSR and MMIO interfaces may expose the same package: keep MMIO, as CodeCarbon 3.3 does.
-        let mut packages: Vec<Zone> = Vec::new();
+        let mut packages: Vec<PowercapZone> = Vec::new();
         pk.sort_by_key(|(mmio, _)| !*mmio);
         for (_, z) in pk {
             if !packages.iter().any(|p| p.name == z.name) {
@@ -142,12 +143,12 @@ impl Domains {
 }
 
 /// Reads every zone in order (a failed read repeats nothing: it is reported as an error).
-pub fn read_all(zones: &[Zone]) -> std::io::Result<Vec<u64>> {
-    zones.iter().map(Zone::read).collect()
+pub fn read_all(zones: &[PowercapZone]) -> std::io::Result<Vec<u64>> {
+    zones.iter().map(PowercapZone::read).collect()
 }
 
 /// Σ of per-zone deltas, µJ.
-pub fn sum_delta(zones: &[Zone], from: &[u64], to: &[u64]) -> u64 {
+pub fn sum_delta(zones: &[PowercapZone], from: &[u64], to: &[u64]) -> u64 {
     zones
         .iter()
         .zip(from.iter().zip(to))

@@ -5,7 +5,7 @@
 
 use super::gpu::Gpus;
 use super::hardware::TdpSource;
-use super::rapl::{self, Zone};
+use super::rapl::{self, PowercapZone};
 use crate::units::{Joules, Watts};
 use thiserror::Error;
 
@@ -149,13 +149,13 @@ pub trait Sensor: Send {
 
 /// RAPL package (CPU) or dram (RAM) zones, shared by busy CPU time in process scope.
 pub struct RaplSensor {
-    zones: Vec<Zone>,
+    zones: Vec<PowercapZone>,
     component: Component,
 }
 
 impl RaplSensor {
     /// A sensor over these zones.
-    pub fn new(zones: Vec<Zone>, component: Component) -> Self {
+    pub fn new(zones: Vec<PowercapZone>, component: Component) -> Self {
         Self { zones, component }
     }
 }

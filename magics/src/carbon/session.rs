@@ -10,21 +10,36 @@
 use super::intensity::{self, Zone};
 use super::magic::{CarbonConfig, CellArgs};
 use super::meter::{Measurement, Meter, MeterConfig, MeterPhase};
-use super::record::EmissionRecord;
-use super::report::{self, RunReport, SessionEntry};
+use super::record::{EmissionRecord, RowStatus};
 use super::sink::{self, CsvSink, Sink, SinkError, Written};
 use crate::MimeBundle;
 use crate::config::Settings;
 use crate::error::UsageError;
 use crate::lang::{FileRun, Language};
+use crate::report::cell::{self as report, RunReport, SessionEntry};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The kernel's one `emissions.csv`, shared by every magic that writes rows so they all go to the
 /// same file with the same foreign-header handling. Clones share the file.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EmissionsSink {
     inner: Arc<Mutex<SinkSlot>>,
+    /// Told of every batch of rows once it is written (the kernel's live metrics view), so what
+    /// it counts equals the file by construction.
+    observer: Option<RowObserver>,
+}
+
+/// A callback told of rows after they were written to `emissions.csv`.
+pub type RowObserver = Arc<dyn Fn(&[EmissionRecord]) + Send + Sync>;
+
+impl std::fmt::Debug for EmissionsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmissionsSink")
+            .field("inner", &self.inner)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -49,6 +64,19 @@ impl EmissionsSink {
                 output: output.into(),
                 sink: None,
             })),
+            observer: None,
+        }
+    }
+
+    /// The same sink, telling `observer` of every batch of rows written.
+    pub fn with_observer(mut self, observer: RowObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn written(&self, rows: &[EmissionRecord]) {
+        if let Some(o) = &self.observer {
+            o(rows);
         }
     }
 
@@ -67,18 +95,28 @@ impl EmissionsSink {
 
     /// Appends one row.
     pub fn record(&self, rec: &EmissionRecord) -> Result<Written, SinkError> {
-        let mut s = self.slot();
-        let out = s.output.clone();
-        s.sink.get_or_insert_with(|| CsvSink::new(out)).record(rec)
+        let written = {
+            let mut s = self.slot();
+            let out = s.output.clone();
+            s.sink
+                .get_or_insert_with(|| CsvSink::new(out))
+                .record(rec)?
+        };
+        self.written(std::slice::from_ref(rec));
+        Ok(written)
     }
 
     /// Appends rows.
     pub fn record_all(&self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
-        let mut s = self.slot();
-        let out = s.output.clone();
-        s.sink
-            .get_or_insert_with(|| CsvSink::new(out))
-            .record_all(rows)
+        let written = {
+            let mut s = self.slot();
+            let out = s.output.clone();
+            s.sink
+                .get_or_insert_with(|| CsvSink::new(out))
+                .record_all(rows)?
+        };
+        self.written(rows);
+        Ok(written)
     }
 
     /// The file rows go to: the open file (which may be a side file when the configured one has
@@ -122,15 +160,15 @@ pub enum RunEnd<'a> {
 }
 
 /// The status word of a run's row: `ok`, `error`, `interrupted`, `timeout`, `runtime-error`.
-pub fn run_status(end: RunEnd<'_>, timed_out: bool, interrupted: bool) -> &'static str {
+pub fn run_status(end: RunEnd<'_>, timed_out: bool, interrupted: bool) -> RowStatus {
     match end {
-        RunEnd::RuntimeFailed => "runtime-error",
-        RunEnd::Finished { .. } if timed_out => "timeout",
-        RunEnd::Finished { error: None } => "ok",
+        RunEnd::RuntimeFailed => RowStatus::RuntimeError,
+        RunEnd::Finished { .. } if timed_out => RowStatus::Timeout,
+        RunEnd::Finished { error: None } => RowStatus::Ok,
         RunEnd::Finished { error: Some(e) } if interrupted || e == "KeyboardInterrupt" => {
-            "interrupted"
+            RowStatus::Interrupted
         }
-        RunEnd::Finished { error: Some(_) } => "error",
+        RunEnd::Finished { error: Some(_) } => RowStatus::Error,
     }
 }
 
@@ -329,7 +367,7 @@ impl CarbonSession {
         meas: &Measurement,
         opts: &RunOpts,
         language: &str,
-        status: &str,
+        status: RowStatus,
         repeat_index: Option<u32>,
     ) -> (RunReport, String) {
         let mut rec = EmissionRecord::from_measurement(
@@ -339,7 +377,7 @@ impl CarbonSession {
             &opts.zone,
             opts.pue,
         );
-        rec.status = status.to_string();
+        rec.status = status;
         rec.language = language.to_string();
         rec.label = opts.label.clone();
         rec.repeat_index = repeat_index;
@@ -403,6 +441,12 @@ impl CarbonSession {
 
     /// `%carbon status`: sensors, machine, zone, PUE, scope, output, session totals.
     pub fn status_text(&mut self) -> String {
+        self.status_text_with("")
+    }
+
+    /// `%carbon status` with `extra` lines (the kernel's own, e.g. where metrics are served)
+    /// before the notes.
+    pub fn status_text_with(&mut self, extra: &str) -> String {
         let mc = self.cfg.meter.clone();
         let setup = self.meter(&mc).setup();
         let zone = intensity::zone(self.cfg.country.as_deref())
@@ -410,7 +454,7 @@ impl CarbonSession {
             .unwrap_or_else(|e| e);
         let total: f64 = self.entries.iter().map(|e| e.emissions).sum();
         let mut s = format!(
-            "carbon metering: {}\n  CPU sensor  {}\n  RAM sensor  {}\n  GPU sensor  {}\n  machine     {} ({} logical CPUs, {:.1} GiB)\n  zone        {zone}\n  PUE         {}\n  scope       {}\n  output      {}\n  session     {} metered cell(s), {:.3e} kgCO₂eq\n",
+            "carbon metering: {}\n  CPU sensor  {}\n  RAM sensor  {}\n  GPU sensor  {}\n  machine     {} ({} logical CPUs, {:.1} GiB)\n  zone        {zone}\n  PUE         {}\n  scope       {}\n  output      {}\n  session     {} metered cell(s), {}\n",
             if self.auto {
                 "on (every cell)"
             } else {
@@ -430,8 +474,9 @@ impl CarbonSession {
             mc.scope.name(),
             self.sink.path().display(),
             self.entries.len(),
-            total
+            crate::units::fmt_co2(crate::units::KgCo2(total))
         );
+        s.push_str(extra);
         for n in setup.notes.iter().chain(self.warnings.iter()) {
             s.push_str(&format!("  note: {n}\n"));
         }
@@ -479,16 +524,16 @@ mod tests {
         let mut opts = s.opts(None).unwrap();
         opts.label = "first".into();
         let meas = measurement(&mut s);
-        let (r, w) = s.record(&meas, &opts, "python", "ok", None);
+        let (r, w) = s.record(&meas, &opts, "python", RowStatus::Ok, None);
         assert!(w.starts_with("row appended to"), "{w}");
         assert_eq!(r.rec.country_iso_code, "FRA");
         assert_eq!(r.rec.experiment_id, "session-1");
-        assert_eq!(r.rec.status, "ok");
+        assert_eq!(r.rec.status, RowStatus::Ok);
         let v = sink::read_csv(&d.path().join("emissions.csv")).unwrap();
         assert_eq!(v.rows.len(), 1);
         assert_eq!(s.entries().len(), 1);
         opts.csv = false;
-        let (_, w) = s.record(&meas, &opts, "python", "error", Some(2));
+        let (_, w) = s.record(&meas, &opts, "python", RowStatus::Error, Some(2));
         assert_eq!(w, "not recorded (--no-csv)");
         assert_eq!(
             sink::read_csv(&d.path().join("emissions.csv"))
@@ -527,17 +572,23 @@ mod tests {
     #[test]
     fn status_words_and_where_rows_went() {
         let fin = |e| RunEnd::Finished { error: e };
-        assert_eq!(run_status(fin(None), false, false), "ok");
-        assert_eq!(run_status(fin(Some("ValueError")), false, false), "error");
+        assert_eq!(run_status(fin(None), false, false), RowStatus::Ok);
+        assert_eq!(
+            run_status(fin(Some("ValueError")), false, false),
+            RowStatus::Error
+        );
         assert_eq!(
             run_status(fin(Some("KeyboardInterrupt")), false, false),
-            "interrupted"
+            RowStatus::Interrupted
         );
-        assert_eq!(run_status(fin(Some("X")), false, true), "interrupted");
-        assert_eq!(run_status(fin(None), true, false), "timeout");
+        assert_eq!(
+            run_status(fin(Some("X")), false, true),
+            RowStatus::Interrupted
+        );
+        assert_eq!(run_status(fin(None), true, false), RowStatus::Timeout);
         assert_eq!(
             run_status(RunEnd::RuntimeFailed, true, true),
-            "runtime-error"
+            RowStatus::RuntimeError
         );
         let w = vec!["row appended to e.csv".to_string(); 3];
         assert_eq!(summarize_wheres(&w), "3 rows appended to e.csv");

@@ -267,8 +267,8 @@ mod tests {
     fn rec(label: &str) -> EmissionRecord {
         let z = intensity::zone(Some("FRA")).unwrap();
         let mut r = EmissionRecord::base("test", "session", &z, 1.0);
-        r.kind = "cell".into();
-        r.status = "ok".into();
+        r.kind = crate::carbon::record::RowKind::Cell;
+        r.status = crate::carbon::record::RowStatus::Ok;
         r.label = label.into();
         r.set_energy(
             1.0,

@@ -241,23 +241,83 @@ impl ProviderError {
         }
     }
 
-    /// A short name for tables and CSV (`timeout`, `rate_limited`, …).
-    pub fn kind_name(&self) -> &'static str {
+    /// Which failure this is, without its text.
+    pub fn kind(&self) -> ProviderErrorKind {
         match self {
-            ProviderError::MissingKey { .. } => "missing_key",
-            ProviderError::InvalidKey { .. } => "invalid_key",
-            ProviderError::RateLimited { .. } => "rate_limited",
-            ProviderError::Quota { .. } => "quota",
-            ProviderError::Server { .. } => "server_error",
-            ProviderError::Http { .. } => "http_error",
-            ProviderError::Timeout { .. } => "timeout",
-            ProviderError::Stalled { .. } => "stream_stalled",
-            ProviderError::Broken { .. } => "stream_broken",
-            ProviderError::Malformed { .. } => "malformed",
-            ProviderError::Connect { .. } => "connection",
-            ProviderError::Api { .. } => "api_error",
-            ProviderError::Cancelled { .. } => "interrupted",
+            ProviderError::MissingKey { .. } => ProviderErrorKind::MissingKey,
+            ProviderError::InvalidKey { .. } => ProviderErrorKind::InvalidKey,
+            ProviderError::RateLimited { .. } => ProviderErrorKind::RateLimited,
+            ProviderError::Quota { .. } => ProviderErrorKind::Quota,
+            ProviderError::Server { .. } => ProviderErrorKind::Server,
+            ProviderError::Http { .. } => ProviderErrorKind::Http,
+            ProviderError::Timeout { .. } => ProviderErrorKind::Timeout,
+            ProviderError::Stalled { .. } => ProviderErrorKind::Stalled,
+            ProviderError::Broken { .. } => ProviderErrorKind::Broken,
+            ProviderError::Malformed { .. } => ProviderErrorKind::Malformed,
+            ProviderError::Connect { .. } => ProviderErrorKind::Connect,
+            ProviderError::Api { .. } => ProviderErrorKind::Api,
+            ProviderError::Cancelled { .. } => ProviderErrorKind::Cancelled,
         }
+    }
+}
+
+/// The kind of a [`ProviderError`] without its text, kept after the text is redacted so the
+/// kernel can match on it (a missing key does not fail the cell; an interrupt sets the row's
+/// status) instead of comparing words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderErrorKind {
+    /// [`ProviderError::MissingKey`]
+    MissingKey,
+    /// [`ProviderError::InvalidKey`]
+    InvalidKey,
+    /// [`ProviderError::RateLimited`]
+    RateLimited,
+    /// [`ProviderError::Quota`]
+    Quota,
+    /// [`ProviderError::Server`]
+    Server,
+    /// [`ProviderError::Http`]
+    Http,
+    /// [`ProviderError::Timeout`]
+    Timeout,
+    /// [`ProviderError::Stalled`]
+    Stalled,
+    /// [`ProviderError::Broken`]
+    Broken,
+    /// [`ProviderError::Malformed`]
+    Malformed,
+    /// [`ProviderError::Connect`]
+    Connect,
+    /// [`ProviderError::Api`], or a request thread that ended without an answer.
+    Api,
+    /// [`ProviderError::Cancelled`]: the user interrupted the cell.
+    Cancelled,
+}
+
+impl ProviderErrorKind {
+    /// A short name for notes and tables (`timeout`, `rate_limited`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderErrorKind::MissingKey => "missing_key",
+            ProviderErrorKind::InvalidKey => "invalid_key",
+            ProviderErrorKind::RateLimited => "rate_limited",
+            ProviderErrorKind::Quota => "quota",
+            ProviderErrorKind::Server => "server_error",
+            ProviderErrorKind::Http => "http_error",
+            ProviderErrorKind::Timeout => "timeout",
+            ProviderErrorKind::Stalled => "stream_stalled",
+            ProviderErrorKind::Broken => "stream_broken",
+            ProviderErrorKind::Malformed => "malformed",
+            ProviderErrorKind::Connect => "connection",
+            ProviderErrorKind::Api => "api_error",
+            ProviderErrorKind::Cancelled => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -985,7 +1045,7 @@ impl Provider for HttpProvider {
                     notes.push(format!(
                         "attempt {} failed ({}); retried after {:.3} s ({why})",
                         k + 1,
-                        e.kind_name(),
+                        e.kind(),
                         wait.as_secs_f64()
                     ));
                     if !sleep_cancellable(wait, cancel) {

@@ -4,7 +4,6 @@
 //!   base-URL overrides, `provider:model` resolution;
 //! * [`client`]: the [`client::Provider`] trait, HTTP for both wire formats, SSE, retries, faults;
 //! * [`footprint`]: both methods of METHODOLOGY.md §3 and their data tables;
-//! * [`report`]: answers, comparison table, charts, explanation, summary;
 //! * [`history`]: the session's requests, kept under `data/`.
 //! * [`session`]: [`session::LlmSession`], a kernel session's `%llm` state, both footprints of an
 //!   answer, history entries and rows.
@@ -22,7 +21,6 @@ pub mod footprint;
 pub mod history;
 pub mod providers;
 pub mod record;
-pub mod report;
 pub mod run;
 pub mod session;
 #[doc(hidden)]

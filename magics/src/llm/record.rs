@@ -8,15 +8,19 @@
 //! provider, model, tokens, the range (`emissions_min_kg`/`emissions_max_kg`) and, in `method`,
 //! the seed's latency × hardware figure for the same request.
 
-use super::report::RequestResult;
-use crate::carbon::EmissionRecord;
+use super::run::RequestResult;
 use crate::carbon::intensity;
+use crate::carbon::record::{EmissionRecord, RowKind, RowStatus};
 
 /// Fills an LLM row on top of `base` (time, ids, project from [`EmissionRecord::base`]).
-/// `status`: `ok`, `error` or `interrupted`.
-pub fn llm_record(mut base: EmissionRecord, r: &RequestResult, status: &str) -> EmissionRecord {
-    base.kind = "llm".into();
-    base.status = status.into();
+/// `status`: [`RowStatus::Ok`], [`RowStatus::Error`] or [`RowStatus::Interrupted`].
+pub fn llm_record(
+    mut base: EmissionRecord,
+    r: &RequestResult,
+    status: RowStatus,
+) -> EmissionRecord {
+    base.kind = RowKind::Llm;
+    base.status = status;
     base.label = r.spec.to_string();
     base.llm_provider = r.spec.provider.key().into();
     base.llm_model = r.spec.model.clone();
@@ -24,7 +28,7 @@ pub fn llm_record(mut base: EmissionRecord, r: &RequestResult, status: &str) -> 
     base.cpu_count = 0;
     base.cpu_model = String::new();
     base.ram_total_size = 0.0;
-    base.tracking_mode = String::new();
+    base.tracking_mode = None;
     base.cpu_utilization_percent = 0.0;
     if let Some(resp) = &r.response {
         base.duration = resp.latency_s;
@@ -77,7 +81,10 @@ pub fn llm_record(mut base: EmissionRecord, r: &RequestResult, status: &str) -> 
             base.gpu_energy = 0.0;
             base.method = format!(
                 "no estimate: the request failed ({})",
-                r.error.clone().unwrap_or_default()
+                r.error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or_default()
             );
         }
     }
@@ -112,9 +119,9 @@ mod tests {
             eco: Some(eco_estimate(&t, "openai", "gpt-4o-mini", 500, Some(5.0))),
         };
         let z = intensity::zone(None).unwrap();
-        let row = llm_record(EmissionRecord::base("p", "s", &z, 1.0), &r, "ok");
+        let row = llm_record(EmissionRecord::base("p", "s", &z, 1.0), &r, RowStatus::Ok);
         assert_eq!(row.fields().len(), header().len());
-        assert_eq!(row.kind, "llm");
+        assert_eq!(row.kind, RowKind::Llm);
         assert_eq!(row.country_iso_code, "USA");
         // llm-footprint.md §1.11: total GWP 1.2714e-5 – 1.5340e-5 kg → midpoint 1.4027e-5 kg
         assert!((row.emissions_min_kg.unwrap() - 1.2714e-5).abs() < 1e-8);

@@ -3,11 +3,66 @@
 //! and abandon requests without waiting for them.
 
 use super::AskArgs;
-use super::client::{HttpProvider, LlmRequest, LlmResponse, Provider, ProviderError, RetryPolicy};
+use super::client::{
+    HttpProvider, LlmRequest, LlmResponse, Provider, ProviderError, ProviderErrorKind, RetryPolicy,
+};
+use super::footprint::{EcoEstimate, SeedEstimate};
 use super::providers::{LlmConfig, ModelSpec};
+use crate::carbon::record::RowStatus;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, channel};
+
+/// One model's request, finished (answer or error), with both footprints when it succeeded.
+#[derive(Debug, Clone)]
+pub struct RequestResult {
+    /// The model asked.
+    pub spec: ModelSpec,
+    /// The answer, when the request succeeded.
+    pub response: Option<LlmResponse>,
+    /// The error (its text already redacted), when it failed.
+    pub error: Option<RequestError>,
+    /// Text received before a failure (broken or stalled stream).
+    pub partial: String,
+    /// Latency × hardware.
+    pub seed: Option<SeedEstimate>,
+    /// Tokens × parameters.
+    pub eco: Option<EcoEstimate>,
+}
+
+impl RequestResult {
+    /// The `status` of this request's `emissions.csv` row: `ok` when it answered; a failure is
+    /// `interrupted` when the user interrupted the cell (whatever ended it) or it was cancelled,
+    /// `error` otherwise.
+    pub fn row_status(&self, interrupted: bool) -> RowStatus {
+        match (&self.response, &self.error) {
+            (Some(_), _) => RowStatus::Ok,
+            (None, Some(e)) if e.kind == ProviderErrorKind::Cancelled => RowStatus::Interrupted,
+            (None, _) if interrupted => RowStatus::Interrupted,
+            (None, _) => RowStatus::Error,
+        }
+    }
+}
+
+/// A failed request as the user sees it: its kind, to match on, and its text, already redacted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// Which failure.
+    pub kind: ProviderErrorKind,
+    /// What to show (keys redacted).
+    pub message: String,
+}
+
+impl RequestError {
+    /// An error of `kind` showing `message`.
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        RequestError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
 
 /// A shared HTTP client (keeps connections alive between requests). Cheap to clone.
 #[derive(Clone)]
@@ -116,4 +171,35 @@ pub fn spawn(
         }
     }
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::providers::ProviderKind;
+
+    #[test]
+    fn row_status_follows_the_error_kind_and_the_interrupt() {
+        let r = |error: Option<RequestError>| RequestResult {
+            spec: ModelSpec {
+                provider: ProviderKind::OpenAi,
+                model: "m".into(),
+            },
+            response: error.is_none().then(LlmResponse::default),
+            error,
+            partial: String::new(),
+            seed: None,
+            eco: None,
+        };
+        assert_eq!(r(None).row_status(true), RowStatus::Ok);
+        let key = RequestError::new(ProviderErrorKind::MissingKey, "openai: no API key");
+        assert_eq!(r(Some(key.clone())).row_status(false), RowStatus::Error);
+        assert_eq!(
+            r(Some(key.clone())).row_status(true),
+            RowStatus::Interrupted
+        );
+        let cancelled = RequestError::new(ProviderErrorKind::Cancelled, "openai: interrupted");
+        assert_eq!(r(Some(cancelled)).row_status(false), RowStatus::Interrupted);
+        assert_eq!(key.to_string(), "openai: no API key");
+    }
 }

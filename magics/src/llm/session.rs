@@ -6,14 +6,15 @@
 //! streaming displays.
 
 use super::client::LlmResponse;
+use super::client::ProviderErrorKind;
 use super::footprint::{
     MODELS_FILE_KEY, PROFILES_FILE_KEY, SEED_FILE_KEY, Tables, eco_estimate, seed_estimate,
 };
 use super::history::{History, HistoryEntry};
 use super::providers::ModelSpec;
 use super::record::llm_record;
-use super::report::RequestResult;
 use super::run::Http;
+use super::run::{RequestError, RequestResult};
 use crate::carbon::record::EmissionRecord;
 use crate::carbon::session::EmissionsSink;
 use crate::carbon::sink::{SinkError, Written};
@@ -33,10 +34,8 @@ pub enum RequestEnd {
     Answered(LlmResponse),
     /// The request failed.
     Failed {
-        /// The error kind (`missing_key`, `interrupted`, `api_error`, …).
-        kind: &'static str,
-        /// The error text (already redacted).
-        message: String,
+        /// What failed, and the text to show (already redacted).
+        error: RequestError,
         /// Text received before the failure.
         partial: String,
     },
@@ -149,12 +148,10 @@ pub fn request_result(t: &Tables, spec: ModelSpec, end: RequestEnd) -> RequestRe
                 eco: Some(eco),
             }
         }
-        RequestEnd::Failed {
-            message, partial, ..
-        } => RequestResult {
+        RequestEnd::Failed { error, partial } => RequestResult {
             spec,
             response: None,
-            error: Some(message),
+            error: Some(error),
             partial,
             seed: None,
             eco: None,
@@ -191,12 +188,8 @@ pub fn estimate(t: &Tables, spec: &ModelSpec, tokens: u64, latency: Option<f64>)
 
 /// The error of a whole `%llm` (name, value), if it fails: interrupted, or every request failed
 /// for another reason than a missing key (a notebook run without keys shows "set X_API_KEY" in
-/// each model's place and continues). `kinds` are the failed requests' error kinds.
-pub fn ask_error(
-    results: &[RequestResult],
-    kinds: &[&str],
-    interrupted: bool,
-) -> Option<(&'static str, String)> {
+/// each model's place and continues).
+pub fn ask_error(results: &[RequestResult], interrupted: bool) -> Option<(&'static str, String)> {
     let failed: Vec<&RequestResult> = results.iter().filter(|r| r.error.is_some()).collect();
     if interrupted {
         return Some((
@@ -204,11 +197,13 @@ pub fn ask_error(
             format!("%llm interrupted: {} request(s) abandoned", failed.len()),
         ));
     }
-    let all_missing_keys = kinds.iter().all(|k| *k == "missing_key");
+    let all_missing_keys = failed
+        .iter()
+        .all(|r| r.error.as_ref().map(|e| e.kind) == Some(ProviderErrorKind::MissingKey));
     if failed.len() == results.len() && !all_missing_keys {
         let msg = failed
             .iter()
-            .map(|r| r.error.clone().unwrap_or_default())
+            .filter_map(|r| r.error.as_ref().map(|e| e.message.clone()))
             .collect::<Vec<_>>()
             .join("; ");
         return Some(("LlmError", msg));
@@ -242,7 +237,7 @@ pub fn history_entries(
                 model: r.spec.model.clone(),
                 prompt: prompt.to_string(),
                 answer,
-                error: r.error.clone(),
+                error: r.error.as_ref().map(|e| e.message.clone()),
                 latency_s: lat,
                 prompt_tokens: pt,
                 completion_tokens: ct,
@@ -277,14 +272,7 @@ pub fn rows(
 ) -> Vec<EmissionRecord> {
     results
         .iter()
-        .map(|r| {
-            let status = match (&r.response, interrupted) {
-                (Some(_), _) => "ok",
-                (None, true) => "interrupted",
-                (None, false) => "error",
-            };
-            llm_record(base.clone(), r, status)
-        })
+        .map(|r| llm_record(base.clone(), r, r.row_status(interrupted)))
         .collect()
 }
 
@@ -292,6 +280,7 @@ pub fn rows(
 mod tests {
     use super::*;
     use crate::carbon::intensity;
+    use crate::carbon::record::{RowKind, RowStatus};
     use crate::llm::providers::LlmConfig;
 
     fn spec() -> ModelSpec {
@@ -329,8 +318,7 @@ mod tests {
             &t,
             spec(),
             RequestEnd::Failed {
-                kind: "api_error",
-                message: "boom".into(),
+                error: RequestError::new(ProviderErrorKind::Api, "boom"),
                 partial: "par".into(),
             },
         );
@@ -359,26 +347,34 @@ mod tests {
             &t,
             spec(),
             RequestEnd::Failed {
-                kind: "missing_key",
-                message: "set GROQ_API_KEY".into(),
+                error: RequestError::new(ProviderErrorKind::MissingKey, "set GROQ_API_KEY"),
                 partial: String::new(),
             },
         );
         let rs = rows(&base, &[ok.clone(), failed.clone()], false);
-        assert_eq!(rs[0].status, "ok");
-        assert_eq!(rs[1].status, "error");
-        assert_eq!(rs[0].kind, "llm");
+        assert_eq!(rs[0].status, RowStatus::Ok);
+        assert_eq!(rs[1].status, RowStatus::Error);
+        assert_eq!(rs[0].kind, RowKind::Llm);
         assert_eq!(
             rows(&base, std::slice::from_ref(&failed), true)[0].status,
-            "interrupted"
+            RowStatus::Interrupted
         );
-        assert!(ask_error(std::slice::from_ref(&failed), &["missing_key"], false).is_none());
-        assert_eq!(
-            ask_error(std::slice::from_ref(&failed), &["api_error"], false).map(|e| e.0),
-            Some("LlmError")
+        // a notebook run without keys goes on: missing keys alone are not the cell's error
+        assert!(ask_error(std::slice::from_ref(&failed), false).is_none());
+        let api = request_result(
+            &t,
+            spec(),
+            RequestEnd::Failed {
+                error: RequestError::new(ProviderErrorKind::Api, "HTTP 500"),
+                partial: String::new(),
+            },
         );
         assert_eq!(
-            ask_error(&[ok, failed], &["api_error"], true).map(|e| e.0),
+            ask_error(std::slice::from_ref(&api), false),
+            Some(("LlmError", "HTTP 500".to_string()))
+        );
+        assert_eq!(
+            ask_error(&[ok, failed], true).map(|e| e.0),
             Some("KeyboardInterrupt")
         );
     }

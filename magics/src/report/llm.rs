@@ -3,52 +3,23 @@
 //! this was computed" with this request's numbers (the seed's explanation panel), and the views of
 //! `%llm models`, `%llm history` and `%llm summary`.
 
-use super::client::LlmResponse;
-use super::footprint::{EcoEstimate, ModelMatch, Range, SeedEstimate, Tables};
-use super::history::HistoryEntry;
-use super::providers::{LlmConfig, ModelSpec};
+use super::chart::{PALETTE, chart_err, svg};
+use super::{esc, html_table, short, text_table};
 use crate::MimeBundle;
-use crate::chart::{PALETTE, chart_err, svg};
-use html_escape::encode_text as esc;
+use crate::llm::client::LlmResponse;
+use crate::llm::footprint::{ModelMatch, Range, Tables};
+use crate::llm::history::HistoryEntry;
+use crate::llm::providers::{LlmConfig, ModelSpec};
+use crate::llm::run::RequestResult;
+use crate::units::sig3;
 use plotters::prelude::*;
-
-/// One model's request, finished (answer or error), with both footprints when it succeeded.
-#[derive(Debug, Clone)]
-pub struct RequestResult {
-    /// The model asked.
-    pub spec: ModelSpec,
-    /// The answer, when the request succeeded.
-    pub response: Option<LlmResponse>,
-    /// The error text (already redacted), when it failed.
-    pub error: Option<String>,
-    /// Text received before a failure (broken or stalled stream).
-    pub partial: String,
-    /// Latency × hardware.
-    pub seed: Option<SeedEstimate>,
-    /// Tokens × parameters.
-    pub eco: Option<EcoEstimate>,
-}
-
-/// A number with 3 significant digits, scientific when very small or large.
-pub fn num(x: f64) -> String {
-    if x == 0.0 {
-        return "0".into();
-    }
-    let a = x.abs();
-    if !(1e-3..1e5).contains(&a) {
-        format!("{x:.2e}")
-    } else {
-        let digits = (2 - a.log10().floor() as i32).max(0) as usize;
-        format!("{x:.digits$}")
-    }
-}
 
 /// `min–max`, or one number when exact.
 pub fn range(r: &Range, scale: f64) -> String {
     if r.is_range() {
-        format!("{}–{}", num(r.min() * scale), num(r.max() * scale))
+        format!("{}–{}", sig3(r.min() * scale), sig3(r.max() * scale))
     } else {
-        num(r.min() * scale)
+        sig3(r.min() * scale)
     }
 }
 
@@ -143,15 +114,16 @@ fn row(r: &RequestResult) -> Vec<String> {
             );
         }
         None => {
-            v.push(format!("error: {}", r.error.clone().unwrap_or_default()));
+            let err = r.error.as_ref().map(|e| e.message.as_str());
+            v.push(format!("error: {}", err.unwrap_or_default()));
             v.extend((0..3).map(|_| dash()));
         }
     }
     match &r.seed {
         Some(s) => {
-            v.push(num(s.energy_kwh * 1000.0));
-            v.push(num(s.op_kg * 1000.0));
-            v.push(num(s.emb_kg * 1000.0));
+            v.push(sig3(s.energy_kwh * 1000.0));
+            v.push(sig3(s.op_kg * 1000.0));
+            v.push(sig3(s.emb_kg * 1000.0));
         }
         None => v.extend((0..3).map(|_| dash())),
     }
@@ -165,58 +137,6 @@ fn row(r: &RequestResult) -> Vec<String> {
         None => v.extend((0..4).map(|_| dash())),
     }
     v
-}
-
-fn html_table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let mut h = String::from(
-        "<table class=\"carbon-llm\" style=\"border-collapse:collapse;font-size:0.9em\"><thead><tr>",
-    );
-    for c in head {
-        h.push_str(&format!(
-            "<th style=\"text-align:right;padding:2px 6px;border-bottom:1px solid #999\">{}</th>",
-            esc(c)
-        ));
-    }
-    h.push_str("</tr></thead><tbody>");
-    for r in rows {
-        h.push_str("<tr>");
-        for c in r {
-            h.push_str(&format!(
-                "<td style=\"text-align:right;padding:2px 6px\">{}</td>",
-                esc(c)
-            ));
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</tbody></table>");
-    h
-}
-
-fn text_table(head: &[&str], rows: &[Vec<String>]) -> String {
-    let n = head.len();
-    let mut w: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate().take(n) {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| -> String {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{:>width$}", c, width = w[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = line(head.to_vec());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
-    out
 }
 
 fn warnings(results: &[RequestResult]) -> Vec<String> {
@@ -281,11 +201,11 @@ fn explain(r: &RequestResult, t: &Tables) -> Vec<String> {
         ));
         l.push(format!(
             "E = t/3600 × n × P × PUE = {:.4}/3600 × {} × {} × {} = {} kWh; CO₂_op = E × CI = {} × {} = {} gCO₂eq",
-            s.latency_s, p.device_count, p.device_power_kw, s.pue, num(s.energy_kwh), num(s.energy_kwh), s.intensity, num(s.op_kg * 1000.0)
+            s.latency_s, p.device_count, p.device_power_kw, s.pue, sig3(s.energy_kwh), sig3(s.energy_kwh), s.intensity, sig3(s.op_kg * 1000.0)
         ));
         l.push(format!(
             "CO₂_hw = t/(3600 × lifetime_h) × C_fab = {:.4}/(3600 × {}) × {} kg = {} gCO₂eq (C_fab = CPU+DRAM+SSD+H100 of one server, not scaled by the device count)",
-            s.latency_s, s.lifetime_hours, s.fabrication_kg, num(s.emb_kg * 1000.0)
+            s.latency_s, s.lifetime_hours, s.fabrication_kg, sig3(s.emb_kg * 1000.0)
         ));
     }
     if let Some(e) = &r.eco {
@@ -450,14 +370,6 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
-fn short(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        s.chars().take(n - 1).collect::<String>() + "…"
-    } else {
-        s.to_string()
-    }
-}
-
 /// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
 /// bars). `None` when no request succeeded.
 pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
@@ -550,7 +462,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
             "  {}: {}\n",
             r.spec,
             bs.iter()
-                .map(|b| format!("{} {}", b.label, num(b.value)))
+                .map(|b| format!("{} {}", b.label, sig3(b.value)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -648,7 +560,7 @@ pub fn history_bundle(entries: &[HistoryEntry], path: &str) -> MimeBundle {
                         .map(|n| n.to_string())
                         .unwrap_or("—".into())
                 ),
-                if e.ok() { num(e.seed_g) } else { "—".into() },
+                if e.ok() { sig3(e.seed_g) } else { "—".into() },
                 if e.ok() {
                     range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
                 } else {
@@ -736,10 +648,10 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             format!("{} ({})", t.calls, t.errors),
             format!("{} ({})", t.calls, t.errors),
         ],
-        vec!["total gCO₂eq".into(), num(t.seed_g), range(&t.eco_g, 1.0)],
+        vec!["total gCO₂eq".into(), sig3(t.seed_g), range(&t.eco_g, 1.0)],
         vec![
             "mean per call gCO₂eq".into(),
-            num(per(t.seed_g)),
+            sig3(per(t.seed_g)),
             range(&Range::span(per(t.eco_g.min()), per(t.eco_g.max())), 1.0),
         ],
         vec![
@@ -886,7 +798,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         plain1.push_str(&format!(
             "  {m} ({} calls): seed {} g, EcoLogits {} g, latency {:.2} s\n",
             s.n,
-            num(s.seed),
+            sig3(s.seed),
             range(&Range::span(s.eco_min, s.eco_max), 1.0),
             s.lat
         ));
@@ -968,7 +880,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 i + 1,
                 e.provider,
                 e.model,
-                num(e.seed_g),
+                sig3(e.seed_g),
                 range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
             ));
         }
@@ -1019,13 +931,6 @@ mod tests {
             error: None,
             partial: String::new(),
         }
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(num(0.0123456), "0.0123");
-        assert_eq!(num(12.3456), "12.3");
-        assert_eq!(num(0.00001234), "1.23e-5");
     }
 
     #[test]

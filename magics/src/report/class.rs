@@ -10,7 +10,10 @@
 //! self-contained page: inline CSS and plotters SVG charts, no script, no external link) and
 //! [`ClassReport::totals_json`] (the same totals, exact, for scripts and tests).
 
-use crate::chart::{self, ChartError, PALETTE, chart_err};
+use super::chart::{self, ChartError, PALETTE, chart_err};
+use super::esc;
+use crate::carbon::record::{Column, RowKind};
+use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, sig3};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use plotters::prelude::*;
 use serde::Serialize;
@@ -18,12 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// CodeCarbon 3.x's `emissions.csv` columns, in its order; ours come after them. One list for
-/// the writer and this reader.
-pub use crate::carbon::record::CODECARBON_COLUMNS;
-
 /// Columns a file must have to be read as an emissions log (every CodeCarbon 2.x/3.x file has them).
-const REQUIRED: [&str; 4] = ["timestamp", "duration", "emissions", "energy_consumed"];
+const REQUIRED: [Column; 4] = [
+    Column::Timestamp,
+    Column::Duration,
+    Column::Emissions,
+    Column::EnergyConsumed,
+];
 
 /// CodeCarbon's default `project_name` (its `EmissionsTracker(project_name="codecarbon")`): it names
 /// no one, so such rows are grouped by file like rows without a project name.
@@ -32,18 +36,6 @@ const DEFAULT_PROJECT: &str = "codecarbon";
 /// At most this many problems are listed per file (the rest are counted), so one broken file cannot
 /// flood the report.
 const MAX_LISTED_PROBLEMS: usize = 5;
-
-/// What produced a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RowKind {
-    /// A metered notebook cell (`kind = cell`).
-    Cell,
-    /// An LLM request (`kind = llm`).
-    Llm,
-    /// A run recorded by CodeCarbon itself (no `kind` column), or a kind this report does not know.
-    Run,
-}
 
 /// One valid row of one file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,8 +51,9 @@ pub struct Row {
     /// End of the run, when the timestamp parses: converted to UTC when it has an offset, as
     /// written when it has none (CodeCarbon and carbon-kernel write local time without one).
     pub timestamp: Option<DateTime<Utc>>,
-    /// Cell, LLM request or CodeCarbon run.
-    pub kind: RowKind,
+    /// The `kind` column: a cell, an LLM request, or a word this version does not know (counted
+    /// with the runs); `None` for CodeCarbon's own rows (no such column), counted as runs.
+    pub kind: Option<RowKind>,
     /// `language` column (cells), if any.
     pub language: Option<String>,
     /// `llm_provider` column, if any.
@@ -147,9 +140,9 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, r: &Row) {
         match r.kind {
-            RowKind::Cell => self.cells += 1,
-            RowKind::Llm => self.llm_requests += 1,
-            RowKind::Run => self.runs += 1,
+            Some(RowKind::Cell) => self.cells += 1,
+            Some(RowKind::Llm) => self.llm_requests += 1,
+            None | Some(RowKind::Other(_)) => self.runs += 1,
         }
         self.duration_s += r.duration_s;
         self.energy_kwh += r.energy_kwh;
@@ -273,7 +266,7 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
     let col = |name: &str| header.iter().position(|h| h == name);
     let missing: Vec<&str> = REQUIRED
         .iter()
-        .copied()
+        .map(|c| c.name())
         .filter(|c| col(c).is_none())
         .collect();
     if !missing.is_empty() {
@@ -283,12 +276,13 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
             missing.join(", ")
         ));
     }
-    let [c_ts, c_dur, c_em, c_en] = REQUIRED.map(|c| col(c).unwrap_or_default());
-    let c_project = col("project_name");
-    let c_kind = col("kind");
-    let c_lang = col("language");
-    let c_provider = col("llm_provider").or_else(|| col("provider"));
-    let c_model = col("llm_model").or_else(|| col("model"));
+    let [c_ts, c_dur, c_em, c_en] = REQUIRED.map(|c| col(c.name()).unwrap_or_default());
+    let c_project = col(Column::ProjectName.name());
+    let c_kind = col(Column::Kind.name());
+    let c_lang = col(Column::Language.name());
+    // `provider`/`model`: the seed app's LLM logs.
+    let c_provider = col(Column::LlmProvider.name()).or_else(|| col("provider"));
+    let c_model = col(Column::LlmModel.name()).or_else(|| col("model"));
     let format = if c_kind.is_some() {
         FileFormat::CarbonKernel
     } else {
@@ -360,15 +354,7 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
                 continue;
             }
         };
-        let kind = match text(c_kind)
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("cell") => RowKind::Cell,
-            Some("llm") => RowKind::Llm,
-            _ => RowKind::Run,
-        };
+        let kind = text(c_kind).as_deref().map(RowKind::from);
         rows.push(Row {
             file: index,
             line,
@@ -517,12 +503,12 @@ impl ClassReport {
     pub fn by_language(&self) -> Vec<Totals> {
         self.group(|r| {
             Some(match r.kind {
-                RowKind::Llm => return None,
-                RowKind::Run => r
+                Some(RowKind::Llm) => return None,
+                Some(RowKind::Cell) => r.language.clone().unwrap_or_else(|| "not recorded".into()),
+                None | Some(RowKind::Other(_)) => r
                     .language
                     .clone()
                     .unwrap_or_else(|| "not recorded (CodeCarbon)".into()),
-                RowKind::Cell => r.language.clone().unwrap_or_else(|| "not recorded".into()),
             })
         })
     }
@@ -530,7 +516,7 @@ impl ClassReport {
     /// Per LLM model (`provider:model`), LLM requests only.
     pub fn by_model(&self) -> Vec<Totals> {
         self.group(|r| {
-            (r.kind == RowKind::Llm).then(|| match (&r.provider, &r.model) {
+            (r.kind == Some(RowKind::Llm)).then(|| match (&r.provider, &r.model) {
                 (Some(p), Some(m)) => format!("{p}:{m}"),
                 (None, Some(m)) => m.clone(),
                 (Some(p), None) => format!("{p}:?"),
@@ -584,8 +570,8 @@ impl ClassReport {
         let _ = writeln!(
             out,
             "total: {} · {} · {}\n",
-            fmt_mass(t.emissions_kg),
-            fmt_energy(t.energy_kwh),
+            fmt_co2(KgCo2(t.emissions_kg)),
+            fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s)
         );
         let who = if self.students_are_files {
@@ -648,12 +634,11 @@ impl ClassReport {
         ));
         let _ = writeln!(
             h,
-            "<div class=\"cards\"><div class=\"card\"><b>{}</b>emissions (kgCO₂eq: {})</div>\
+            "<div class=\"cards\"><div class=\"card\"><b>{}</b>emissions</div>\
              <div class=\"card\"><b>{}</b>energy</div><div class=\"card\"><b>{}</b>run time</div>\
              <div class=\"card\"><b>{}</b>students</div><div class=\"card\"><b>{}</b>rows from {} file(s)</div></div>",
-            fmt_mass(t.emissions_kg),
-            esc(&format!("{:.3e}", t.emissions_kg)),
-            fmt_energy(t.energy_kwh),
+            fmt_co2(KgCo2(t.emissions_kg)),
+            fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s),
             self.by_student().len(),
             t.count(),
@@ -799,7 +784,7 @@ impl ClassReport {
                 .label_style(("sans-serif", 14))
                 .x_labels(6)
                 .x_label_formatter(&label_of)
-                .y_label_formatter(&|v| fmt_num(*v))
+                .y_label_formatter(&|v| sig3(*v))
                 .draw()
                 .map_err(chart_err)?;
             for (i, (name, pts)) in series.iter().enumerate() {
@@ -864,7 +849,7 @@ fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
             .label_style(("sans-serif", 14))
             .y_labels(n.max(1))
             .x_labels(6)
-            .x_label_formatter(&|v| fmt_num(*v))
+            .x_label_formatter(&|v| sig3(*v))
             .y_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
                     .get(n.wrapping_sub(1).wrapping_sub(*i as usize))
@@ -915,8 +900,8 @@ fn html_table(groups: &[Totals]) -> String {
             g.llm_requests,
             g.runs,
             fmt_duration(g.duration_s),
-            fmt_energy(g.energy_kwh),
-            fmt_mass(g.emissions_kg),
+            fmt_energy(Joules::from_kwh(g.energy_kwh)),
+            fmt_co2(KgCo2(g.emissions_kg)),
         );
     }
     h.push_str("</table>\n");
@@ -948,72 +933,12 @@ fn text_section(title: &str, groups: &[Totals], total_kg: f64) -> String {
             g.llm_requests,
             g.runs,
             fmt_duration(g.duration_s),
-            fmt_energy(g.energy_kwh),
-            fmt_mass(g.emissions_kg),
+            fmt_energy(Joules::from_kwh(g.energy_kwh)),
+            fmt_co2(KgCo2(g.emissions_kg)),
             share
         );
     }
     out
-}
-
-fn esc(s: &str) -> String {
-    html_escape::encode_text(s).into_owned()
-}
-
-/// Three significant digits, no exponent for everyday magnitudes.
-fn fmt_num(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    if !(1e-3..1e6).contains(&a) {
-        return format!("{v:.2e}");
-    }
-    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
-    format!("{v:.decimals$}")
-}
-
-/// kgCO₂eq shown in µg, mg, g or kg, whichever reads best.
-pub fn fmt_mass(kg: f64) -> String {
-    let g = kg * 1000.0;
-    let (v, unit) = if g == 0.0 {
-        (0.0, "g")
-    } else if g.abs() < 1e-3 {
-        (g * 1e6, "µg")
-    } else if g.abs() < 1.0 {
-        (g * 1e3, "mg")
-    } else if g.abs() < 1e3 {
-        (g, "g")
-    } else {
-        (kg, "kg")
-    };
-    format!("{} {unit} CO₂eq", fmt_num(v))
-}
-
-/// kWh shown in mWh, Wh or kWh.
-pub fn fmt_energy(kwh: f64) -> String {
-    let wh = kwh * 1000.0;
-    let (v, unit) = if wh == 0.0 {
-        (0.0, "Wh")
-    } else if wh.abs() < 1.0 {
-        (wh * 1e3, "mWh")
-    } else if wh.abs() < 1e3 {
-        (wh, "Wh")
-    } else {
-        (kwh, "kWh")
-    };
-    format!("{} {unit}", fmt_num(v))
-}
-
-/// Seconds shown as s, min or h.
-pub fn fmt_duration(s: f64) -> String {
-    if s < 120.0 {
-        format!("{} s", fmt_num(s))
-    } else if s < 7200.0 {
-        format!("{} min", fmt_num(s / 60.0))
-    } else {
-        format!("{} h", fmt_num(s / 3600.0))
-    }
 }
 
 #[cfg(test)]
@@ -1028,7 +953,7 @@ mod tests {
     }
 
     fn ours_header() -> String {
-        let mut h = CODECARBON_COLUMNS.join(",");
+        let mut h = crate::carbon::record::CODECARBON_COLUMNS.join(",");
         h.push_str(
             ",kind,language,label,method,llm_provider,llm_model,prompt_tokens,completion_tokens",
         );
@@ -1213,7 +1138,7 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let zone = intensity::zone(Some("FRA")).unwrap();
         let mut cell = EmissionRecord::base("lab1", "s1", &zone, 1.2);
-        cell.kind = "cell".into();
+        cell.kind = RowKind::Cell;
         cell.language = "rust".into();
         cell.set_energy(
             2.0,
@@ -1224,7 +1149,7 @@ mod tests {
             },
         );
         let mut llm = EmissionRecord::base("lab1", "s1", &zone, 1.0);
-        llm.kind = "llm".into();
+        llm.kind = RowKind::Llm;
         llm.llm_provider = "groq".into();
         llm.llm_model = "llama-3.3-70b-versatile".into();
         llm.duration = 0.8;
@@ -1247,6 +1172,25 @@ mod tests {
         assert_eq!(r.by_language()[0].key, "rust");
         assert_eq!(r.by_model()[0].key, "groq:llama-3.3-70b-versatile");
         assert_eq!(r.by_student()[0].key, "lab1");
+    }
+
+    /// A `kind` this version does not know is kept as written and counted with the runs.
+    #[test]
+    fn unknown_kind_is_kept_and_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let f = write(
+            d.path(),
+            "x.csv",
+            &format!(
+                "{}\n{}\n",
+                ours_header(),
+                ours_row("2026-01-05T10:00:00Z", "", 1.0, 1e-6, 2e-6, "batch,,,,,,,")
+            ),
+        );
+        let r = ClassReport::load(&[f], GroupBy::Auto);
+        assert_eq!(r.rows.len(), 1, "{:?}", r.files);
+        assert_eq!(r.rows[0].kind, Some(RowKind::Other("batch".into())));
+        assert_eq!(r.total().runs, 1);
     }
 
     #[test]
@@ -1278,9 +1222,9 @@ mod tests {
 
     #[test]
     fn formats_read_well() {
-        assert_eq!(fmt_mass(1.234e-3), "1.23 g CO₂eq");
-        assert_eq!(fmt_mass(2e-7), "200 µg CO₂eq");
-        assert_eq!(fmt_energy(5e-6), "5.00 mWh");
+        assert_eq!(fmt_co2(KgCo2(1.234e-3)), "1.23 g CO₂eq");
+        assert_eq!(fmt_co2(KgCo2(2e-7)), "200 µg CO₂eq");
+        assert_eq!(fmt_energy(Joules::from_kwh(5e-6)), "18.0 J");
         assert_eq!(fmt_duration(90.0), "90.0 s");
     }
 }

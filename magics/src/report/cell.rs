@@ -2,14 +2,15 @@
 //! everyday equivalents with sources, a collapsed "how this was computed" with this cell's
 //! numbers), the live display while it runs, `%carbon summary` and `%carbon csv`.
 
-use super::meter::{LiveSample, Measurement, Parts};
-use super::record::EmissionRecord;
-use super::sensor::{Scope, SensorKind};
-use super::sink::CsvView;
+use super::chart::{PALETTE, chart_err, svg};
+use super::esc;
 use crate::MimeBundle;
-use crate::chart::{PALETTE, chart_err, svg};
-use crate::units::{Joules, KgCo2, fmt_co2, fmt_energy};
-use html_escape::encode_text as esc;
+use crate::carbon::hardware::TdpSource;
+use crate::carbon::meter::{LiveSample, Measurement, Parts};
+use crate::carbon::record::{Column, EmissionRecord};
+use crate::carbon::sensor::{Scope, SensorKind};
+use crate::carbon::sink::CsvView;
+use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, fmt_length, sig3};
 use plotters::prelude::*;
 
 /// One everyday equivalent: how much of an activity emits (or uses) as much as the cell.
@@ -33,64 +34,28 @@ pub const LED_W: f64 = 10.0;
 /// Laptop: 30 W in use, the seed app's factor.
 pub const LAPTOP_W: f64 = 30.0;
 
-fn human_secs(s: f64) -> String {
-    if s < 1e-3 {
-        format!("{:.1} µs", s * 1e6)
-    } else if s < 1.0 {
-        format!("{:.1} ms", s * 1e3)
-    } else if s < 120.0 {
-        format!("{s:.2} s")
-    } else if s < 7200.0 {
-        format!("{:.1} min", s / 60.0)
-    } else {
-        format!("{:.1} h", s / 3600.0)
-    }
-}
-
-fn human_len(m: f64) -> String {
-    if m < 1e-3 {
-        format!("{:.2} µm", m * 1e6)
-    } else if m < 1.0 {
-        format!("{:.2} mm", m * 1e3)
-    } else if m < 1000.0 {
-        format!("{m:.2} m")
-    } else {
-        format!("{:.2} km", m / 1000.0)
-    }
-}
-
-fn sig(x: f64) -> String {
-    if x == 0.0 {
-        "0".into()
-    } else if x.abs() >= 0.01 && x.abs() < 1e4 {
-        format!("{x:.3}")
-    } else {
-        format!("{x:.3e}")
-    }
-}
-
 /// Equivalents of an energy (PUE included) and its emissions.
 pub fn equivalents(energy: Joules, co2: KgCo2) -> Vec<Equivalent> {
     let wh = energy.0 / 3600.0;
     vec![
         Equivalent {
             what: "driven by an average car",
-            amount: human_len(co2.grams() / CAR_G_PER_KM * 1000.0),
+            amount: fmt_length(co2.grams() / CAR_G_PER_KM * 1000.0),
             source: "120 gCO₂/km (seed app; EEA new-car average 2019 ≈ 122 g/km)",
         },
         Equivalent {
             what: "smartphone charges",
-            amount: sig(wh / PHONE_WH_PER_CHARGE),
+            amount: sig3(wh / PHONE_WH_PER_CHARGE),
             source: "10 Wh per charge (seed app)",
         },
         Equivalent {
             what: "of a 10 W LED bulb",
-            amount: human_secs(energy.0 / LED_W),
+            amount: fmt_duration(energy.0 / LED_W),
             source: "10 W LED (seed app)",
         },
         Equivalent {
             what: "of a laptop in use",
-            amount: human_secs(energy.0 / LAPTOP_W),
+            amount: fmt_duration(energy.0 / LAPTOP_W),
             source: "30 W laptop (seed app)",
         },
     ]
@@ -132,12 +97,12 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
         },
         SensorKind::TdpModel { tdp_w, source } => {
             let src = match source {
-                super::hardware::TdpSource::User => "your CARBON_CPU_TDP".to_string(),
-                super::hardware::TdpSource::Table => format!(
+                TdpSource::User => "your CARBON_CPU_TDP".to_string(),
+                TdpSource::Table => format!(
                     "TDP of '{}' in the CPU table (CodeCarbon's cpu_power.csv, Intel/AMD specs)",
                     m.setup.machine.cpu_model
                 ),
-                super::hardware::TdpSource::PerThreadDefault => format!(
+                TdpSource::PerThreadDefault => format!(
                     "'{}' is not in the CPU table: 4 W × {n} threads (CodeCarbon's default)",
                     m.setup.machine.cpu_model
                 ),
@@ -203,9 +168,9 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
     }
     let e = m.energy.total();
     out.push(format!(
-        "Emissions = energy × PUE × intensity = {:.3e} kWh × {pue} × {} gCO₂eq/kWh = {}",
-        e.kwh(),
-        sig(r.rec.carbon_intensity),
+        "Emissions = energy × PUE × intensity = {} × {pue} × {} gCO₂eq/kWh = {}",
+        fmt_energy(e),
+        r.rec.carbon_intensity,
         fmt_co2(KgCo2(r.rec.emissions))
     ));
     out.push(format!(
@@ -239,7 +204,7 @@ fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
             .disable_y_mesh()
             .y_labels(items.len())
             .y_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
-            .x_label_formatter(&|v| sig(*v))
+            .x_label_formatter(&|v| sig3(*v))
             .x_labels(4)
             .label_style(("sans-serif", 11))
             .draw()
@@ -254,13 +219,6 @@ fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
         Ok(())
     })
     .unwrap_or_default()
-}
-
-fn status_word(s: &str) -> &str {
-    match s {
-        "" | "ok" => "ok",
-        other => other,
-    }
 }
 
 /// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.
@@ -302,22 +260,20 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
     };
     let dur_s = format!(
         "{}{}",
-        human_secs(dur),
-        spread(&|r, _| r.meas.duration_s, &human_secs)
+        fmt_duration(dur),
+        spread(&|r, _| r.meas.duration_s, &fmt_duration)
     );
     let energy_s = format!(
-        "{} = {:.3e} kWh{}",
+        "{}{}",
         fmt_energy(tot),
-        tot.kwh(),
         spread(&|_, p| p.total().0, &|x| fmt_energy(Joules(x)))
     );
     let co2_s = format!(
-        "{} = {:.3e} kgCO₂eq{}",
+        "{}{}",
         fmt_co2(co2),
-        co2.0,
         spread(&|r, _| r.rec.emissions, &|x| fmt_co2(KgCo2(x)))
     );
-    let statuses: Vec<&str> = runs.iter().map(|r| status_word(&r.rec.status)).collect();
+    let statuses: Vec<&str> = runs.iter().map(|r| r.rec.status.as_str()).collect();
     let status = if statuses.iter().all(|s| *s == statuses[0]) {
         statuses[0].to_string()
     } else {
@@ -326,7 +282,7 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
     let zone = format!(
         "{} — {} gCO₂eq/kWh{}",
         first.rec.country_name,
-        sig(first.rec.carbon_intensity),
+        first.rec.carbon_intensity,
         if first.rec.country_iso_code.is_empty() {
             " (world average, default: set CARBON_COUNTRY)"
         } else {
@@ -524,7 +480,7 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
         t.push_str(&format!(
             "  {name:8} {:4} cells  {:>10}  CPU {}  RAM {}  GPU {}  total {}  {}\n",
             es.len(),
-            human_secs(dur),
+            fmt_duration(dur),
             fmt_energy(cpu),
             fmt_energy(ram),
             fmt_energy(gpu),
@@ -535,7 +491,7 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(name),
             es.len(),
-            human_secs(dur),
+            fmt_duration(dur),
             fmt_energy(cpu),
             fmt_energy(ram),
             fmt_energy(gpu),
@@ -594,14 +550,14 @@ fn summary_chart(entries: &[SessionEntry]) -> String {
             .y_desc("energy (J)")
             .x_labels(n.min(12))
             .x_label_formatter(&|x| format!("{}", *x as usize + 1))
-            .y_label_formatter(&|v| sig(*v))
+            .y_label_formatter(&|v| sig3(*v))
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(chart_err)?;
         chart
             .configure_secondary_axes()
             .y_desc("cumulative gCO₂eq")
-            .y_label_formatter(&|v| sig(*v))
+            .y_label_formatter(&|v| sig3(*v))
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(chart_err)?;
@@ -676,20 +632,25 @@ pub fn csv_view(path: &std::path::Path, view: &Result<CsvView, String>, last: us
         }
     };
     let cols = [
-        "timestamp",
-        "kind",
-        "language",
-        "label",
-        "status",
-        "duration",
-        "energy_consumed",
-        "emissions",
-        "tracking_mode",
-        "country_iso_code",
+        Column::Timestamp,
+        Column::Kind,
+        Column::Language,
+        Column::Label,
+        Column::Status,
+        Column::Duration,
+        Column::EnergyConsumed,
+        Column::Emissions,
+        Column::TrackingMode,
+        Column::CountryIsoCode,
     ];
     let idx: Vec<(usize, &str)> = cols
         .iter()
-        .filter_map(|c| v.header.iter().position(|h| h == c).map(|i| (i, *c)))
+        .filter_map(|c| {
+            v.header
+                .iter()
+                .position(|h| h == c.name())
+                .map(|i| (i, c.name()))
+        })
         .collect();
     let start = v.rows.len().saturating_sub(last);
     let mut t = format!(
@@ -751,7 +712,7 @@ mod tests {
         let meas = m.stop().unwrap();
         let z = intensity::zone(Some("FRA")).unwrap();
         let mut rec = EmissionRecord::from_measurement(&meas, "p", "s", &z, 1.2);
-        rec.status = "ok".into();
+        rec.status = crate::carbon::record::RowStatus::Ok;
         rec.language = "python".into();
         RunReport { rec, meas }
     }
@@ -791,7 +752,7 @@ mod tests {
         // 36 kJ = 10 Wh = one smartphone charge; 120 g = 1 km by car
         let e = equivalents(Joules(36_000.0), KgCo2(0.12));
         assert_eq!(e[0].amount, "1.00 km");
-        assert_eq!(e[1].amount, "1.000");
+        assert_eq!(e[1].amount, "1.00");
         assert_eq!(e[2].amount, "60.0 min");
     }
 
