@@ -10,7 +10,7 @@
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
-use super::child::{self, Supervised};
+use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
@@ -57,9 +57,6 @@ const MAX_PUBLISH: usize = 64 * 1024;
 /// Small writes are merged for this long before publishing (reference §4.4: merge over 10–50 ms
 /// so iopub is not flooded; ipykernel flushes every 200 ms).
 const MERGE: Duration = Duration::from_millis(20);
-/// An interrupted cell that has not finished this long after SIGINT is killed (reference §4.6:
-/// "escalate to SIGKILL after a few seconds"; KeyboardInterrupt arrives in ~0.5 s when it can).
-const ESCALATE_AFTER: Duration = Duration::from_secs(3);
 /// Time allowed for the worker to import IPython and say ready (a cold .pyc cache on a loaded
 /// 2-core machine takes a few seconds; measured warm start is 25–37 ms without IPython).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,7 +94,7 @@ fn resolve_python(
     venv: Option<&OsStr>,
 ) -> Result<PathBuf, RuntimeError> {
     if let Some(c) = configured {
-        return child::find_executable(c).ok_or_else(|| {
+        return child::find_program(c).ok_or_else(|| {
             unavailable(format!(
                 "CARBON_PYTHON={} is not an executable file; set CARBON_PYTHON to a Python >= {MIN_VERSION}",
                 c.to_string_lossy()
@@ -105,11 +102,11 @@ fn resolve_python(
         });
     }
     if let Some(v) = venv.filter(|v| !v.is_empty())
-        && let Some(p) = child::find_executable(Path::new(v).join("bin/python").as_os_str())
+        && let Some(p) = child::find_program(Path::new(v).join("bin/python"))
     {
         return Ok(p);
     }
-    child::find_executable(OsStr::new("python3")).ok_or_else(|| {
+    child::find_program("python3").ok_or_else(|| {
         unavailable(format!(
             "no python3 on PATH; install Python >= {MIN_VERSION} or set CARBON_PYTHON=/path/to/python"
         ))
@@ -180,10 +177,12 @@ impl Gate {
     }
 }
 
-/// Splits a pipe's bytes into text and markers (markers may straddle reads, and so may UTF-8).
+/// Splits a pipe's bytes into text and markers (markers may straddle reads, and so may UTF-8:
+/// the bytes become text through a [`Utf8Carry`] first; markers are ASCII).
 struct MarkerSplitter {
-    prefix: Vec<u8>,
-    pending: Vec<u8>,
+    prefix: String,
+    carry: Utf8Carry,
+    pending: String,
 }
 
 /// What [`MarkerSplitter::feed`] found, in order.
@@ -195,22 +194,29 @@ enum Piece {
 
 impl MarkerSplitter {
     fn new(token: &str) -> Self {
-        let mut prefix = b"\x00\x1fC".to_vec();
-        prefix.extend_from_slice(token.as_bytes());
-        prefix.push(b':');
         Self {
-            prefix,
-            pending: Vec::new(),
+            prefix: format!("\x00\x1fC{token}:"),
+            carry: Utf8Carry::default(),
+            pending: String::new(),
         }
     }
 
     /// Feeds bytes; `eof` flushes everything held back.
     fn feed(&mut self, bytes: &[u8], eof: bool, out: &mut Vec<Piece>) {
-        self.pending.extend_from_slice(bytes);
+        let text = self.carry.push(bytes);
+        if self.pending.is_empty() {
+            self.pending = text; // the common case: no copy
+        } else {
+            self.pending.push_str(&text);
+        }
+        if eof {
+            let rest = self.carry.finish();
+            self.pending.push_str(&rest);
+        }
         loop {
-            if let Some(i) = find(&self.pending, &self.prefix) {
+            if let Some(i) = self.pending.find(&self.prefix) {
                 let after = i + self.prefix.len();
-                let Some(end) = self.pending[after..].iter().position(|&b| b == 0x1f) else {
+                let Some(end) = self.pending[after..].find('\x1f') else {
                     // the marker's tail has not arrived yet
                     self.emit_text(i, out);
                     if eof {
@@ -218,9 +224,7 @@ impl MarkerSplitter {
                     }
                     return;
                 };
-                let seq = std::str::from_utf8(&self.pending[after..after + end])
-                    .ok()
-                    .and_then(|s| s.parse().ok());
+                let seq = self.pending[after..after + end].parse().ok();
                 self.emit_text(i, out);
                 let consumed = after + end + 1 - i;
                 match seq {
@@ -238,19 +242,23 @@ impl MarkerSplitter {
             let keep = if eof {
                 0
             } else {
-                partial_suffix(&self.pending, &self.prefix).max(incomplete_utf8(&self.pending))
+                partial_suffix(&self.pending, &self.prefix)
             };
             self.emit_text(self.pending.len() - keep, out);
             return;
         }
     }
 
+    /// Moves the first `n` bytes of `pending` (a char boundary: markers are ASCII) to `out`.
     fn emit_text(&mut self, n: usize, out: &mut Vec<Piece>) {
         if n == 0 {
             return;
         }
-        let text = String::from_utf8_lossy(&self.pending[..n]).into_owned();
-        self.pending.drain(..n);
+        let text = if n == self.pending.len() {
+            std::mem::take(&mut self.pending)
+        } else {
+            self.pending.drain(..n).collect()
+        };
         match out.last_mut() {
             Some(Piece::Text(t)) => t.push_str(&text),
             _ => out.push(Piece::Text(text)),
@@ -258,37 +266,13 @@ impl MarkerSplitter {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Length of the longest suffix of `hay` that is a proper prefix of `needle`.
-fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
+/// Length of the longest suffix of `hay` that is a proper prefix of `needle` (ASCII).
+fn partial_suffix(hay: &str, needle: &str) -> usize {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
     (1..needle.len().min(hay.len() + 1))
         .rev()
         .find(|&k| hay[hay.len() - k..] == needle[..k])
         .unwrap_or(0)
-}
-
-/// Bytes at the end of `b` that start a UTF-8 sequence not yet complete.
-fn incomplete_utf8(b: &[u8]) -> usize {
-    for back in 1..=b.len().min(3) {
-        let c = b[b.len() - back];
-        if c & 0xC0 == 0x80 {
-            continue; // continuation byte: look further back
-        }
-        let need = if c >= 0xF0 {
-            4
-        } else if c >= 0xE0 {
-            3
-        } else if c >= 0xC0 {
-            2
-        } else {
-            1
-        };
-        return if need > back { back } else { 0 };
-    }
-    0
 }
 
 /// A running worker.
@@ -617,7 +601,7 @@ impl PythonRuntime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 if let Some(t) = since
-                    && t.elapsed() >= ESCALATE_AFTER
+                    && t.elapsed() >= ESCALATION_DELAY
                 {
                     p.flush(&mut out, self);
                     if let Some(w) = self.worker.as_mut() {
@@ -625,7 +609,7 @@ impl PythonRuntime {
                     }
                     return Err(self.lose_worker(format!(
                         "did not stop within {} s of the interrupt and was killed (SIGKILL)",
-                        ESCALATE_AFTER.as_secs()
+                        ESCALATION_DELAY.as_secs()
                     )));
                 }
             }
@@ -1146,7 +1130,7 @@ mod tests {
     use crate::runtime::strip_ansi;
 
     fn system_python() -> PathBuf {
-        child::find_executable(OsStr::new("python3")).expect("python3 on PATH")
+        child::find_program("python3").expect("python3 on PATH")
     }
 
     #[test]
