@@ -303,6 +303,12 @@ impl Drop for Worker {
     }
 }
 
+/// A worker spawned but not yet known to be ready (see [`PythonRuntime::prestart`]).
+struct Launch {
+    worker: Worker,
+    exe: PathBuf,
+}
+
 /// State the interrupt handle shares with the runtime.
 #[derive(Default)]
 struct Shared {
@@ -318,6 +324,8 @@ struct Shared {
 pub struct PythonRuntime {
     configured: Option<OsString>,
     worker: Option<Worker>,
+    /// Prestarted, not yet waited for: the next [`Runtime::start`] takes it over.
+    launching: Option<Launch>,
     shared: Arc<Shared>,
     version: Option<String>,
     ipython: Option<String>,
@@ -334,6 +342,7 @@ impl PythonRuntime {
         Self {
             configured: settings.get("CARBON_PYTHON").map(OsString::from),
             worker: None,
+            launching: None,
             shared: Arc::default(),
             version: None,
             ipython: None,
@@ -359,7 +368,14 @@ impl PythonRuntime {
         self.ipython.as_deref()
     }
 
+    /// Starts a worker and waits until it is ready.
     fn spawn_worker(&mut self) -> Result<(), RuntimeError> {
+        let launch = self.launch()?;
+        self.await_ready(launch)
+    }
+
+    /// Spawns a worker and its reader threads, without waiting for it (a few ms).
+    fn launch(&self) -> Result<Launch, RuntimeError> {
         let exe = self.executable()?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = Command::new(&exe);
@@ -444,14 +460,21 @@ impl PythonRuntime {
             tx.send(ev).is_ok()
         })
         .map_err(io_err)?;
-        let mut worker = Worker {
+        let worker = Worker {
             proc,
             stdin: Some(stdin),
             rx,
             gate,
             next_id: 1,
         };
-        // Wait for "ready", keeping what the child says meanwhile for the error message.
+        Ok(Launch { worker, exe })
+    }
+
+    /// Waits for a launched worker's "ready" and keeps it; else says why it could not start.
+    fn await_ready(&mut self, launch: Launch) -> Result<(), RuntimeError> {
+        let Launch { mut worker, exe } = launch;
+        // Wait for "ready", keeping what the child says meanwhile for the error message. (A
+        // prestarted worker had extra time in the background: the clock starts here.)
         let deadline = Instant::now() + START_TIMEOUT;
         let mut said = String::new();
         let mut ended = [false, false];
@@ -945,7 +968,28 @@ impl Runtime for PythonRuntime {
             let how = w.proc.exit_description();
             let _ = self.lose_worker(how);
         }
+        if let Some(launch) = self.launching.take() {
+            // prestarted: usually ready by now; if it failed, this start reports why
+            return self.await_ready(launch);
+        }
         self.spawn_worker()
+    }
+
+    /// Spawns the worker without waiting for it, so that its interpreter start and IPython
+    /// import (~0.2–1 s, most of a fresh kernel's "start → first result") overlap with the
+    /// client connecting; the first cell's [`Runtime::start`] then waits only for what is
+    /// left. Returns at once: spawning is a fork/exec on the spawner thread, and nothing waits
+    /// for the worker's "ready" here. A worker that fails to start is reported by that
+    /// `start` with the usual error (and the cell after it tries again); shutdown and restart
+    /// kill a worker still starting.
+    fn prestart(&mut self) {
+        if self.worker.is_some() || self.launching.is_some() {
+            return;
+        }
+        match self.launch() {
+            Ok(launch) => self.launching = Some(launch),
+            Err(e) => log::debug!("python: not prestarted ({e}); the first cell will retry"),
+        }
     }
 
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
@@ -1071,6 +1115,10 @@ impl Runtime for PythonRuntime {
 
     fn shutdown(&mut self) {
         self.shared.pid.store(0, Ordering::SeqCst);
+        if let Some(mut launch) = self.launching.take() {
+            // no user code ran in it: nothing to let finish
+            launch.worker.proc.kill();
+        }
         if let Some(mut w) = self.worker.take() {
             // EOF on its command channel ends the driver's loop (atexit handlers run).
             w.stdin.take();
@@ -1081,7 +1129,12 @@ impl Runtime for PythonRuntime {
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.worker.iter().map(|w| w.proc.pid()).collect()
+        let launching = self.launching.iter().map(|l| &l.worker);
+        self.worker
+            .iter()
+            .chain(launching)
+            .map(|w| w.proc.pid())
+            .collect()
     }
 }
 
@@ -1445,6 +1498,59 @@ mod tests {
             msg.contains("3.7.9") && msg.contains("CARBON_PYTHON"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_prestarted_worker_serves_the_first_cell_and_failures_surface_there() {
+        // prestart returns before the worker is ready; the first cell uses that same worker
+        let mut rt = runtime_with(None);
+        let t0 = Instant::now();
+        rt.prestart();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        let early = rt.pids();
+        assert_eq!(early.len(), 1);
+        rt.prestart(); // idempotent: still one worker
+        assert_eq!(rt.pids(), early);
+        let (o, _) = run(&mut rt, "import os; os.getpid()");
+        assert!(o.error.is_none(), "{o:?}");
+        assert_eq!(plain(&o.result), early[0].to_string());
+
+        // shutdown while it is still starting kills it
+        let mut rt = runtime_with(None);
+        rt.prestart();
+        let pid = rt.pids()[0];
+        rt.shutdown();
+        assert!(rt.pids().is_empty());
+        let procfs = carbon_magics::carbon::procfs::ProcReader::new("/proc");
+        assert!(procfs.stat_line(pid, |l| l.state != 'Z') != Some(true));
+
+        // a worker that dies while starting: the first cell gets the usual error, the next
+        // cell starts a fresh worker
+        let dir = tempfile::tempdir().unwrap();
+        let py = system_python();
+        let flaky = wrapper(
+            dir.path(),
+            "flaky",
+            &format!(
+                "if [ ! -e '{m}' ]; then touch '{m}'; echo 'no luck' >&2; exit 7; fi\nexec '{}' \"$@\"",
+                py.display(),
+                m = dir.path().join("tried").display()
+            ),
+        );
+        let mut rt = runtime_with(Some(&flaky));
+        rt.prestart();
+        let c = Collector::default();
+        let mut out = c.clone();
+        let e = rt.execute("1", &mut out).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, RuntimeError::Unavailable { .. })
+                && msg.contains("exited with status 7")
+                && msg.contains("no luck"),
+            "{msg}"
+        );
+        let (o, _) = run(&mut rt, "6 * 7");
+        assert_eq!(plain(&o.result), "42");
     }
 
     #[test]
