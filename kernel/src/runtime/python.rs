@@ -5,7 +5,7 @@
 //! Channels (see the driver's docstring): commands as NDJSON on the child's stdin, frames as NDJSON
 //! on its fd 3, the user's fd 1/2 on two pipes that reader threads here pump live. Frames that must
 //! follow earlier output (displays, input requests, the end of a cell) carry a sequence number; the
-//! driver writes a marker with that number into both output pipes first, and [`Pump`] publishes the
+//! driver writes a marker with that number into both output pipes first, and `Pump` publishes the
 //! frame only once both markers came through, so `print(1); display(2); print(3)` arrives in order.
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
