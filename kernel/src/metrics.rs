@@ -535,15 +535,11 @@ fn target_host(a: SocketAddr) -> String {
     }
 }
 
+/// The machine's host name, as the kernel reports it (`/proc/sys/kernel/hostname`, the value
+/// gethostname(2) returns on Linux; read as a file so no `unsafe` is needed here).
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let s = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let s = s.trim().to_string();
     (!s.is_empty()).then_some(s)
 }
 
@@ -572,20 +568,13 @@ pub fn pid_of_target(name: &str) -> Option<u32> {
 /// Whether a process runs (a process of another user counts; a zombie, killed and not yet reaped
 /// by its parent, does not).
 fn pid_alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(p, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && !is_zombie(pid)
+    crate::runtime::child::process_exists(pid) && !is_zombie(pid)
 }
 
 /// `Z` in `/proc/PID/stat` (the state follows the `)` closing the command name).
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+    carbon_magics::carbon::procfs::ProcReader::new("/proc")
+        .stat_line(pid, |l| l.state == 'Z')
         .unwrap_or(false)
 }
 

@@ -723,10 +723,7 @@ impl Kernel {
 
     /// Sends a signal to the kernel process.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+        carbon_kernel::runtime::child::signal_pid(self.child.id(), sig);
     }
 
     /// HMAC of frames with the kernel's key.
@@ -821,10 +818,7 @@ pub fn execute_content(code: &str) -> Value {
 impl Drop for Kernel {
     fn drop(&mut self) {
         // The kernel leads its process group: take its runtimes down with it.
-        // SAFETY: kill(2) on our child's process group.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
+        carbon_kernel::runtime::child::signal_group(self.child.id(), libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

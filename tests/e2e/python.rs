@@ -30,11 +30,7 @@ fn error_text(e: &serde_json::Value) -> String {
 }
 
 fn python3() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("python3"))
-        .find(|p| p.is_file())
-        .expect("python3 on PATH")
+    carbon_kernel::runtime::child::find_program("python3").expect("python3 on PATH")
 }
 
 /// Waits (bounded) for a file the cell creates once it runs. The heartbeat round trips keep the
@@ -286,11 +282,8 @@ fn the_worker_dies_with_the_kernel() {
     // Only the kernel, not its process group.
     k.signal(libc::SIGKILL);
     k.wait_exit(Duration::from_secs(10)).expect("kernel exits");
-    let alive = |pid: u32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
-    };
+    let procfs = carbon_magics::carbon::procfs::ProcReader::new("/proc");
+    let alive = |pid: u32| procfs.stat_line(pid, |l| l.state != 'Z').unwrap_or(false);
     let end = Instant::now() + Duration::from_secs(10);
     while alive(pid) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));

@@ -9,6 +9,7 @@
 //! processes of `%carbon run` / `exec`.
 
 use super::{Executor, runtime_failure, usage_error};
+use crate::runtime::child::{self, CommandRun};
 use crate::runtime::{ExecOutcome, Language, Phase, Publish, RuntimeError, StreamName};
 use carbon_magics::carbon::magic::{self, LineCommand};
 use carbon_magics::carbon::record::RowStatus;
@@ -19,10 +20,7 @@ use carbon_magics::carbon::{Measurement, Meter, MeterPhase};
 use carbon_magics::parse::MagicCall;
 use carbon_magics::report::cell::{self as report, RunReport};
 use carbon_magics::{MimeBundle, UsageError};
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -394,59 +392,6 @@ fn run_file(
     run_commands(ex, lang, &label, steps, timeout, out)
 }
 
-/// Sends a signal to a process group.
-fn killpg(pgid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
-    unsafe {
-        libc::kill(-(pgid as libc::pid_t), sig);
-    }
-}
-
-/// Waits for `pid` to exit without reaping it (its /proc entry keeps its CPU times).
-fn exited_unreaped(pid: u32) -> bool {
-    // SAFETY: waitid on our own child with a zeroed siginfo we own.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
-        );
-        r == 0 && info.si_pid() != 0
-    }
-}
-
-fn pump(
-    mut r: impl Read + Send + 'static,
-    name: StreamName,
-    mut out: Box<dyn Publish>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 8192];
-        let mut pending: Vec<u8> = Vec::new();
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    pending.extend_from_slice(&buf[..n]);
-                    // keep an incomplete UTF-8 sequence for the next read
-                    let cut = match std::str::from_utf8(&pending) {
-                        Ok(_) => pending.len(),
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        Err(_) => pending.len(),
-                    };
-                    let chunk: Vec<u8> = pending.drain(..cut).collect();
-                    out.stream(name, &String::from_utf8_lossy(&chunk));
-                }
-            }
-        }
-        if !pending.is_empty() {
-            out.stream(name, &String::from_utf8_lossy(&pending));
-        }
-    })
-}
-
 /// Runs programs one after the other as one metered run (`%carbon exec`, `%carbon run`).
 fn run_commands(
     ex: &mut Executor,
@@ -468,7 +413,7 @@ fn run_commands(
     let g2 = group.clone();
     ex.interrupts.arm(Some(Arc::new(move || {
         if let Some(pg) = *g2.lock().unwrap_or_else(|e| e.into_inner()) {
-            killpg(pg, libc::SIGINT);
+            child::signal_group(pg, libc::SIGINT);
         }
     })));
     let ints = ex.interrupts.clone();
@@ -482,7 +427,7 @@ fn run_commands(
         timeout,
         Box::new(move || {
             if let Some(pg) = *g3.lock().unwrap_or_else(|e| e.into_inner()) {
-                killpg(pg, libc::SIGTERM);
+                child::signal_group(pg, libc::SIGTERM);
             }
         }),
         opts.pue,
@@ -497,75 +442,26 @@ fn run_commands(
         if let Some(ph) = step.phase {
             meter.mark_phase(ph);
         }
-        let mut cmd = Command::new(&step.argv[0]);
-        cmd.args(&step.argv[1..])
-            .current_dir(&ex.workdir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        let mut run = match CommandRun::start(&step.argv, &ex.workdir, out) {
+            Ok(r) => r,
             Err(e) => {
-                failure = Some((
-                    "CommandError".into(),
-                    format!("cannot start '{}': {e}", step.argv[0]),
-                ));
+                failure = Some((e.ename().into(), e.to_string()));
                 break;
             }
         };
-        let pid = child.id();
+        let pid = run.pid();
         *group.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
         meter.add_root(pid);
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|r| pump(r, StreamName::Stdout, out.boxed_clone())),
-            child
-                .stderr
-                .take()
-                .map(|r| pump(r, StreamName::Stderr, out.boxed_clone())),
-        ];
-        let mut killed_at: Option<Instant> = None;
-        while !exited_unreaped(pid) {
-            std::thread::sleep(Duration::from_millis(5));
-            let stopping = ints.requested() || live.timed_out.load(Ordering::SeqCst);
-            if stopping {
-                // SIGINT/SIGTERM first (sent by the handlers), SIGKILL after a grace period.
-                let t = *killed_at.get_or_insert_with(Instant::now);
-                if t.elapsed() > Duration::from_secs(3) {
-                    killpg(pid, libc::SIGKILL);
-                }
-            }
-        }
+        // SIGINT/SIGTERM come from the handlers above; SIGKILL follows if they are ignored.
+        run.wait_exited(|| ints.requested() || live.timed_out.load(Ordering::SeqCst));
         // Read it while it is an unreaped zombie (its stat still holds its and its reaped
-        // children's CPU time), then let it leave the tree before reaping it.
+        // children's CPU time), then let it leave the tree before reaping it. The handlers
+        // forget the group first: it must not be signalled once its id may be reused.
         meter.retire_root(pid);
-        let status = child.wait();
         *group.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        for r in readers.into_iter().flatten() {
-            let _ = r.join();
-        }
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                let how = match (s.code(), s.signal()) {
-                    (Some(c), _) => format!("exit code {c}"),
-                    (None, Some(sig)) => format!("killed by signal {sig}"),
-                    _ => "failed".into(),
-                };
-                failure = Some((
-                    "CommandFailed".into(),
-                    format!("{} ended with {how}", step.argv[0]),
-                ));
-                break;
-            }
-            Err(e) => {
-                failure = Some(("CommandError".into(), e.to_string()));
-                break;
-            }
+        if let Err(e) = run.finish() {
+            failure = Some((e.ename().into(), e.to_string()));
+            break;
         }
         if ints.requested() || live.timed_out.load(Ordering::SeqCst) {
             break;
@@ -757,7 +653,7 @@ mod tests {
         assert_eq!(v.rows[0][col("language")], "command");
         // a failing command is recorded with its status
         let o = ex.execute("%carbon exec sh -c 'exit 3'", &mut c);
-        assert!(o.error.unwrap().evalue.contains("exit code 3"));
+        assert!(o.error.unwrap().evalue.contains("exited with status 3"));
         let v = sink::read_csv(&d.path().join("emissions.csv")).unwrap();
         assert_eq!(v.rows[1][col("status")], "error");
         // summary and csv views

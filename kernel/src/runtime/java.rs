@@ -15,11 +15,11 @@
 //!
 //! Interrupt: a STOP frame (the helper calls `JShell.stop()`; the helper also maps SIGINT, which
 //! jupyter_client sends to the kernel's whole process group, to the same); if the cell has not
-//! ended after [`KILL_AFTER`], the JVM is killed and the next cell starts a new one. `System.exit`
-//! or a JVM crash ends the helper: the cell gets a clear error, the kernel stays up, the next cell
-//! starts a fresh JVM.
+//! ended after the child layer's [`ESCALATION_DELAY`], the JVM is killed and the next cell starts
+//! a new one. `System.exit` or a JVM crash ends the helper: the cell gets a clear error, the
+//! kernel stays up, the next cell starts a fresh JVM.
 
-use super::child::{self, Supervised};
+use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Phase, Publish, Runtime, RuntimeError, StreamName,
@@ -58,9 +58,6 @@ const JVM_OPTS: &[&str] = &[
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// STOP is re-sent this often while an interrupted cell keeps running.
 const STOP_RETRY: Duration = Duration::from_secs(1);
-/// An interrupted cell still running after this long gets its JVM killed. Same order as
-/// jupyter_client's own patience with a kernel (`KernelManager.shutdown_wait_time` = 5 s).
-const KILL_AFTER: Duration = Duration::from_secs(5);
 /// Replies to completion/inspection requests come within this (first javadoc lookup ~0.2 s).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest stream text published as one message when output floods in.
@@ -101,10 +98,7 @@ fn protocol(detail: impl Into<String>) -> RuntimeError {
 }
 
 fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    child::find_program(p).is_some()
 }
 
 /// Finds the JDK: `CARBON_JAVA_HOME` (setting), else `JAVA_HOME`, else `javac` on `PATH`. A home
@@ -141,11 +135,7 @@ pub fn find_jdk(
     if let Some(h) = java_home.filter(|h| !h.is_empty()) {
         return from_home(PathBuf::from(h), "JAVA_HOME");
     }
-    let lookup = |name: &str| -> Option<PathBuf> {
-        std::env::split_paths(path.as_deref()?)
-            .map(|d| d.join(name))
-            .find(|c| is_executable(c))
-    };
+    let lookup = |name: &str| child::find_program_in(name, path.as_deref()?);
     match (lookup("javac"), lookup("java")) {
         (Some(javac), _) => {
             // /usr/bin/javac is usually a chain of links into the JDK: take java from there so
@@ -377,14 +367,13 @@ fn spawn_frame_reader(stdout: ChildStdout, tx: Sender<Event>) -> io::Result<()> 
         .map(|_| ())
 }
 
-/// Splits byte chunks into text without cutting a UTF-8 sequence in two (a frame boundary can
-/// fall inside a character).
+/// Text of the two output streams: a frame boundary can fall inside a character.
 #[derive(Default)]
-struct Utf8Carry {
-    pending: [Vec<u8>; 2],
+struct StreamText {
+    carry: [Utf8Carry; 2],
 }
 
-impl Utf8Carry {
+impl StreamText {
     fn slot(name: StreamName) -> usize {
         match name {
             StreamName::Stdout => 0,
@@ -393,25 +382,14 @@ impl Utf8Carry {
     }
 
     fn push(&mut self, name: StreamName, bytes: &[u8]) -> String {
-        let buf = &mut self.pending[Self::slot(name)];
-        buf.extend_from_slice(bytes);
-        let keep = match std::str::from_utf8(buf) {
-            Ok(_) => 0,
-            // an incomplete sequence at the very end: keep it for the next chunk
-            Err(e) if e.error_len().is_none() => buf.len() - e.valid_up_to(),
-            Err(_) => 0,
-        };
-        let tail = buf.split_off(buf.len() - keep);
-        let text = String::from_utf8_lossy(buf).into_owned();
-        *buf = tail;
-        text
+        self.carry[Self::slot(name)].push(bytes)
     }
 
     fn flush(&mut self, out: &mut dyn Publish) {
         for name in [StreamName::Stdout, StreamName::Stderr] {
-            let buf = std::mem::take(&mut self.pending[Self::slot(name)]);
-            if !buf.is_empty() {
-                out.stream(name, &String::from_utf8_lossy(&buf));
+            let text = self.carry[Self::slot(name)].finish();
+            if !text.is_empty() {
+                out.stream(name, &text);
             }
         }
     }
@@ -465,7 +443,7 @@ impl Control {
             .name("java-interrupt".into())
             .spawn(move || {
                 let start = Instant::now();
-                while start.elapsed() < KILL_AFTER {
+                while start.elapsed() < ESCALATION_DELAY {
                     std::thread::sleep(STOP_RETRY);
                     if me.running.load(Ordering::SeqCst) != cell {
                         return;
@@ -757,7 +735,7 @@ impl JavaRuntime {
         if self.control.killed.swap(false, Ordering::SeqCst) {
             return format!(
                 "the cell did not stop within {} s of the interrupt, so the JVM was killed",
-                KILL_AFTER.as_secs()
+                ESCALATION_DELAY.as_secs()
             );
         }
         match desc.strip_prefix("exited with status ") {
@@ -768,7 +746,7 @@ impl JavaRuntime {
 
     /// Waits for the cell's DONE, publishing what comes meanwhile.
     fn run_cell(&mut self, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
-        let mut carry = Utf8Carry::default();
+        let mut carry = StreamText::default();
         let Some(jvm) = self.jvm.as_mut() else {
             return Err(protocol("no JVM"));
         };
@@ -1290,7 +1268,7 @@ mod tests {
 
     #[test]
     fn utf8_split_across_chunks_is_kept_whole() {
-        let mut c = Utf8Carry::default();
+        let mut c = StreamText::default();
         let bytes = "aé€".as_bytes();
         let mut text = String::new();
         for b in bytes {

@@ -210,6 +210,10 @@ pub trait Runtime: Send {
     fn info(&self) -> LanguageInfo;
     /// Starts the child if not running (idempotent). Called before metering so the pid is known.
     fn start(&mut self) -> Result<(), RuntimeError>;
+    /// Begins starting the child in the background and returns at once, so the first cell
+    /// finds it ready; a failure is reported by the next [`Runtime::start`]. Default: nothing
+    /// (the child starts with the first cell).
+    fn prestart(&mut self) {}
     /// Runs one cell, streaming outputs through `out`. Returns when the cell is done.
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError>;
     /// Whether [`Runtime::is_complete`] needs the child process. Runtimes that judge completeness

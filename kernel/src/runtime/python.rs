@@ -5,12 +5,12 @@
 //! Channels (see the driver's docstring): commands as NDJSON on the child's stdin, frames as NDJSON
 //! on its fd 3, the user's fd 1/2 on two pipes that reader threads here pump live. Frames that must
 //! follow earlier output (displays, input requests, the end of a cell) carry a sequence number; the
-//! driver writes a marker with that number into both output pipes first, and [`Pump`] publishes the
+//! driver writes a marker with that number into both output pipes first, and `Pump` publishes the
 //! frame only once both markers came through, so `print(1); display(2); print(3)` arrives in order.
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
-use super::child::{self, Supervised};
+use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
@@ -57,9 +57,6 @@ const MAX_PUBLISH: usize = 64 * 1024;
 /// Small writes are merged for this long before publishing (reference §4.4: merge over 10–50 ms
 /// so iopub is not flooded; ipykernel flushes every 200 ms).
 const MERGE: Duration = Duration::from_millis(20);
-/// An interrupted cell that has not finished this long after SIGINT is killed (reference §4.6:
-/// "escalate to SIGKILL after a few seconds"; KeyboardInterrupt arrives in ~0.5 s when it can).
-const ESCALATE_AFTER: Duration = Duration::from_secs(3);
 /// Time allowed for the worker to import IPython and say ready (a cold .pyc cache on a loaded
 /// 2-core machine takes a few seconds; measured warm start is 25–37 ms without IPython).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -97,7 +94,7 @@ fn resolve_python(
     venv: Option<&OsStr>,
 ) -> Result<PathBuf, RuntimeError> {
     if let Some(c) = configured {
-        return child::find_executable(c).ok_or_else(|| {
+        return child::find_program(c).ok_or_else(|| {
             unavailable(format!(
                 "CARBON_PYTHON={} is not an executable file; set CARBON_PYTHON to a Python >= {MIN_VERSION}",
                 c.to_string_lossy()
@@ -105,11 +102,11 @@ fn resolve_python(
         });
     }
     if let Some(v) = venv.filter(|v| !v.is_empty())
-        && let Some(p) = child::find_executable(Path::new(v).join("bin/python").as_os_str())
+        && let Some(p) = child::find_program(Path::new(v).join("bin/python"))
     {
         return Ok(p);
     }
-    child::find_executable(OsStr::new("python3")).ok_or_else(|| {
+    child::find_program("python3").ok_or_else(|| {
         unavailable(format!(
             "no python3 on PATH; install Python >= {MIN_VERSION} or set CARBON_PYTHON=/path/to/python"
         ))
@@ -180,10 +177,12 @@ impl Gate {
     }
 }
 
-/// Splits a pipe's bytes into text and markers (markers may straddle reads, and so may UTF-8).
+/// Splits a pipe's bytes into text and markers (markers may straddle reads, and so may UTF-8:
+/// the bytes become text through a [`Utf8Carry`] first; markers are ASCII).
 struct MarkerSplitter {
-    prefix: Vec<u8>,
-    pending: Vec<u8>,
+    prefix: String,
+    carry: Utf8Carry,
+    pending: String,
 }
 
 /// What [`MarkerSplitter::feed`] found, in order.
@@ -195,22 +194,29 @@ enum Piece {
 
 impl MarkerSplitter {
     fn new(token: &str) -> Self {
-        let mut prefix = b"\x00\x1fC".to_vec();
-        prefix.extend_from_slice(token.as_bytes());
-        prefix.push(b':');
         Self {
-            prefix,
-            pending: Vec::new(),
+            prefix: format!("\x00\x1fC{token}:"),
+            carry: Utf8Carry::default(),
+            pending: String::new(),
         }
     }
 
     /// Feeds bytes; `eof` flushes everything held back.
     fn feed(&mut self, bytes: &[u8], eof: bool, out: &mut Vec<Piece>) {
-        self.pending.extend_from_slice(bytes);
+        let text = self.carry.push(bytes);
+        if self.pending.is_empty() {
+            self.pending = text; // the common case: no copy
+        } else {
+            self.pending.push_str(&text);
+        }
+        if eof {
+            let rest = self.carry.finish();
+            self.pending.push_str(&rest);
+        }
         loop {
-            if let Some(i) = find(&self.pending, &self.prefix) {
+            if let Some(i) = self.pending.find(&self.prefix) {
                 let after = i + self.prefix.len();
-                let Some(end) = self.pending[after..].iter().position(|&b| b == 0x1f) else {
+                let Some(end) = self.pending[after..].find('\x1f') else {
                     // the marker's tail has not arrived yet
                     self.emit_text(i, out);
                     if eof {
@@ -218,9 +224,7 @@ impl MarkerSplitter {
                     }
                     return;
                 };
-                let seq = std::str::from_utf8(&self.pending[after..after + end])
-                    .ok()
-                    .and_then(|s| s.parse().ok());
+                let seq = self.pending[after..after + end].parse().ok();
                 self.emit_text(i, out);
                 let consumed = after + end + 1 - i;
                 match seq {
@@ -238,19 +242,23 @@ impl MarkerSplitter {
             let keep = if eof {
                 0
             } else {
-                partial_suffix(&self.pending, &self.prefix).max(incomplete_utf8(&self.pending))
+                partial_suffix(&self.pending, &self.prefix)
             };
             self.emit_text(self.pending.len() - keep, out);
             return;
         }
     }
 
+    /// Moves the first `n` bytes of `pending` (a char boundary: markers are ASCII) to `out`.
     fn emit_text(&mut self, n: usize, out: &mut Vec<Piece>) {
         if n == 0 {
             return;
         }
-        let text = String::from_utf8_lossy(&self.pending[..n]).into_owned();
-        self.pending.drain(..n);
+        let text = if n == self.pending.len() {
+            std::mem::take(&mut self.pending)
+        } else {
+            self.pending.drain(..n).collect()
+        };
         match out.last_mut() {
             Some(Piece::Text(t)) => t.push_str(&text),
             _ => out.push(Piece::Text(text)),
@@ -258,37 +266,13 @@ impl MarkerSplitter {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Length of the longest suffix of `hay` that is a proper prefix of `needle`.
-fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
+/// Length of the longest suffix of `hay` that is a proper prefix of `needle` (ASCII).
+fn partial_suffix(hay: &str, needle: &str) -> usize {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
     (1..needle.len().min(hay.len() + 1))
         .rev()
         .find(|&k| hay[hay.len() - k..] == needle[..k])
         .unwrap_or(0)
-}
-
-/// Bytes at the end of `b` that start a UTF-8 sequence not yet complete.
-fn incomplete_utf8(b: &[u8]) -> usize {
-    for back in 1..=b.len().min(3) {
-        let c = b[b.len() - back];
-        if c & 0xC0 == 0x80 {
-            continue; // continuation byte: look further back
-        }
-        let need = if c >= 0xF0 {
-            4
-        } else if c >= 0xE0 {
-            3
-        } else if c >= 0xC0 {
-            2
-        } else {
-            1
-        };
-        return if need > back { back } else { 0 };
-    }
-    0
 }
 
 /// A running worker.
@@ -319,6 +303,12 @@ impl Drop for Worker {
     }
 }
 
+/// A worker spawned but not yet known to be ready (see [`PythonRuntime::prestart`]).
+struct Launch {
+    worker: Worker,
+    exe: PathBuf,
+}
+
 /// State the interrupt handle shares with the runtime.
 #[derive(Default)]
 struct Shared {
@@ -334,6 +324,8 @@ struct Shared {
 pub struct PythonRuntime {
     configured: Option<OsString>,
     worker: Option<Worker>,
+    /// Prestarted, not yet waited for: the next [`Runtime::start`] takes it over.
+    launching: Option<Launch>,
     shared: Arc<Shared>,
     version: Option<String>,
     ipython: Option<String>,
@@ -350,6 +342,7 @@ impl PythonRuntime {
         Self {
             configured: settings.get("CARBON_PYTHON").map(OsString::from),
             worker: None,
+            launching: None,
             shared: Arc::default(),
             version: None,
             ipython: None,
@@ -375,7 +368,14 @@ impl PythonRuntime {
         self.ipython.as_deref()
     }
 
+    /// Starts a worker and waits until it is ready.
     fn spawn_worker(&mut self) -> Result<(), RuntimeError> {
+        let launch = self.launch()?;
+        self.await_ready(launch)
+    }
+
+    /// Spawns a worker and its reader threads, without waiting for it (a few ms).
+    fn launch(&self) -> Result<Launch, RuntimeError> {
         let exe = self.executable()?;
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut cmd = Command::new(&exe);
@@ -460,14 +460,21 @@ impl PythonRuntime {
             tx.send(ev).is_ok()
         })
         .map_err(io_err)?;
-        let mut worker = Worker {
+        let worker = Worker {
             proc,
             stdin: Some(stdin),
             rx,
             gate,
             next_id: 1,
         };
-        // Wait for "ready", keeping what the child says meanwhile for the error message.
+        Ok(Launch { worker, exe })
+    }
+
+    /// Waits for a launched worker's "ready" and keeps it; else says why it could not start.
+    fn await_ready(&mut self, launch: Launch) -> Result<(), RuntimeError> {
+        let Launch { mut worker, exe } = launch;
+        // Wait for "ready", keeping what the child says meanwhile for the error message. (A
+        // prestarted worker had extra time in the background: the clock starts here.)
         let deadline = Instant::now() + START_TIMEOUT;
         let mut said = String::new();
         let mut ended = [false, false];
@@ -617,7 +624,7 @@ impl PythonRuntime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
                 if let Some(t) = since
-                    && t.elapsed() >= ESCALATE_AFTER
+                    && t.elapsed() >= ESCALATION_DELAY
                 {
                     p.flush(&mut out, self);
                     if let Some(w) = self.worker.as_mut() {
@@ -625,7 +632,7 @@ impl PythonRuntime {
                     }
                     return Err(self.lose_worker(format!(
                         "did not stop within {} s of the interrupt and was killed (SIGKILL)",
-                        ESCALATE_AFTER.as_secs()
+                        ESCALATION_DELAY.as_secs()
                     )));
                 }
             }
@@ -953,7 +960,28 @@ impl Runtime for PythonRuntime {
             let how = w.proc.exit_description();
             let _ = self.lose_worker(how);
         }
+        if let Some(launch) = self.launching.take() {
+            // prestarted: usually ready by now; if it failed, this start reports why
+            return self.await_ready(launch);
+        }
         self.spawn_worker()
+    }
+
+    /// Spawns the worker without waiting for it, so that its interpreter start and IPython
+    /// import (~0.2–1 s, most of a fresh kernel's "start → first result") overlap with the
+    /// client connecting; the first cell's [`Runtime::start`] then waits only for what is
+    /// left. Returns at once: spawning is a fork/exec on the spawner thread, and nothing waits
+    /// for the worker's "ready" here. A worker that fails to start is reported by that
+    /// `start` with the usual error (and the cell after it tries again); shutdown and restart
+    /// kill a worker still starting.
+    fn prestart(&mut self) {
+        if self.worker.is_some() || self.launching.is_some() {
+            return;
+        }
+        match self.launch() {
+            Ok(launch) => self.launching = Some(launch),
+            Err(e) => log::debug!("python: not prestarted ({e}); the first cell will retry"),
+        }
     }
 
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
@@ -1079,6 +1107,10 @@ impl Runtime for PythonRuntime {
 
     fn shutdown(&mut self) {
         self.shared.pid.store(0, Ordering::SeqCst);
+        if let Some(mut launch) = self.launching.take() {
+            // no user code ran in it: nothing to let finish
+            launch.worker.proc.kill();
+        }
         if let Some(mut w) = self.worker.take() {
             // EOF on its command channel ends the driver's loop (atexit handlers run).
             w.stdin.take();
@@ -1089,7 +1121,12 @@ impl Runtime for PythonRuntime {
     }
 
     fn pids(&self) -> Vec<u32> {
-        self.worker.iter().map(|w| w.proc.pid()).collect()
+        let launching = self.launching.iter().map(|l| &l.worker);
+        self.worker
+            .iter()
+            .chain(launching)
+            .map(|w| w.proc.pid())
+            .collect()
     }
 }
 
@@ -1138,7 +1175,7 @@ mod tests {
     use crate::runtime::strip_ansi;
 
     fn system_python() -> PathBuf {
-        child::find_executable(OsStr::new("python3")).expect("python3 on PATH")
+        child::find_program("python3").expect("python3 on PATH")
     }
 
     #[test]
@@ -1453,6 +1490,59 @@ mod tests {
             msg.contains("3.7.9") && msg.contains("CARBON_PYTHON"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_prestarted_worker_serves_the_first_cell_and_failures_surface_there() {
+        // prestart returns before the worker is ready; the first cell uses that same worker
+        let mut rt = runtime_with(None);
+        let t0 = Instant::now();
+        rt.prestart();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        let early = rt.pids();
+        assert_eq!(early.len(), 1);
+        rt.prestart(); // idempotent: still one worker
+        assert_eq!(rt.pids(), early);
+        let (o, _) = run(&mut rt, "import os; os.getpid()");
+        assert!(o.error.is_none(), "{o:?}");
+        assert_eq!(plain(&o.result), early[0].to_string());
+
+        // shutdown while it is still starting kills it
+        let mut rt = runtime_with(None);
+        rt.prestart();
+        let pid = rt.pids()[0];
+        rt.shutdown();
+        assert!(rt.pids().is_empty());
+        let procfs = carbon_magics::carbon::procfs::ProcReader::new("/proc");
+        assert!(procfs.stat_line(pid, |l| l.state != 'Z') != Some(true));
+
+        // a worker that dies while starting: the first cell gets the usual error, the next
+        // cell starts a fresh worker
+        let dir = tempfile::tempdir().unwrap();
+        let py = system_python();
+        let flaky = wrapper(
+            dir.path(),
+            "flaky",
+            &format!(
+                "if [ ! -e '{m}' ]; then touch '{m}'; echo 'no luck' >&2; exit 7; fi\nexec '{}' \"$@\"",
+                py.display(),
+                m = dir.path().join("tried").display()
+            ),
+        );
+        let mut rt = runtime_with(Some(&flaky));
+        rt.prestart();
+        let c = Collector::default();
+        let mut out = c.clone();
+        let e = rt.execute("1", &mut out).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, RuntimeError::Unavailable { .. })
+                && msg.contains("exited with status 7")
+                && msg.contains("no luck"),
+            "{msg}"
+        );
+        let (o, _) = run(&mut rt, "6 * 7");
+        assert_eq!(plain(&o.result), "42");
     }
 
     #[test]

@@ -25,17 +25,18 @@
 //! * **Crash of the child** (`std::process::abort`, segfault): evcxr restarts the child itself; the
 //!   cell reports which signal killed it and that the variables are gone.
 
+use super::child;
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Phase, Publish, Runtime, RuntimeError, StreamName,
 };
 use carbon_magics::MimeBundle;
+use carbon_magics::carbon::procfs::ProcReader;
 use carbon_magics::config::Settings;
 use evcxr::{CommandContext, CompilationError, EvalCallbacks, EvalContext, EvalContextOutputs};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,16 +172,6 @@ impl RustRuntime {
     }
 }
 
-/// Finds an executable file called `name` in the directories of `path`.
-fn find_in_path(name: &str, path: &OsStr) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(path).map(|d| d.join(name)).find(|p| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
-}
-
 /// Checks that evcxr can work with `path`: `cargo` and `rustc` (evcxr runs both by name) and a C
 /// linker (`cc`, which rustc drives to link). Returns the path of `rustc`.
 pub fn check_toolchain(path: &OsStr) -> Result<PathBuf, RuntimeError> {
@@ -190,7 +181,7 @@ pub fn check_toolchain(path: &OsStr) -> Result<PathBuf, RuntimeError> {
     };
     let missing: Vec<&str> = ["cargo", "rustc"]
         .into_iter()
-        .filter(|t| find_in_path(t, path).is_none())
+        .filter(|t| child::find_program_in(t, path).is_none())
         .collect();
     if !missing.is_empty() {
         let mut reason = format!(
@@ -213,7 +204,7 @@ pub fn check_toolchain(path: &OsStr) -> Result<PathBuf, RuntimeError> {
         }
         return Err(unavailable(reason));
     }
-    let rustc = find_in_path("rustc", path).unwrap_or_else(|| PathBuf::from("rustc"));
+    let rustc = child::find_program_in("rustc", path).unwrap_or_else(|| PathBuf::from("rustc"));
     match Command::new(&rustc)
         .arg("--version")
         .env("PATH", path)
@@ -229,7 +220,7 @@ pub fn check_toolchain(path: &OsStr) -> Result<PathBuf, RuntimeError> {
         }
         Err(e) => return Err(unavailable(format!("cannot run {}: {e}", rustc.display()))),
     }
-    if find_in_path("cc", path).is_none() {
+    if child::find_program_in("cc", path).is_none() {
         return Err(unavailable(
             "no C linker (`cc`) on PATH; rustc needs one to link each cell: install gcc or clang \
              (Debian/Ubuntu: `apt install build-essential`)"
@@ -241,7 +232,7 @@ pub fn check_toolchain(path: &OsStr) -> Result<PathBuf, RuntimeError> {
 
 /// `rustc --version` of `path`'s rustc, e.g. `1.95.0`; empty when it does not run.
 fn rustc_version(path: &OsStr) -> String {
-    let Some(rustc) = find_in_path("rustc", path) else {
+    let Some(rustc) = child::find_program_in("rustc", path) else {
         return String::new();
     };
     Command::new(rustc)
@@ -258,22 +249,13 @@ fn rustc_version(path: &OsStr) -> String {
         .unwrap_or_default()
 }
 
-/// Reads `/proc/*/stat`: (pid, parent pid, command name) of every process.
+/// (pid, parent pid, command name) of every process, from `/proc/*/stat`.
 fn process_table() -> Vec<(u32, u32, String)> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| {
-        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // "pid (comm) state ppid …"; comm may contain spaces and parentheses.
-        let open = stat.find('(')?;
-        let close = stat.rfind(')')?;
-        let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..].split_whitespace().nth(1)?.parse().ok()?;
-        Some((pid, ppid, comm))
-    })
-    .collect()
+    let mut table = Vec::new();
+    ProcReader::new("/proc").for_each_process(0, |l| {
+        table.push((l.stat.pid, l.stat.ppid, l.comm.to_string()));
+    });
+    table
 }
 
 /// Kills every `cargo` that is a direct child of `parent`, with all of its descendants (rustc, the
@@ -297,12 +279,7 @@ fn kill_cargo_trees(parent: u32) {
         i += 1;
     }
     for pid in doomed {
-        if let Ok(pid) = i32::try_from(pid) {
-            // SAFETY: kill(2) has no memory effects; the pids are cargo's tree under this process.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
+        child::signal_pid(pid, libc::SIGKILL);
     }
 }
 
@@ -843,13 +820,7 @@ impl Runtime for RustRuntime {
         // If the kernel is killed (SIGKILL, OOM) the child must not outlive it, e.g. in a
         // `loop {}`. PDEATHSIG fires when the spawning thread ends: evcxr spawns (and respawns)
         // the child from the thread that runs cells, the kernel's long-lived executor thread.
-        // SAFETY: prctl is async-signal-safe; the closure runs in the forked child before exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        child::die_with_kernel(&mut command);
         if let Some(path) = &self.path_override {
             command.env("PATH", path);
         }
@@ -980,16 +951,8 @@ mod tests {
     use super::*;
     use crate::runtime::{Collected, Collector};
 
-    // The unit-test binary is evcxr's child too (evcxr re-executes the current executable with
-    // EVCXR_IS_RUNTIME=1): run the hook before the test harness starts, as `main` does.
-    #[used]
-    #[unsafe(link_section = ".init_array")]
-    static EVCXR_CHILD_HOOK: extern "C" fn() = {
-        extern "C" fn hook() {
-            evcxr::runtime_hook();
-        }
-        hook
-    };
+    // The unit-test binary is evcxr's child too: the hook that makes it one runs from
+    // `.init_array`, an unsafe attribute, so it lives in the child layer (`child/sys.rs`).
 
     use crate::runtime::strip_ansi;
 

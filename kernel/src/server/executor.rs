@@ -109,6 +109,7 @@ pub fn spawn(
             // `info()` must not start the runtime (the kernel answers kernel_info at once).
             let info = ex.runtime(language).info();
             let _ = info_tx.send(Some(info));
+            prestart(&mut ex);
             run(&mut ex, rx, &io, &stdin);
         })?;
     let interrupts = int_rx
@@ -119,6 +120,20 @@ pub fn spawn(
         interrupts,
         info,
     })
+}
+
+/// A fresh kernel's first `pass` cell used to wait for the Python worker and its IPython import
+/// (issue 9: start → first result). With Python as the default language (the `carbon`
+/// kernelspec) the worker is launched right after start-up (and restart) instead, while the
+/// client connects. It does not delay kernel_info_reply (its `language_info` was sent just
+/// before) nor the heartbeat (its own task), and `prestart` only spawns: the first job waits
+/// for the worker's "ready" inside `start`, as before, so interrupt, restart and a worker that
+/// dies while starting behave as with a lazy start. Java and Rust stay lazy: a JVM or evcxr
+/// costs seconds of CPU that a notebook may never use.
+fn prestart(ex: &mut Executor) {
+    // Each runtime decides: only Python's worker starts early (Java and Rust stay lazy, their
+    // start-up is heavier and metered by the first cell that needs them).
+    ex.default_runtime().prestart();
 }
 
 /// Strips line-magic lines, so the runtime judges only the code it will run.
@@ -202,6 +217,7 @@ fn run(
             }
             Job::Restart(done) => {
                 ex.shutdown_runtimes();
+                prestart(ex);
                 let _ = done.send(());
                 false
             }

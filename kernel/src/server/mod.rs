@@ -272,10 +272,7 @@ fn parent_pid() -> Option<i32> {
 async fn watch_parent(k: Arc<Kernel>, pid: i32) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone {
+        if !crate::runtime::child::process_exists(pid.unsigned_abs()) {
             log::warn!("parent process {pid} died: shutting down");
             let _ = k.exit.send(Some(Exit::ParentDied));
             return;

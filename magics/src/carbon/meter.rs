@@ -698,15 +698,17 @@ mod tests {
         let _ = Path::new("/");
     }
 
-    /// CPU time of reaped children, from getrusage (an oracle independent of /proc parsing).
-    fn children_cpu_secs() -> f64 {
-        // SAFETY: getrusage writes into the zeroed struct we own.
-        unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-            let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-            t(ru.ru_utime) + t(ru.ru_stime)
-        }
+    /// The shell's own user + system seconds as its `times` builtin prints them (times(2), an
+    /// oracle independent of /proc parsing), e.g. `0m0.120000s 0m0.004000s` on the first line.
+    fn shell_times_secs(out: &str) -> f64 {
+        let first = out.lines().next().unwrap_or_default();
+        first
+            .split_whitespace()
+            .map(|t| {
+                let (m, s) = t.trim_end_matches('s').split_once('m').unwrap();
+                m.parse::<f64>().unwrap() * 60.0 + s.parse::<f64>().unwrap()
+            })
+            .sum()
     }
 
     fn busy_child(iterations: u64) -> (Measurement, f64) {
@@ -720,27 +722,23 @@ mod tests {
         let mut child = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "i=0; while [ $i -lt {iterations} ]; do i=$((i+1)); done"
+                "i=0; while [ $i -lt {iterations} ]; do i=$((i+1)); done; times"
             ))
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         m.start(&[]);
         m.add_root(child.id());
-        // wait without reaping so the zombie's /proc/<pid>/stat still holds its CPU time
-        // SAFETY: waitid on our own child with a zeroed siginfo we own.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                child.id(),
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            );
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        // wait without reaping, so the zombie's /proc/<pid>/stat still holds its CPU time
+        let procfs = crate::carbon::procfs::ProcReader::new("/proc");
+        while procfs.stat_line(child.id(), |l| l.state) != Some('Z') {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let meas = m.stop().unwrap();
-        let before = children_cpu_secs();
         child.wait().unwrap();
-        (meas, children_cpu_secs() - before)
+        (meas, shell_times_secs(&out))
     }
 
     #[test]
@@ -749,10 +747,10 @@ mod tests {
         for iterations in [150_000u64, 450_000] {
             let (meas, oracle) = busy_child(iterations);
             assert!(oracle > 0.05, "child too short: {oracle}");
-            // 100 W TDP: E = 100 × cpu_s ÷ n, cpu_s equal to getrusage's within 2 ticks
+            // 100 W TDP: E = 100 × cpu_s ÷ n, cpu_s equal to times(2)'s within 2 ticks
             assert!(
                 (meas.cpu_seconds - oracle).abs() <= 0.02 + 0.02 * oracle,
-                "proc {} vs rusage {oracle}",
+                "proc {} vs times {oracle}",
                 meas.cpu_seconds
             );
             let per_cpu_second = meas.energy.cpu.0 / meas.cpu_seconds;

@@ -51,34 +51,63 @@ pub struct ProcSnapshot {
 #[derive(Debug, Clone)]
 pub struct ProcReader {
     root: PathBuf,
-    /// `sysconf(_SC_CLK_TCK)`: ticks per second of the stat files (100 on Linux x86/ARM).
+    /// Clock ticks per second of the stat files (`sysconf(_SC_CLK_TCK)`, 100 on Linux x86/ARM).
     pub ticks_per_sec: u64,
     /// Bytes per page, for `rss`.
     pub page_size: u64,
 }
 
-fn sysconf_or(name: libc::c_int, default: u64) -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
-    let v = unsafe { libc::sysconf(name) };
-    if v > 0 { v as u64 } else { default }
+/// One parsed `/proc/<pid>/stat` line: the numbers, plus the command name and the state letter
+/// (borrowed from the text, so the meter's scan of every process allocates nothing for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatLine<'a> {
+    /// The numbers the meter uses.
+    pub stat: PidStat,
+    /// Field 2 without its parentheses (the executable's name, at most 15 bytes), e.g. `cargo`.
+    pub comm: &'a str,
+    /// Field 3: `R` running, `S` sleeping, `Z` zombie (exited, not yet reaped), …
+    pub state: char,
 }
 
 /// Parses one `/proc/<pid>/stat` line. `comm` (field 2) may contain spaces and parentheses, so
 /// fields are counted from the *last* `)`.
-pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
+pub fn parse_stat_line(text: &str) -> Option<StatLine<'_>> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let pid = text[..open].trim().parse().ok()?;
+    let comm = text.get(open + 1..close)?;
     // After ")": field 3 (state) is index 0.
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    let f = |n: usize| -> Option<u64> { rest.get(n - 3)?.parse().ok() };
-    Some(PidStat {
-        pid,
-        ppid: f(4)? as u32,
-        own_ticks: f(14)? + f(15)?,
-        child_ticks: f(16)? + f(17)?,
-        rss_pages: f(24).unwrap_or(0),
+    let mut rest = text.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    // fields 4..=24, as index n - 4; only ppid and the CPU times must be there and parse
+    let mut v = [0u64; 21];
+    for (i, slot) in v.iter_mut().enumerate() {
+        let required = matches!(i + 4, 4 | 14..=17);
+        match rest.next().map(str::parse::<u64>) {
+            Some(Ok(x)) => *slot = x,
+            Some(Err(_)) if required => return None,
+            Some(Err(_)) => {}
+            None if required => return None,
+            None => break,
+        }
+    }
+    let f = |n: usize| v[n - 4];
+    Some(StatLine {
+        stat: PidStat {
+            pid,
+            ppid: u32::try_from(f(4)).ok()?,
+            own_ticks: f(14) + f(15),
+            child_ticks: f(16) + f(17),
+            rss_pages: f(24),
+        },
+        comm,
+        state,
     })
+}
+
+/// The numbers of one `/proc/<pid>/stat` line (see [`parse_stat_line`]).
+pub fn parse_pid_stat(text: &str) -> Option<PidStat> {
+    parse_stat_line(text).map(|l| l.stat)
 }
 
 /// Parses the `cpu ` line of `/proc/stat`.
@@ -103,8 +132,9 @@ impl ProcReader {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            ticks_per_sec: sysconf_or(libc::_SC_CLK_TCK, 100),
-            page_size: sysconf_or(libc::_SC_PAGESIZE, 4096),
+            // both from the process's auxiliary vector (AT_CLKTCK, AT_PAGESZ), read safely
+            ticks_per_sec: rustix::param::clock_ticks_per_second(),
+            page_size: rustix::param::page_size() as u64,
         }
     }
 
@@ -123,9 +153,14 @@ impl ProcReader {
 
     /// One process's stat, if it exists.
     pub fn pid_stat(&self, pid: u32) -> Option<PidStat> {
+        self.stat_line(pid, |l| l.stat)
+    }
+
+    /// `f` of one process's parsed stat line (with its name and state), if it exists.
+    pub fn stat_line<T>(&self, pid: u32, f: impl FnOnce(StatLine<'_>) -> T) -> Option<T> {
         let mut buf = String::with_capacity(512);
         if Self::read_small(&self.root.join(pid.to_string()).join("stat"), &mut buf) {
-            parse_pid_stat(&buf)
+            parse_stat_line(&buf).map(f)
         } else {
             None
         }
@@ -151,12 +186,19 @@ impl ProcReader {
 
     /// Every process of the root with a pid of at least `min_pid` (one `stat` read each).
     fn all(&self, min_pid: u32) -> Vec<PidStat> {
+        let mut out = Vec::with_capacity(256);
+        self.for_each_process(min_pid, |l| out.push(l.stat));
+        out
+    }
+
+    /// Calls `f` with the parsed stat line of every process of the root whose pid is at least
+    /// `min_pid` (one `stat` read each; processes that vanish meanwhile are skipped).
+    pub fn for_each_process(&self, min_pid: u32, mut f: impl FnMut(StatLine<'_>)) {
         let Ok(dir) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
+            return;
         };
         let mut buf = String::with_capacity(512);
         let mut path = self.root.clone();
-        let mut out = Vec::with_capacity(256);
         for e in dir.flatten() {
             let name = e.file_name();
             let Some(s) = name.to_str() else { continue };
@@ -167,14 +209,13 @@ impl ProcReader {
             path.push(s);
             path.push("stat");
             if Self::read_small(&path, &mut buf)
-                && let Some(st) = parse_pid_stat(&buf)
+                && let Some(line) = parse_stat_line(&buf)
             {
-                out.push(st);
+                f(line);
             }
             path.pop();
             path.pop();
         }
-        out
     }
 
     /// The lowest pid a descendant of `roots` can have: descendants are created after their
@@ -268,6 +309,15 @@ pub(crate) mod tests {
                 rss_pages: 100
             }
         );
+        let l = parse_stat_line(&line).unwrap();
+        assert_eq!((l.comm, l.state, l.stat), ("my (odd) proc", 'S', s));
+        // a line cut before the CPU times is not a process; a missing rss is 0
+        let plain = stat_line(42, "x", 7, [10, 5, 3, 2], 100);
+        let fields: Vec<&str> = plain.split(' ').collect();
+        assert!(parse_pid_stat(&fields[..16].join(" ")).is_none());
+        let short = parse_pid_stat(&fields[..17].join(" ")).unwrap();
+        assert_eq!((short.child_ticks, short.rss_pages), (5, 0));
+        assert!(parse_pid_stat(&plain.replace(" 7 ", " -7 ")).is_none());
         let m = parse_machine("cpu  10 1 5 100 4 1 1 2 7 0\ncpu0 1 1 1 1 1 1 1 1\n").unwrap();
         assert_eq!(m.busy, 10 + 1 + 5 + 1 + 1 + 2);
         assert_eq!(m.total, m.busy + 104);

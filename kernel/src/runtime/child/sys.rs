@@ -1,0 +1,125 @@
+//! The system calls of the child-process layer: the one file of the workspace's kernel crate
+//! allowed to use `unsafe`.
+//!
+//! Why unsafe is needed at all: `libc::kill`, `libc::waitid` and `libc::prctl` are foreign
+//! functions (always `unsafe` to call), and the hook that runs in a forked child before `exec`
+//! goes through `CommandExt::pre_exec`, an `unsafe fn` because the hook must be
+//! async-signal-safe. Each function below wraps one such call behind a safe signature whose
+//! arguments cannot break memory safety, so the rest of the kernel stays `unsafe`-free
+//! (`unsafe_code = "deny"` in the workspace lints).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// Makes `cmd`'s child, between fork and exec: ask for SIGKILL when its parent thread ends
+/// (`PR_SET_PDEATHSIG`), exit at once if the kernel already died, and take `fd3` as its fd 3.
+///
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends (prctl(2)), so the
+/// command must be spawned from a thread that lives as long as the kernel (see `spawn`).
+pub(super) fn prepare_child(cmd: &mut Command, fd3: Option<RawFd>) {
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
+    // functions (prctl, getppid, _exit, dup2, fcntl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The kernel may have died between fork and prctl: then nobody would signal us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if let Some(fd) = fd3 {
+                if fd == 3 {
+                    // dup2 onto itself keeps FD_CLOEXEC: clear it by hand.
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `kill(pid, sig)`, ignoring errors (the process may be gone). Pids that would address more
+/// than one process (0, negative) are refused.
+pub fn signal_pid(pid: u32, sig: i32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid)
+        && pid > 0
+    {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// `kill(-pgid, sig)`: signals every process of the group `pgid`, ignoring errors. Group 0
+/// (the kernel's own) and 1 (`kill(-1)` would mean every process) are refused.
+pub fn signal_group(pgid: u32, sig: i32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid)
+        && pgid > 1
+    {
+        // SAFETY: kill(2) with a negative pid signals a group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Whether a process `pid` exists (zombies included): `kill(pid, 0)` does not fail with ESRCH.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; no memory is involved.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Whether our child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`): its
+/// `/proc/<pid>/stat` then still holds its CPU times and its pid cannot be reused.
+pub(super) fn exited_unreaped(pid: u32) -> bool {
+    // SAFETY: waitid writes into a zeroed siginfo_t we own; P_PID limits it to this child.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+        );
+        r == 0 && info.si_pid() != 0
+    }
+}
+
+/// The kernel's unit-test binary is evcxr's child too (evcxr re-executes the current executable
+/// with `EVCXR_IS_RUNTIME=1`): run its hook before the test harness starts, as `main` does.
+/// `link_section` is an unsafe attribute (the linker runs whatever the section holds), so it
+/// lives here with the other unsafe code of the crate.
+#[cfg(test)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static EVCXR_CHILD_HOOK: extern "C" fn() = {
+    extern "C" fn hook() {
+        evcxr::runtime_hook();
+    }
+    hook
+};
