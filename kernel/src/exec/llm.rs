@@ -11,12 +11,13 @@ use carbon_magics::MimeBundle;
 use carbon_magics::carbon::{EmissionRecord, intensity};
 use carbon_magics::config::Settings;
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
-use carbon_magics::llm::footprint::{Tables, eco_estimate, seed_estimate};
+use carbon_magics::llm::footprint::{Tables, eco_estimate_in, seed_estimate};
 use carbon_magics::llm::history::{History, HistoryEntry};
 use carbon_magics::llm::providers::{LlmConfig, ModelSpec};
 use carbon_magics::llm::record::llm_record;
 use carbon_magics::llm::report::{self, RequestResult};
 use carbon_magics::llm::run::{self, Event, Http};
+use carbon_magics::llm::zone::{self, ZoneChoice};
 use carbon_magics::llm::{self as llm, AskArgs, LlmCommand, TIMEOUT_KEY};
 use carbon_magics::parse::MagicCall;
 use std::path::{Path, PathBuf};
@@ -145,22 +146,47 @@ fn dispatch(
             model,
             tokens,
             latency,
+            zone,
         } => {
             let tables = ex.llm.tables(&ex.settings, out);
-            let r = estimate(&tables, &model, tokens, latency);
+            let zone = zone_choice(zone.as_deref(), &ex.settings, out);
+            let r = estimate(&tables, &model, tokens, latency, zone.as_ref());
+            let json = carbon_magics::llm::models::estimate_json(
+                &r.spec.to_string(),
+                r.eco.as_ref(),
+                r.seed.as_ref(),
+            );
             let rs = [r];
             if let Some(c) = report::chart_bundle(&rs) {
                 out.display(c, None);
             }
-            result_bundle(report::comparison_bundle(&rs, &tables))
+            result_bundle(
+                report::comparison_bundle(&rs, &tables)
+                    .with(carbon_magics::llm::models::ESTIMATE_MIME, json),
+            )
         }
         LlmCommand::Ask(args) => ask(ex, args, cfg, out),
     }
 }
 
+/// `--zone`, else `LLM_ZONE` (a bad value is reported on stderr and ignored).
+fn zone_choice(cli: Option<&str>, s: &Settings, out: &mut dyn Publish) -> Option<ZoneChoice> {
+    let (choice, warning) = zone::choose(cli, s);
+    if let Some(w) = warning {
+        out.stream(crate::runtime::StreamName::Stderr, &format!("%llm: {w}\n"));
+    }
+    choice
+}
+
 /// A hypothetical request: tokens given, latency given or the model's own generation time.
-fn estimate(t: &Tables, spec: &ModelSpec, tokens: u64, latency: Option<f64>) -> RequestResult {
-    let eco = eco_estimate(t, spec.provider.key(), &spec.model, tokens, latency);
+fn estimate(
+    t: &Tables,
+    spec: &ModelSpec,
+    tokens: u64,
+    latency: Option<f64>,
+    zone: Option<&ZoneChoice>,
+) -> RequestResult {
+    let eco = eco_estimate_in(t, spec.provider.key(), &spec.model, tokens, latency, zone);
     let lat = latency.unwrap_or_else(|| eco.gen_time_s.mid());
     let seed = seed_estimate(t, &spec.model, lat);
     let mut resp = LlmResponse {
@@ -195,6 +221,7 @@ struct Slot {
 
 fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
     let tables = ex.llm.tables(&ex.settings, out);
+    let zone = zone_choice(args.zone.as_deref(), &ex.settings, out);
     let http = ex.llm.http();
     let policy = RetryPolicy::from_settings(&ex.settings);
     let providers = run::providers_for(&args.models, cfg, &http, policy);
@@ -286,12 +313,13 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                     .and_then(|t| t.completion_time)
                     .map(|c| c.min(resp.latency_s))
                     .unwrap_or(resp.latency_s);
-                let eco = eco_estimate(
+                let eco = eco_estimate_in(
                     &tables,
                     s.spec.provider.key(),
                     &s.spec.model,
                     resp.completion_tokens.unwrap_or(0),
                     Some(bound),
+                    zone.as_ref(),
                 );
                 RequestResult {
                     spec: s.spec,
