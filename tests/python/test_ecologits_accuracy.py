@@ -139,6 +139,14 @@ def _inside(k: dict, lo: float, hi: float) -> bool:
     return lo - tol <= k["min"] <= hi + tol and lo - tol <= k["max"] <= hi + tol
 
 
+def _equal(eco: dict, want: dict) -> bool:
+    """Both ends equal to EcoLogits' (relative 1e-9): recorded in the table, not required."""
+    return all(
+        abs(eco[f][end] - want[f][i]) <= 1e-9 * max(abs(want[f][i]), 1e-30)
+        for f in want for i, end in enumerate(("min", "max"))
+    )
+
+
 def test_ecologits_version_is_the_generated_one():
     """The installed ecologits is the version the kernel's data was generated from."""
     import json
@@ -187,8 +195,8 @@ def test_kernel_inside_ecologits_range(kc, artifacts_dir: Path):
         f"# %llm estimate vs EcoLogits {ECOLOGITS_VERSION} llm_impacts ({len(rows)} cases)",
         "",
         "| kernel model | EcoLogits model | tokens | latency s | zone | energy kWh kernel | energy kWh EcoLogits "
-        "| usage kg kernel | usage kg EcoLogits | embodied kg kernel | embodied kg EcoLogits | inside |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| usage kg kernel | usage kg EcoLogits | embodied kg kernel | embodied kg EcoLogits | inside | equal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def r(x):
@@ -201,7 +209,8 @@ def test_kernel_inside_ecologits_range(kc, artifacts_dir: Path):
         lines.append(
             f"| {spec} | {em} | {n} | {lat} | {z} | {r(eco['energy_kwh'])} | {w(want['energy_kwh'])} "
             f"| {r(eco['usage_kg'])} | {w(want['usage_kg'])} | {r(eco['embodied_kg'])} "
-            f"| {w(want['embodied_kg'])} | {'yes' if all(ok.values()) else 'NO'} |")
+            f"| {w(want['embodied_kg'])} | {'yes' if all(ok.values()) else 'NO'} "
+            f"| {'yes' if _equal(eco, want) else 'no'} |")
     (artifacts_dir / "ecologits_accuracy.md").write_text("\n".join(lines) + "\n")
     assert not failures, failures
 
