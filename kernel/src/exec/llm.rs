@@ -15,7 +15,8 @@ use carbon_magics::llm::footprint::Tables;
 use carbon_magics::llm::providers::{LlmConfig, ModelSpec};
 use carbon_magics::llm::run::{self, Event, RequestError};
 use carbon_magics::llm::session::{self as session, LlmSession, RequestEnd};
-use carbon_magics::llm::{self as llm, AskArgs, LlmCommand, TIMEOUT_KEY};
+use carbon_magics::llm::zone::{self, ZoneChoice};
+use carbon_magics::llm::{self as llm, AskArgs, LlmCommand, TIMEOUT_KEY, models};
 use carbon_magics::parse::MagicCall;
 use carbon_magics::report::llm as report;
 use std::sync::Arc;
@@ -106,17 +107,31 @@ fn dispatch(
             model,
             tokens,
             latency,
+            zone,
         } => {
             let tables = tables(&mut ex.llm, &ex.settings, out);
-            let r = session::estimate(&tables, &model, tokens, latency);
+            let zone = zone_choice(zone.as_deref(), &ex.settings, out);
+            let r = session::estimate(&tables, &model, tokens, latency, zone.as_ref());
+            // The exact figures, for tools (the accuracy test reads them); front-ends ignore
+            // this MIME type.
+            let json = models::estimate_json(&r.spec.to_string(), r.eco.as_ref(), r.seed.as_ref());
             let rs = [r];
             if let Some(c) = report::chart_bundle(&rs) {
                 out.display(c, None);
             }
-            result_bundle(report::comparison_bundle(&rs, &tables))
+            result_bundle(report::comparison_bundle(&rs, &tables).with(models::ESTIMATE_MIME, json))
         }
         LlmCommand::Ask(args) => ask(ex, args, cfg, out),
     }
+}
+
+/// `--zone`, else `LLM_ZONE` (a bad value is reported on stderr and ignored).
+fn zone_choice(cli: Option<&str>, s: &Settings, out: &mut dyn Publish) -> Option<ZoneChoice> {
+    let (choice, warning) = zone::choose(cli, s);
+    if let Some(w) = warning {
+        out.stream(StreamName::Stderr, &format!("%llm: {w}\n"));
+    }
+    choice
 }
 
 struct Slot {
@@ -130,6 +145,7 @@ struct Slot {
 
 fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
     let tables = tables(&mut ex.llm, &ex.settings, out);
+    let zone = zone_choice(args.zone.as_deref(), &ex.settings, out);
     let http = ex.llm.http();
     let policy = RetryPolicy::from_settings(&ex.settings);
     let providers = run::providers_for(&args.models, cfg, &http, policy);
@@ -217,7 +233,7 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 partial: s.text,
             },
         };
-        let r = session::request_result(&tables, s.spec, end);
+        let r = session::request_result(&tables, s.spec, end, zone.as_ref());
         let text = match &r.response {
             Some(resp) => resp.text.clone(),
             None => r.partial.clone(),

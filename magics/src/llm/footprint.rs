@@ -303,18 +303,27 @@ impl Tables {
         let seed: SeedConstants =
             serde_json::from_str(DEFAULT_SEED_JSON).expect("built-in seed constants");
         let m = parse_models(DEFAULT_MODELS_JSON, "llm_models.json").expect("built-in models");
-        let mixes = m
-            .electricity_mixes_kg_per_kwh
-            .iter()
-            .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-            .collect();
+        // EcoLogits' repository, mixes, datacenters and constants are generated from its wheel
+        // (data/ecologits_models.json); llm_models.json keeps only our own assumptions (Groq,
+        // local servers, the fallback), which come first and win on equal names.
+        let repo = super::models::repository();
+        let mut mixes = repo.mixes.clone();
+        mixes.extend(
+            m.electricity_mixes_kg_per_kwh
+                .iter()
+                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f))),
+        );
+        let mut providers = repo.datacenters();
+        providers.extend(m.providers);
+        let mut models = m.models;
+        models.extend(repo.entries());
         Tables {
             profiles,
             seed,
-            eco: m.constants.expect("built-in constants"),
-            providers: m.providers,
+            eco: m.constants.unwrap_or_else(|| repo.constants.clone()),
+            providers,
             mixes,
-            models: m.models,
+            models,
             aliases: m.aliases,
             fallback: m.fallback.expect("built-in fallback").architecture,
             user_files: Vec::new(),
@@ -436,35 +445,13 @@ impl Tables {
             })
     }
 
-    /// The model entry for `model` at `provider`: exact, alias, without `:provider` suffix, without
-    /// a dated snapshot suffix (`-2024-07-18`), case-insensitive; any provider as a last resort.
+    /// The model entry for `model` at `provider` by the name rules of [`super::models`]
+    /// (as typed, case, prefixes and suffixes, aliases, dates); `None` when none applies.
     pub fn model(&self, provider: &str, model: &str) -> Option<&ModelEntry> {
-        let mut candidates = vec![model.to_string()];
-        let base = strip_suffix(model).to_string();
-        candidates.push(base.clone());
-        if let Some(a) = self.aliases.get(model).or_else(|| self.aliases.get(&base)) {
-            candidates.push(a.clone());
-        }
-        let undated = strip_date(&base);
-        candidates.push(undated.clone());
-        if let Some(a) = self.aliases.get(&undated) {
-            candidates.push(a.clone());
-        }
-        for c in &candidates {
-            if let Some(m) = self
-                .models
-                .iter()
-                .find(|m| m.provider == provider && m.name.eq_ignore_ascii_case(c))
-            {
-                return Some(m);
-            }
-        }
-        for c in &candidates {
-            if let Some(m) = self.models.iter().find(|m| m.name.eq_ignore_ascii_case(c)) {
-                return Some(m);
-            }
-        }
-        None
+        let r = super::models::resolve(self, provider, model)?;
+        self.models
+            .iter()
+            .find(|m| m.provider == r.entry.provider && m.name == r.entry.name)
     }
 }
 
@@ -474,25 +461,6 @@ fn strip_suffix(model: &str) -> &str {
         Some((base, _)) if base.contains('/') => base,
         _ => model,
     }
-}
-
-/// `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`.
-fn strip_date(model: &str) -> String {
-    let b = model.as_bytes();
-    if b.len() > 11 {
-        let tail = &model[model.len() - 11..];
-        let t = tail.as_bytes();
-        let shape = t[0] == b'-'
-            && t[5] == b'-'
-            && t[8] == b'-'
-            && t[1..5].iter().all(u8::is_ascii_digit)
-            && t[6..8].iter().all(u8::is_ascii_digit)
-            && t[9..11].iter().all(u8::is_ascii_digit);
-        if shape {
-            return model[..model.len() - 11].to_string();
-        }
-    }
-    model.to_string()
 }
 
 /// A parameter count read from a model name: `70b`, `8B`, `7.24b`, `8x7b` (billions).
@@ -648,6 +616,10 @@ pub struct EcoEstimate {
     pub emb_kg: Range,
     /// Warnings to show (unknown model, zone).
     pub warnings: Vec<String>,
+    /// Which model was used and why (see [`super::models`]).
+    pub resolution: String,
+    /// The zone, its intensity and where both come from.
+    pub zone_source: String,
 }
 
 impl EcoEstimate {
@@ -720,7 +692,7 @@ fn eco_run(
 }
 
 /// Tokens × parameters (EcoLogits 0.11 `compute_llm_impacts`), run for the (min active, min total)
-/// and (max active, max total) ends with the PUE range, as EcoLogits does.
+/// and (max active, max total) ends with the PUE range, as EcoLogits does; the provider's zone.
 pub fn eco_estimate(
     t: &Tables,
     provider: &str,
@@ -728,53 +700,32 @@ pub fn eco_estimate(
     output_tokens: u64,
     latency_bound_s: Option<f64>,
 ) -> EcoEstimate {
-    let mut warnings = Vec::new();
-    let (arch, dep, matched) = match t.model(provider, model) {
-        Some(m) => (
-            m.architecture.clone(),
-            m.deployment,
-            ModelMatch::Table(m.name.clone()),
-        ),
-        None => match params_from_name(model) {
-            Some(p) => {
-                warnings.push(format!(
-                    "'{model}' is not in the model table: assuming a dense model of {p}B parameters (read from its name)"
-                ));
-                (
-                    Architecture::Dense {
-                        parameters: Range::exact(p),
-                    },
-                    Deployment::default(),
-                    ModelMatch::FromName(p),
-                )
-            }
-            None => {
-                let (a, _) = t.fallback.active_total();
-                warnings.push(format!(
-                    "'{model}' is not in the model table: assuming a dense model of {}–{}B parameters (add it with LLM_MODELS_FILE)",
-                    a.min(),
-                    a.max()
-                ));
-                (
-                    t.fallback.clone(),
-                    Deployment::default(),
-                    ModelMatch::Fallback,
-                )
-            }
-        },
-    };
-    let dc = t.providers.get(provider).cloned().unwrap_or(ProviderDc {
-        zone: "WOR".into(),
-        pue: Range::exact(1.0),
-        source: "no datacenter data: world mix, PUE 1.0".into(),
-    });
-    let intensity = match t.mixes.get(&dc.zone) {
-        Some(v) => *v,
-        None => {
-            warnings.push(format!("zone {} unknown: world mix used", dc.zone));
-            t.mixes.get("WOR").copied().unwrap_or(0.45829)
-        }
-    };
+    eco_estimate_in(t, provider, model, output_tokens, latency_bound_s, None)
+}
+
+/// [`eco_estimate`] in the zone the user chose (`None`: the provider's datacenter zone).
+pub fn eco_estimate_in(
+    t: &Tables,
+    provider: &str,
+    model: &str,
+    output_tokens: u64,
+    latency_bound_s: Option<f64>,
+    zone: Option<&super::zone::ZoneChoice>,
+) -> EcoEstimate {
+    let pick = super::models::pick(t, provider, model);
+    let mut warnings = pick.warnings;
+    let (arch, dep, matched) = (pick.architecture, pick.deployment, pick.matched);
+    let dc = t
+        .providers
+        .get(&pick.datacenter)
+        .cloned()
+        .unwrap_or(ProviderDc {
+            zone: "WOR".into(),
+            pue: Range::exact(1.0),
+            source: "no datacenter data: world mix, PUE 1.0".into(),
+        });
+    let (zone, intensity, zone_source, zw) = super::zone::apply(t, &dc, zone);
+    warnings.extend(zw);
     let (active, total) = arch.active_total();
     let n = output_tokens as f64;
     let lo = eco_run(
@@ -808,12 +759,14 @@ pub fn eco_estimate(
         gen_time_s: Range::span(lo.dt.min(hi.dt), lo.dt.max(hi.dt)),
         gpus: (lo.n, hi.n),
         pue: dc.pue,
-        zone: dc.zone,
+        zone,
         intensity,
         energy_kwh: Range::span(lo.energy, hi.energy),
         op_kg: Range::span(lo.op, hi.op),
         emb_kg: Range::span(lo.emb.min(hi.emb), lo.emb.max(hi.emb)),
         warnings,
+        resolution: pick.resolution,
+        zone_source,
     }
 }
 
@@ -881,7 +834,11 @@ mod tests {
         // embodied = 5 × (5700/8 + 273)/(94 608 000 × 64) = 8.138e-7 kg.
         let t = Tables::builtin();
         let e = eco_estimate(&t, "openai", "gpt-4o-mini-2024-07-18", 500, Some(5.0));
-        assert_eq!(e.matched, ModelMatch::Table("gpt-4o-mini".into()));
+        // EcoLogits registers the dated name itself (tps 63 instead of 79: ΔT is still 5 s)
+        assert_eq!(
+            e.matched,
+            ModelMatch::Table("gpt-4o-mini-2024-07-18".into())
+        );
         assert_eq!(e.gpus, (1, 1));
         assert!(
             close(e.energy_kwh.min(), 3.0957e-5, 1e-4),

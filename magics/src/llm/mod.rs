@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod client;
 pub mod footprint;
 pub mod history;
+pub mod models;
 pub mod providers;
 pub mod record;
 pub mod run;
@@ -27,6 +28,7 @@ pub mod session;
 pub mod testserver;
 #[cfg(test)]
 mod wire_tests;
+pub mod zone;
 
 /// Settings key of the default per-request timeout (s).
 pub const TIMEOUT_KEY: &str = "LLM_TIMEOUT_S";
@@ -78,12 +80,22 @@ fn ask_args(cmd: Command) -> Command {
             .value_parser(parse_positive)
             .help("Per-request timeout in seconds (default LLM_TIMEOUT_S or 120)"),
     )
+    .arg(zone_arg())
     .arg(
         Arg::new("no-stream")
             .long("no-stream")
             .action(ArgAction::SetTrue)
             .help("Ask for the whole answer at once instead of a stream"),
     )
+}
+
+/// `--zone ISO3|WOR` (EcoLogits' `electricity_mix_zone`), checked against its electricity mixes.
+fn zone_arg() -> Arg {
+    Arg::new("zone")
+        .long("zone")
+        .value_name("ISO3|WOR")
+        .value_parser(zone::parse_zone)
+        .help("Electricity zone of the tokens × parameters estimate (default LLM_ZONE, else the provider's datacenter zone)")
 }
 
 fn parse_temperature(s: &str) -> Result<f64, String> {
@@ -142,6 +154,7 @@ fn estimate_cmd() -> Command {
                 .value_parser(parse_positive)
                 .help("Request latency in seconds (default: the model's own generation time)"),
         )
+        .arg(zone_arg())
 }
 
 fn history_cmd() -> Command {
@@ -171,7 +184,7 @@ fn help_cmd() -> Command {
         .subcommand(history_cmd())
         .subcommand(summary_cmd())
         .after_long_help(
-            "Forms:\n  %llm PROVIDER:MODEL PROMPT...   one model\n  %llm PROMPT...                  the default model (LLM_DEFAULT, else the first model of the first provider with a key)\n  %%llm [--models P:M,P:M | --all] [--system TEXT] [--max-tokens N] [--temperature T] [--timeout S]\n                                  the cell body is the prompt; models run concurrently\n  %llm models | estimate P:M --tokens N [--latency S] | history [--clear] | summary\n\nProviders: openai, gemini, groq, hf (Hugging Face router, MODEL may end in :provider), ollama, local (any OpenAI-compatible server).\nVariables (.env or environment): <P>_API_KEY, <P>_MODEL (comma-separated, first = default), <P>_BASE_URL with P = OPENAI, GEMINI, GROQ, HUGGINGFACE, OLLAMA, LLM_LOCAL; LLM_TIMEOUT_S, LLM_MAX_RETRIES, LLM_PROFILES_FILE, LLM_MODELS_FILE, LLM_SEED_FILE.\nTo send a prompt that starts with models/history/summary/estimate or with 'word:word', use %%llm.",
+            "Forms:\n  %llm PROVIDER:MODEL PROMPT...   one model\n  %llm PROMPT...                  the default model (LLM_DEFAULT, else the first model of the first provider with a key)\n  %%llm [--models P:M,P:M | --all] [--system TEXT] [--max-tokens N] [--temperature T] [--timeout S] [--zone ISO3|WOR]\n                                  the cell body is the prompt; models run concurrently\n  %llm models | estimate P:M --tokens N [--latency S] [--zone ISO3|WOR] | history [--clear] | summary\n\nProviders: openai, gemini, groq, hf (Hugging Face router, MODEL may end in :provider), ollama, local (any OpenAI-compatible server).\nModels: EcoLogits 0.11.3's whole repository; dated names, models/ and provider/ prefixes, :provider suffixes and case are understood; an unknown name uses the size in its name, else the nearest registered name (EcoLogits' LiteLLM rule). The report says which model was used and why.\nVariables (.env or environment): <P>_API_KEY, <P>_MODEL (comma-separated, first = default), <P>_BASE_URL with P = OPENAI, GEMINI, GROQ, HUGGINGFACE, OLLAMA, LLM_LOCAL; LLM_TIMEOUT_S, LLM_ZONE, LLM_MAX_RETRIES, LLM_PROFILES_FILE, LLM_MODELS_FILE, LLM_SEED_FILE.\nTo send a prompt that starts with models/history/summary/estimate or with 'word:word', use %%llm.",
         )
 }
 
@@ -201,6 +214,8 @@ pub struct AskArgs {
     pub timeout: Duration,
     /// Ask for streams.
     pub stream: bool,
+    /// `--zone` (checked, upper case).
+    pub zone: Option<String>,
 }
 
 /// What a `%llm` / `%%llm` invocation asks for.
@@ -218,6 +233,8 @@ pub enum LlmCommand {
         tokens: u64,
         /// latency (s)
         latency: Option<f64>,
+        /// `--zone` (checked, upper case)
+        zone: Option<String>,
     },
     /// `%llm history`.
     History {
@@ -325,6 +342,7 @@ fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand
                 model,
                 tokens: m.get_one::<u64>("tokens").copied().unwrap_or(0),
                 latency: m.get_one::<f64>("latency").copied(),
+                zone: m.get_one::<String>("zone").cloned(),
             }
         }
     }))
@@ -455,6 +473,7 @@ fn ask_from(
         temperature: m.get_one::<f64>("temperature").copied(),
         timeout: timeout_of(m, settings_timeout),
         stream: !m.get_flag("no-stream"),
+        zone: m.get_one::<String>("zone").cloned(),
     }
 }
 

@@ -46,10 +46,7 @@ pub fn llm_record(
             }
             base.pue = e.pue.mid();
             base.carbon_intensity = e.intensity * 1000.0;
-            base.intensity_source = format!(
-                "EcoLogits 0.11.3 electricity mix of {} (Our World in Data); provider datacenter assumption",
-                e.zone
-            );
+            base.intensity_source = e.zone_source.clone();
             base.cpu_energy = 0.0;
             base.ram_energy = 0.0;
             base.gpu_energy = e.energy_kwh.mid();
@@ -68,10 +65,11 @@ pub fn llm_record(
             base.emissions_min_kg = Some(total.min());
             base.emissions_max_kg = Some(total.max());
             base.method = format!(
-                "estimated: tokens x parameters (EcoLogits 0.11, {} output tokens, midpoint of {}..{} kg); seed latency x hardware: {} kg, {} kWh",
+                "estimated: tokens x parameters (EcoLogits 0.11, {} output tokens, midpoint of {}..{} kg; {}); seed latency x hardware: {} kg, {} kWh",
                 e.tokens,
                 total.min(),
                 total.max(),
+                e.resolution,
                 seed.as_ref().map(|s| s.total_kg()).unwrap_or(0.0),
                 seed.as_ref().map(|s| s.energy_kwh).unwrap_or(0.0),
             );

@@ -8,13 +8,14 @@
 use super::client::LlmResponse;
 use super::client::ProviderErrorKind;
 use super::footprint::{
-    MODELS_FILE_KEY, PROFILES_FILE_KEY, SEED_FILE_KEY, Tables, eco_estimate, seed_estimate,
+    MODELS_FILE_KEY, PROFILES_FILE_KEY, SEED_FILE_KEY, Tables, eco_estimate_in, seed_estimate,
 };
 use super::history::{History, HistoryEntry};
 use super::providers::ModelSpec;
 use super::record::llm_record;
 use super::run::Http;
 use super::run::{RequestError, RequestResult};
+use super::zone::ZoneChoice;
 use crate::carbon::record::EmissionRecord;
 use crate::carbon::session::EmissionsSink;
 use crate::carbon::sink::{SinkError, Written};
@@ -121,7 +122,13 @@ impl LlmSession {
 /// A finished request with both footprints: latency × hardware (the seed's method) and tokens ×
 /// parameters (EcoLogits-class), the latter bounded by the provider's own generation time when it
 /// reports one.
-pub fn request_result(t: &Tables, spec: ModelSpec, end: RequestEnd) -> RequestResult {
+/// `zone` is the user's `--zone` / `LLM_ZONE` choice (else the provider's datacenter zone).
+pub fn request_result(
+    t: &Tables,
+    spec: ModelSpec,
+    end: RequestEnd,
+    zone: Option<&ZoneChoice>,
+) -> RequestResult {
     match end {
         RequestEnd::Answered(resp) => {
             let seed = seed_estimate(t, &spec.model, resp.latency_s);
@@ -132,12 +139,13 @@ pub fn request_result(t: &Tables, spec: ModelSpec, end: RequestEnd) -> RequestRe
                 .and_then(|t| t.completion_time)
                 .map(|c| c.min(resp.latency_s))
                 .unwrap_or(resp.latency_s);
-            let eco = eco_estimate(
+            let eco = eco_estimate_in(
                 t,
                 spec.provider.key(),
                 &spec.model,
                 resp.completion_tokens.unwrap_or(0),
                 Some(bound),
+                zone,
             );
             RequestResult {
                 spec,
@@ -161,8 +169,14 @@ pub fn request_result(t: &Tables, spec: ModelSpec, end: RequestEnd) -> RequestRe
 
 /// `%llm estimate`: a hypothetical request of `tokens` output tokens; the latency given, or the
 /// model's own generation time from the tokens × parameters method.
-pub fn estimate(t: &Tables, spec: &ModelSpec, tokens: u64, latency: Option<f64>) -> RequestResult {
-    let eco = eco_estimate(t, spec.provider.key(), &spec.model, tokens, latency);
+pub fn estimate(
+    t: &Tables,
+    spec: &ModelSpec,
+    tokens: u64,
+    latency: Option<f64>,
+    zone: Option<&ZoneChoice>,
+) -> RequestResult {
+    let eco = eco_estimate_in(t, spec.provider.key(), &spec.model, tokens, latency, zone);
     let lat = latency.unwrap_or_else(|| eco.gen_time_s.mid());
     let seed = seed_estimate(t, &spec.model, lat);
     let mut resp = LlmResponse {
@@ -306,13 +320,13 @@ mod tests {
     #[test]
     fn an_answer_gets_both_footprints_and_a_failure_none() {
         let t = Tables::builtin();
-        let r = request_result(&t, spec(), answered(2.0, 200));
+        let r = request_result(&t, spec(), answered(2.0, 200), None);
         let seed = r.seed.as_ref().unwrap();
         let eco = r.eco.as_ref().unwrap();
         assert!(seed.total_kg() > 0.0);
         assert!(eco.total_kg().min() > 0.0 && eco.total_kg().min() <= eco.total_kg().max());
         // the seed's method scales with the latency, the other with the tokens
-        let slow = request_result(&t, spec(), answered(4.0, 200));
+        let slow = request_result(&t, spec(), answered(4.0, 200), None);
         assert!(slow.seed.as_ref().unwrap().total_kg() > seed.total_kg());
         let f = request_result(
             &t,
@@ -321,17 +335,18 @@ mod tests {
                 error: RequestError::new(ProviderErrorKind::Api, "boom"),
                 partial: "par".into(),
             },
+            None,
         );
         assert!(f.seed.is_none() && f.eco.is_none());
         assert_eq!(f.partial, "par");
-        let e = estimate(&t, &spec(), 100, None);
+        let e = estimate(&t, &spec(), 100, None, None);
         assert!(e.response.unwrap().notes[0].contains("no --latency"));
     }
 
     #[test]
     fn history_rows_and_errors_of_a_request() {
         let t = Tables::builtin();
-        let ok = request_result(&t, spec(), answered(1.0, 50));
+        let ok = request_result(&t, spec(), answered(1.0, 50), None);
         let h = history_entries(
             "s1",
             "2026-01-01T00:00:00Z",
@@ -350,6 +365,7 @@ mod tests {
                 error: RequestError::new(ProviderErrorKind::MissingKey, "set GROQ_API_KEY"),
                 partial: String::new(),
             },
+            None,
         );
         let rs = rows(&base, &[ok.clone(), failed.clone()], false);
         assert_eq!(rs[0].status, RowStatus::Ok);
@@ -368,6 +384,7 @@ mod tests {
                 error: RequestError::new(ProviderErrorKind::Api, "HTTP 500"),
                 partial: String::new(),
             },
+            None,
         );
         assert_eq!(
             ask_error(std::slice::from_ref(&api), false),
@@ -385,7 +402,7 @@ mod tests {
         let sink = EmissionsSink::new(d.path().join("emissions.csv"));
         let s = LlmSession::new(d.path(), sink.clone(), "s1");
         let t = Tables::builtin();
-        let r = request_result(&t, spec(), answered(1.0, 50));
+        let r = request_result(&t, spec(), answered(1.0, 50), None);
         let zone = intensity::zone(None).unwrap();
         let base = EmissionRecord::base("p", "s1", &zone, 1.0);
         s.write_rows(&base, &[r], false).unwrap();

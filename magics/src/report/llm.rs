@@ -219,6 +219,8 @@ fn explain(r: &RequestResult, t: &Tables) -> Vec<String> {
             "Tokens × parameters (EcoLogits 0.11): {model}; active {} B, total {} B parameters; N = {} output tokens; batch B = {}; provider PUE {}, zone {} ({} kgCO₂eq/kWh).",
             range(&e.active, 1.0), range(&e.total, 1.0), e.tokens, c.batch_size, range(&e.pue, 1.0), e.zone, e.intensity
         ));
+        l.push(e.resolution.clone());
+        l.push(e.zone_source.clone());
         l.push(format!(
             "f_E = α·e^(β·B)·P_act + γ = {:.4e}·e^({:.5}·{})·P_act + {:.4e} = {} Wh/token; E_gpu = N·f_E/1000",
             c.gpu_energy_alpha, c.gpu_energy_beta, c.batch_size, c.gpu_energy_gamma, range(&e.energy_per_token_wh, 1.0)
