@@ -4,6 +4,7 @@
 use crate::error::UsageError;
 use crate::lang::Language;
 use crate::registry::MagicSpec;
+use std::sync::LazyLock;
 
 fn lang_cmd() -> clap::Command {
     clap::Command::new("lang").no_binary_name(true).arg(
@@ -30,11 +31,19 @@ pub fn language_cell_spec(lang: Language) -> MagicSpec {
     }
 }
 
+/// `%lang`'s summary names the table's languages (built once: a spec's texts are `'static`).
+static LANG_SUMMARY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "Show or set the default language of plain cells ({})",
+        Language::names().join(", ")
+    )
+});
+
 /// `%lang [LANGUAGE]`.
 pub fn lang_spec() -> MagicSpec {
     MagicSpec {
         name: "lang",
-        summary: "Show or set the default language of plain cells (python, java, rust)",
+        summary: LANG_SUMMARY.as_str(),
         command: lang_cmd,
     }
 }

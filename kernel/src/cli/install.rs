@@ -47,7 +47,7 @@ impl InstallArgs {
     }
 }
 
-/// Runs `carbon-kernel install`: the kernelspecs name `binary` as argv[0]; prints each folder.
+/// Runs `carbon-kernel install`: the kernelspecs name `binary` as `argv[0]`; prints each folder.
 pub fn run_install(
     args: &InstallArgs,
     binary: &Path,
@@ -183,7 +183,7 @@ fn fill(v: &mut Value, binary: &str, lang: &str, display: &str) {
     }
 }
 
-/// The `kernel.json` of one language, with `binary` as argv[0].
+/// The `kernel.json` of one language, with `binary` as `argv[0]`.
 pub fn kernel_json(binary: &Path, lang: Language) -> Result<Value, InstallError> {
     let mut v: Value = serde_json::from_str(TEMPLATE)?;
     fill(
