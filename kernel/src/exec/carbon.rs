@@ -20,7 +20,7 @@ use carbon_magics::carbon::{Measurement, Meter, MeterPhase};
 use carbon_magics::parse::MagicCall;
 use carbon_magics::report::cell::{self as report, RunReport};
 use carbon_magics::{MimeBundle, UsageError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -377,13 +377,8 @@ fn run_file(
             ),
         ));
     };
-    // The language's toolchain: one arm per language, the rest comes from its table row.
-    let program = match language {
-        Language::Python => crate::runtime::python::python_executable(&ex.settings),
-        Language::Java => crate::runtime::java::java_tools(&ex.settings).map(|(java, _)| java),
-        Language::Rust => Ok(PathBuf::from("rustc")),
-    };
-    let program = match program {
+    // The language's toolchain comes from its back-end, the steps from its table row.
+    let program = match (crate::runtime::backend(language).file_program)(&ex.settings) {
         Ok(p) => p,
         Err(e) => return runtime_failure(&e),
     };

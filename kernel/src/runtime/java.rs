@@ -1176,6 +1176,17 @@ impl Drop for JavaRuntime {
     }
 }
 
+/// This back-end, for [`super::backend`].
+pub const BACKEND: super::Backend = super::Backend {
+    runtime: |settings| Box::new(JavaRuntime::new(settings)),
+    file_program: java_program,
+};
+
+/// The `java` launcher of the JDK in use: it runs a `.java` file in source-file mode (JEP 330).
+fn java_program(settings: &Settings) -> Result<PathBuf, RuntimeError> {
+    java_tools(settings).map(|(java, _)| java)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

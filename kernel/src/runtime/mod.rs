@@ -5,6 +5,7 @@
 
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
+use std::path::PathBuf;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -344,17 +345,32 @@ pub fn strip_ansi(s: &str) -> String {
 /// Creates a runtime for a language (real back-ends in the kernel, test runtimes in tests).
 pub type RuntimeFactory = Box<dyn Fn(Language, &Settings) -> Box<dyn Runtime> + Send>;
 
-/// The real back-ends: Python, Java (JShell) and Rust (evcxr), each started lazily.
+/// What the kernel needs from a language's back-end file: how to build its runtime, and which
+/// program runs a source file of it (`%carbon run FILE`; the steps come from the language's
+/// table row, `carbon_magics::lang::FileRun`).
+#[derive(Clone, Copy)]
+pub struct Backend {
+    /// Builds the (lazily started) runtime.
+    pub runtime: fn(&Settings) -> Box<dyn Runtime>,
+    /// The interpreter or compiler `%carbon run` calls for a file of this language.
+    pub file_program: fn(&Settings) -> Result<PathBuf, RuntimeError>,
+}
+
+/// The back-end of a language: each back-end file exports its `BACKEND`.
 ///
 /// Adding a language: its row in `carbon_magics::lang::LANGUAGES` (names, extensions,
-/// kernelspec, MIME type…), its runtime file next to this one, and the arm of this `match` that
-/// the compiler asks for.
+/// kernelspec, MIME type, how files run…), its runtime file next to this one exporting a
+/// `BACKEND`, and the arm of this `match` that the compiler asks for. Everything else (install,
+/// `language_info`, `%%name` magics, `%lang`, `%carbon run`, CSV rows, tests) reads the table.
+pub fn backend(lang: Language) -> Backend {
+    match lang {
+        Language::Python => python::BACKEND,
+        Language::Java => java::BACKEND,
+        Language::Rust => rust::BACKEND,
+    }
+}
+
+/// The real back-ends: Python, Java (JShell) and Rust (evcxr), each started lazily.
 pub fn default_factory() -> RuntimeFactory {
-    Box::new(|lang, settings| -> Box<dyn Runtime> {
-        match lang {
-            Language::Python => Box::new(python::PythonRuntime::new(settings)),
-            Language::Java => Box::new(java::JavaRuntime::new(settings)),
-            Language::Rust => Box::new(rust::RustRuntime::new(settings)),
-        }
-    })
+    Box::new(|lang, settings| (backend(lang).runtime)(settings))
 }

@@ -1136,6 +1136,12 @@ impl Drop for PythonRuntime {
     }
 }
 
+/// This back-end, for [`super::backend`].
+pub const BACKEND: super::Backend = super::Backend {
+    runtime: |settings| Box::new(PythonRuntime::new(settings)),
+    file_program: python_executable,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -946,6 +946,18 @@ impl Drop for RustRuntime {
     }
 }
 
+/// This back-end, for [`super::backend`].
+pub const BACKEND: super::Backend = super::Backend {
+    runtime: |settings| Box::new(RustRuntime::new(settings)),
+    file_program: rustc_program,
+};
+
+/// `rustc` from the `PATH` (the toolchain evcxr uses too); a missing one is reported by the
+/// command layer when it fails to start.
+fn rustc_program(_settings: &Settings) -> Result<PathBuf, RuntimeError> {
+    Ok(PathBuf::from("rustc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
