@@ -445,13 +445,7 @@ impl HttpProvider {
                     body["stream_options"] = json!({"include_usage": true});
                 }
                 if let Some(n) = req.max_tokens {
-                    // OpenAI deprecated max_tokens (reasoning models reject it); Groq accepts the
-                    // new name; other OpenAI-compatible servers know only max_tokens.
-                    let key = match self.cfg.kind {
-                        ProviderKind::OpenAi | ProviderKind::Groq => "max_completion_tokens",
-                        _ => "max_tokens",
-                    };
-                    body[key] = json!(n);
+                    body[self.cfg.kind.row().max_tokens_field] = json!(n);
                 }
                 if let Some(t) = req.temperature {
                     body["temperature"] = json!(t);

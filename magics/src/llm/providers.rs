@@ -29,39 +29,145 @@ pub enum Wire {
     Gemini,
 }
 
-impl ProviderKind {
-    /// Every provider, in display and default-selection order.
-    pub const ALL: [ProviderKind; 6] = [
-        ProviderKind::OpenAi,
-        ProviderKind::Gemini,
-        ProviderKind::Groq,
-        ProviderKind::HuggingFace,
-        ProviderKind::Ollama,
-        ProviderKind::Local,
-    ];
-
+/// Everything the kernel knows about one provider, in one place: adding a provider is one
+/// variant and one row (plus a wire module if it speaks neither of the two [`Wire`] formats);
+/// `.env` variables, `%llm models`, parsing of `provider:model`, requests and reports read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderRow {
+    /// The provider.
+    pub kind: ProviderKind,
     /// The key used in `PROVIDER:MODEL` (the seed's provider keys, plus `ollama` and `local`).
-    pub fn key(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Groq => "groq",
-            ProviderKind::HuggingFace => "hf",
-            ProviderKind::Ollama => "ollama",
-            ProviderKind::Local => "local",
+    pub key: &'static str,
+    /// Other accepted spellings of the key.
+    pub aliases: &'static [&'static str],
+    /// Prefix of its variables (`OPENAI` → `OPENAI_API_KEY`, `OPENAI_MODEL`, `OPENAI_BASE_URL`).
+    pub var_prefix: &'static str,
+    /// Display name.
+    pub label: &'static str,
+    /// Default base URL (llm-footprint.md §3).
+    pub default_base_url: &'static str,
+    /// Whether a request needs a key (local servers ignore it).
+    pub needs_key: bool,
+    /// The wire format.
+    pub wire: Wire,
+    /// The JSON field capping the answer's length in OpenAI-style requests: OpenAI deprecated
+    /// `max_tokens` (reasoning models reject it) and Groq accepts the new name; other
+    /// OpenAI-compatible servers know only `max_tokens`.
+    pub max_tokens_field: &'static str,
+}
+
+/// One row per provider, in display and default-selection order, and in the order of
+/// [`ProviderKind`]'s variants (checked at compile time below).
+pub const PROVIDERS: [ProviderRow; 6] = [
+    ProviderRow {
+        kind: ProviderKind::OpenAi,
+        key: "openai",
+        aliases: &[],
+        var_prefix: "OPENAI",
+        label: "OpenAI",
+        default_base_url: "https://api.openai.com/v1",
+        needs_key: true,
+        wire: Wire::OpenAiChat,
+        max_tokens_field: "max_completion_tokens",
+    },
+    ProviderRow {
+        kind: ProviderKind::Gemini,
+        key: "gemini",
+        aliases: &[],
+        var_prefix: "GEMINI",
+        label: "Gemini",
+        default_base_url: "https://generativelanguage.googleapis.com/v1beta",
+        needs_key: true,
+        wire: Wire::Gemini,
+        max_tokens_field: "max_tokens",
+    },
+    ProviderRow {
+        kind: ProviderKind::Groq,
+        key: "groq",
+        aliases: &[],
+        var_prefix: "GROQ",
+        label: "Groq",
+        default_base_url: "https://api.groq.com/openai/v1",
+        needs_key: true,
+        wire: Wire::OpenAiChat,
+        max_tokens_field: "max_completion_tokens",
+    },
+    ProviderRow {
+        kind: ProviderKind::HuggingFace,
+        key: "hf",
+        aliases: &["huggingface"],
+        var_prefix: "HUGGINGFACE",
+        label: "Hugging Face",
+        default_base_url: "https://router.huggingface.co/v1",
+        needs_key: true,
+        wire: Wire::OpenAiChat,
+        max_tokens_field: "max_tokens",
+    },
+    ProviderRow {
+        kind: ProviderKind::Ollama,
+        key: "ollama",
+        aliases: &[],
+        var_prefix: "OLLAMA",
+        label: "Ollama",
+        default_base_url: "http://localhost:11434/v1",
+        needs_key: false,
+        wire: Wire::OpenAiChat,
+        max_tokens_field: "max_tokens",
+    },
+    ProviderRow {
+        kind: ProviderKind::Local,
+        key: "local",
+        aliases: &[],
+        var_prefix: "LLM_LOCAL",
+        label: "OpenAI-compatible server",
+        default_base_url: "http://localhost:8000/v1",
+        needs_key: false,
+        wire: Wire::OpenAiChat,
+        max_tokens_field: "max_tokens",
+    },
+];
+
+// Row i describes variant i, so `row()` can index the table.
+const _: () = {
+    let mut i = 0;
+    while i < PROVIDERS.len() {
+        assert!(
+            PROVIDERS[i].kind as usize == i,
+            "PROVIDERS is out of ProviderKind's order"
+        );
+        i += 1;
+    }
+};
+
+impl ProviderKind {
+    /// Every provider, in display and default-selection order (the table's order).
+    pub const ALL: [ProviderKind; PROVIDERS.len()] = {
+        let mut all = [ProviderKind::OpenAi; PROVIDERS.len()];
+        let mut i = 0;
+        while i < PROVIDERS.len() {
+            all[i] = PROVIDERS[i].kind;
+            i += 1;
         }
+        all
+    };
+
+    /// This provider's row of [`PROVIDERS`].
+    pub fn row(self) -> &'static ProviderRow {
+        &PROVIDERS[self as usize]
     }
 
-    /// Parses a provider key (`huggingface` is accepted for `hf`).
+    /// The key used in `PROVIDER:MODEL`.
+    pub fn key(self) -> &'static str {
+        self.row().key
+    }
+
+    /// Parses a provider key or one of its aliases (case-insensitive).
     pub fn parse(s: &str) -> Option<ProviderKind> {
         let s = s.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|p| p.key() == s)
-            .or(match s.as_str() {
-                "huggingface" => Some(ProviderKind::HuggingFace),
-                _ => None,
-            })
+        PROVIDERS
+            .iter()
+            .find(|r| r.key == s || r.aliases.contains(&s.as_str()))
+            .map(|r| r.kind)
     }
 
     /// The accepted keys, for error messages.
@@ -71,14 +177,7 @@ impl ProviderKind {
 
     /// Prefix of this provider's variables (`OPENAI` → `OPENAI_API_KEY`, `OPENAI_MODEL`, …).
     pub fn var_prefix(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "OPENAI",
-            ProviderKind::Gemini => "GEMINI",
-            ProviderKind::Groq => "GROQ",
-            ProviderKind::HuggingFace => "HUGGINGFACE",
-            ProviderKind::Ollama => "OLLAMA",
-            ProviderKind::Local => "LLM_LOCAL",
-        }
+        self.row().var_prefix
     }
 
     /// Variable holding the API key (the seed's names).
@@ -96,41 +195,24 @@ impl ProviderKind {
         format!("{}_BASE_URL", self.var_prefix())
     }
 
-    /// Default base URL (llm-footprint.md §3).
+    /// Default base URL.
     pub fn default_base_url(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "https://api.openai.com/v1",
-            ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
-            ProviderKind::Groq => "https://api.groq.com/openai/v1",
-            ProviderKind::HuggingFace => "https://router.huggingface.co/v1",
-            ProviderKind::Ollama => "http://localhost:11434/v1",
-            ProviderKind::Local => "http://localhost:8000/v1",
-        }
+        self.row().default_base_url
     }
 
     /// Whether a request needs a key (local servers ignore it).
     pub fn needs_key(self) -> bool {
-        !matches!(self, ProviderKind::Ollama | ProviderKind::Local)
+        self.row().needs_key
     }
 
     /// The wire format.
     pub fn wire(self) -> Wire {
-        match self {
-            ProviderKind::Gemini => Wire::Gemini,
-            _ => Wire::OpenAiChat,
-        }
+        self.row().wire
     }
 
     /// Display name.
     pub fn label(self) -> &'static str {
-        match self {
-            ProviderKind::OpenAi => "OpenAI",
-            ProviderKind::Gemini => "Gemini",
-            ProviderKind::Groq => "Groq",
-            ProviderKind::HuggingFace => "Hugging Face",
-            ProviderKind::Ollama => "Ollama",
-            ProviderKind::Local => "OpenAI-compatible server",
-        }
+        self.row().label
     }
 }
 
