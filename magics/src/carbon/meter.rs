@@ -200,6 +200,109 @@ impl std::fmt::Debug for Meter {
     }
 }
 
+/// What a probe gives: the sensor, or why it is unavailable (`None`: nothing worth a note).
+pub type Probed = Result<Box<dyn Sensor>, Option<String>>;
+
+/// What a sensor probe may look at when the meter is built.
+pub struct ProbeContext<'a> {
+    /// The meter's configuration (roots, TDP override, NVML library).
+    pub cfg: &'a MeterConfig,
+    /// The machine (CPU model, memory).
+    pub machine: &'a Machine,
+    /// The powercap domains, discovered once for every RAPL probe.
+    pub powercap: &'a Result<Domains, String>,
+}
+
+/// One way to measure a component. The meter tries [`SENSORS`] in order and keeps, for each
+/// component, the first probe that works.
+pub struct SensorProbe {
+    /// What it measures.
+    pub component: Component,
+    /// Builds the sensor, or says why it is unavailable (`Err(None)`: unavailable as expected,
+    /// nothing worth a note, e.g. a machine without DRAM zones).
+    pub probe: fn(&ProbeContext<'_>) -> Probed,
+    /// The note's ending when this probe is used because a better one failed.
+    pub fallback_note: &'static str,
+}
+
+/// Every sensor, best first per component. Adding a sensor: its file (a [`Sensor`] and a probe
+/// function) and one row here.
+pub const SENSORS: &[SensorProbe] = &[
+    SensorProbe {
+        component: Component::Cpu,
+        probe: rapl_packages,
+        fallback_note: "",
+    },
+    SensorProbe {
+        component: Component::Cpu,
+        probe: tdp_model,
+        fallback_note: "CPU-time × TDP model used",
+    },
+    SensorProbe {
+        component: Component::Ram,
+        probe: rapl_dram,
+        fallback_note: "",
+    },
+    SensorProbe {
+        component: Component::Ram,
+        probe: ram_model,
+        fallback_note: "RAM power model used",
+    },
+    SensorProbe {
+        component: Component::Gpu,
+        probe: nvml,
+        fallback_note: "",
+    },
+];
+
+fn rapl_packages(c: &ProbeContext<'_>) -> Probed {
+    match c.powercap {
+        Ok(d) => Ok(Box::new(RaplSensor::new(
+            d.packages.clone(),
+            Component::Cpu,
+        ))),
+        Err(why) => Err(Some(format!("RAPL unavailable ({why})"))),
+    }
+}
+
+fn tdp_model(c: &ProbeContext<'_>) -> Probed {
+    let (tdp, source) = hardware::cpu_tdp(c.machine, c.cfg.tdp_w);
+    Ok(Box::new(TdpModel {
+        tdp: Watts(tdp),
+        source,
+    }))
+}
+
+fn rapl_dram(c: &ProbeContext<'_>) -> Probed {
+    match c.powercap {
+        Ok(d) if !d.dram.is_empty() => {
+            Ok(Box::new(RaplSensor::new(d.dram.clone(), Component::Ram)))
+        }
+        // Most machines expose no DRAM zone: the model is the normal case, not worth a note.
+        _ => Err(None),
+    }
+}
+
+fn ram_model(c: &ProbeContext<'_>) -> Probed {
+    Ok(Box::new(RamModel {
+        watts: Watts(hardware::ram_power_w(c.machine.mem_total, c.machine.arm)),
+    }))
+}
+
+fn nvml(c: &ProbeContext<'_>) -> Probed {
+    Gpus::discover(&c.cfg.nvml)
+        .map(|g| Box::new(NvmlSensor::new(g)) as Box<dyn Sensor>)
+        .map_err(Some)
+}
+
+fn label(c: Component) -> &'static str {
+    match c {
+        Component::Cpu => "CPU",
+        Component::Ram => "RAM",
+        Component::Gpu => "GPU",
+    }
+}
+
 impl Meter {
     /// Chooses the sensors (best available first) and detects the machine (cached per process).
     pub fn new(cfg: MeterConfig) -> Meter {
@@ -212,55 +315,51 @@ impl Meter {
         {
             machine.mem_total = t;
         }
+        let powercap = Domains::discover(&cfg.powercap_root);
+        let ctx = ProbeContext {
+            cfg: &cfg,
+            machine: &machine,
+            powercap: &powercap,
+        };
         let mut sensors: Vec<Box<dyn Sensor>> = Vec::new();
         let mut notes = Vec::new();
-        let domains = Domains::discover(&cfg.powercap_root);
-        match &domains {
-            Ok(d) => sensors.push(Box::new(RaplSensor::new(
-                d.packages.clone(),
-                Component::Cpu,
-            ))),
-            Err(why) => {
-                notes.push(format!(
-                    "CPU: RAPL unavailable ({why}); CPU-time × TDP model used"
-                ));
-                let (tdp, source) = hardware::cpu_tdp(&machine, cfg.tdp_w);
-                sensors.push(Box::new(TdpModel {
-                    tdp: Watts(tdp),
-                    source,
-                }));
-            }
-        }
-        match &domains {
-            Ok(d) if !d.dram.is_empty() => {
-                sensors.push(Box::new(RaplSensor::new(d.dram.clone(), Component::Ram)))
-            }
-            _ => sensors.push(Box::new(RamModel {
-                watts: Watts(hardware::ram_power_w(machine.mem_total, machine.arm)),
-            })),
-        }
         let mut gpu_model = String::new();
         let mut gpu_count = 0;
-        let gpu_info = match Gpus::discover(&cfg.nvml) {
-            Ok(g) => {
-                let s = NvmlSensor::new(g);
-                gpu_model = s.model().to_string();
-                gpu_count = s.count();
-                let info = SensorInfo {
-                    name: s.name(),
-                    kind: s.kind(),
-                };
-                sensors.push(Box::new(s));
-                info
-            }
-            Err(why) => {
-                notes.push(format!("GPU: {why}; GPU energy counted as 0"));
-                SensorInfo {
-                    name: "none".into(),
-                    kind: SensorKind::NoGpu,
+        let mut gpu_info = SensorInfo {
+            name: "none".into(),
+            kind: SensorKind::NoGpu,
+        };
+        for component in [Component::Cpu, Component::Ram, Component::Gpu] {
+            let mut why: Option<String> = None;
+            let mut found = false;
+            for p in SENSORS.iter().filter(|p| p.component == component) {
+                match (p.probe)(&ctx) {
+                    Ok(s) => {
+                        if let Some(w) = why.take() {
+                            notes.push(format!("{}: {w}; {}", label(component), p.fallback_note));
+                        }
+                        if component == Component::Gpu {
+                            if let Some((model, count)) = s.devices() {
+                                gpu_model = model;
+                                gpu_count = count;
+                            }
+                            gpu_info = SensorInfo {
+                                name: s.name(),
+                                kind: s.kind(),
+                            };
+                        }
+                        sensors.push(s);
+                        found = true;
+                        break;
+                    }
+                    Err(w) => why = why.or(w),
                 }
             }
-        };
+            if !found && let Some(w) = why {
+                let c = label(component);
+                notes.push(format!("{c}: {w}; {c} energy counted as 0"));
+            }
+        }
         let info = |c: Component| {
             sensors
                 .iter()

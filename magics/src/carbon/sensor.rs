@@ -145,6 +145,10 @@ pub trait Sensor: Send {
     fn read(&mut self) -> Result<Vec<u64>, SensorError>;
     /// Energy between two readings over `iv`.
     fn energy(&self, from: &[u64], to: &[u64], iv: &Interval) -> SensorEnergy;
+    /// The devices it reads (model, count), for sensors of discrete devices such as GPUs.
+    fn devices(&self) -> Option<(String, usize)> {
+        None
+    }
 }
 
 /// RAPL package (CPU) or dram (RAM) zones, shared by busy CPU time in process scope.
@@ -291,6 +295,10 @@ impl NvmlSensor {
 }
 
 impl Sensor for NvmlSensor {
+    fn devices(&self) -> Option<(String, usize)> {
+        Some((self.model().to_string(), self.count()))
+    }
+
     fn name(&self) -> String {
         format!("NVML total energy ({})", self.gpus.model)
     }
