@@ -6,7 +6,7 @@
 //! faults (port in use, unwritable folder) are said and metering goes on.
 
 use crate::harness::{Exec, Kernel, Opts};
-use carbon_magics::llm::testserver::{Reply, Server, wire};
+use carbon_magics::testing::llm_server::{Reply, Server, wire};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
