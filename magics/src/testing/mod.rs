@@ -3,9 +3,11 @@
 //! is compiled into the kernel binary.
 //!
 //! * [`llm_server`]: loopback HTTP servers that speak the LLM providers' wire formats;
+//! * [`powercap`]: fake RAPL powercap trees;
 //! * [`strip_ansi`]: coloured tracebacks as plain text, for comparisons.
 
 pub mod llm_server;
+pub mod powercap;
 
 /// Removes ANSI escape sequences (tracebacks are coloured) so text can be compared.
 pub fn strip_ansi(s: &str) -> String {
