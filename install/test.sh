@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every test of carbon-kernel:
-#   cargo fmt --check, cargo clippy -D warnings, cargo test --workspace, then the Python-side tests
-#   (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab in headless chromium).
+#   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings, cargo test --workspace, then
+#   the Python-side tests (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab
+#   in headless chromium).
 # It installs what those need: the project venv (.venv) from install/requirements-test.txt,
 # Debian's chromium, prometheus and a JDK when missing (as root), configurable-http-proxy (npm ci).
 #
@@ -50,6 +51,8 @@ activate_venv
 if [ "$run_rust" = 1 ]; then
     step "cargo fmt --all --check" cargo fmt --all --check
     step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+    # Broken intra-doc links and links to private items fail like any other warning.
+    step "cargo doc -D warnings" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
     # The Java runtime's e2e tests need jshell.
     ensure_jdk
     step "cargo test --workspace" cargo test --workspace --locked

@@ -1,5 +1,5 @@
-//! Jupyter messages as the kernel sends them, the connection file, and HMAC-SHA256 signing.
-//! No I/O: `server` owns the sockets.
+//! Jupyter messages as the kernel sends them and the connection file. No I/O: `server` owns the
+//! sockets; `jupyter-zmq-client` signs and verifies (HMAC-SHA256).
 //!
 //! Incoming requests are parsed into the typed `jupyter-protocol` structs by
 //! `jupyter-zmq-client` (which also verifies the signature). Outgoing content is built here as
@@ -68,24 +68,6 @@ pub fn parse_connection(text: &str) -> Result<ConnectionInfo, ConnectionError> {
         }
     }
     Ok(info)
-}
-
-/// HMAC-SHA256 of the four signed frames (header, parent_header, metadata, content), lower-case
-/// hex, as the wire format wants it. An empty key gives an empty signature (signing off).
-pub fn sign(key: &[u8], frames: &[&[u8]]) -> String {
-    if key.is_empty() {
-        return String::new();
-    }
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut ctx = ring::hmac::Context::with_key(&key);
-    for f in frames {
-        ctx.update(f);
-    }
-    ctx.sign()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A message of type `msg_type` with JSON `content`, child of `parent` when given (routing
@@ -330,17 +312,6 @@ mod tests {
             parse_connection(&zero),
             Err(ConnectionError::ZeroPort("hb_port"))
         ));
-    }
-
-    #[test]
-    fn signature_matches_known_vector() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?", split in frames.
-        let sig = sign(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
-        assert_eq!(
-            sig,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        assert_eq!(sign(b"", &[b"x"]), "");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod mime;
 pub mod parse;
 pub mod registry;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod units;
 
 pub use error::UsageError;

@@ -4,6 +4,7 @@
 //! unwritable output, live display, timeout, and bad input.
 
 use crate::harness::{Exec, Kernel, Opts};
+use carbon_magics::testing::powercap::zone;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,15 +67,6 @@ fn report_text(e: &Exec) -> String {
         .filter_map(|d| d["data"]["text/plain"].as_str())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn zone(root: &Path, id: &str, name: &str, energy: u64, max: u64) -> PathBuf {
-    let d = root.join(id);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
-    std::fs::write(d.join("energy_uj"), format!("{energy}\n")).unwrap();
-    std::fs::write(d.join("max_energy_range_uj"), format!("{max}\n")).unwrap();
-    d
 }
 
 #[test]

@@ -47,18 +47,18 @@ use tokio::sync::mpsc;
 use zeromq::{Socket, SocketRecv, SocketSend};
 
 /// Errors of the harness (boxed: tests just `?` them).
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Result of the harness.
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// Path of the kernel binary under test.
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_carbon-kernel"))
 }
 
 /// How to start a kernel.
 #[derive(Clone, Debug)]
-pub struct Opts {
+pub(crate) struct Opts {
     env: Vec<(String, Option<String>)>,
     workdir: Option<PathBuf>,
     language: String,
@@ -82,37 +82,37 @@ impl Default for Opts {
 
 impl Opts {
     /// Sets an environment variable of the kernel process.
-    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+    pub(crate) fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), Some(v.into())));
         self
     }
     /// Removes an environment variable from the kernel process.
-    pub fn env_remove(mut self, k: impl Into<String>) -> Self {
+    pub(crate) fn env_remove(mut self, k: impl Into<String>) -> Self {
         self.env.push((k.into(), None));
         self
     }
     /// The kernel's working directory (the notebook's folder). Default: a fresh temp dir.
-    pub fn workdir(mut self, p: impl AsRef<Path>) -> Self {
+    pub(crate) fn workdir(mut self, p: impl AsRef<Path>) -> Self {
         self.workdir = Some(p.as_ref().to_path_buf());
         self
     }
     /// Default language (`python`, `java`, `rust`).
-    pub fn language(mut self, l: impl Into<String>) -> Self {
+    pub(crate) fn language(mut self, l: impl Into<String>) -> Self {
         self.language = l.into();
         self
     }
     /// Use the scripted test runtime (CARBON_TEST_RUNTIME=1).
-    pub fn test_runtime(mut self) -> Self {
+    pub(crate) fn test_runtime(mut self) -> Self {
         self.test_runtime = true;
         self
     }
     /// Default timeout of every wait.
-    pub fn timeout(mut self, d: Duration) -> Self {
+    pub(crate) fn timeout(mut self, d: Duration) -> Self {
         self.timeout = d;
         self
     }
     /// CARBON_LOG of the kernel (default `info`).
-    pub fn log_level(mut self, l: impl Into<String>) -> Self {
+    pub(crate) fn log_level(mut self, l: impl Into<String>) -> Self {
         self.log_level = l.into();
         self
     }
@@ -120,7 +120,7 @@ impl Opts {
 
 /// A socket of the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Chan {
+pub(crate) enum Chan {
     /// shell
     Shell,
     /// control
@@ -133,7 +133,7 @@ pub enum Chan {
 
 /// One message received from the kernel, as JSON (exactly what was on the wire).
 #[derive(Clone, Debug)]
-pub struct Msg {
+pub(crate) struct Msg {
     /// Which socket.
     pub chan: Chan,
     /// header.msg_type
@@ -150,14 +150,14 @@ pub struct Msg {
 
 impl Msg {
     /// parent_header.msg_id
-    pub fn parent_id(&self) -> Option<&str> {
+    pub(crate) fn parent_id(&self) -> Option<&str> {
         self.parent.get("msg_id").and_then(Value::as_str)
     }
 }
 
 /// What one request produced.
 #[derive(Clone, Debug)]
-pub struct Exec {
+pub(crate) struct Exec {
     /// msg_id of the request.
     pub msg_id: String,
     /// Reply content (Null if none was awaited).
@@ -181,11 +181,11 @@ impl Exec {
             .collect()
     }
     /// All stdout text.
-    pub fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stream("stdout")
     }
     /// All stderr text.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stream("stderr")
     }
     fn of_type(&self, t: &str) -> Vec<&Value> {
@@ -196,37 +196,37 @@ impl Exec {
             .collect()
     }
     /// `display_data` contents.
-    pub fn displays(&self) -> Vec<&Value> {
+    pub(crate) fn displays(&self) -> Vec<&Value> {
         self.of_type("display_data")
     }
     /// `update_display_data` contents.
-    pub fn updates(&self) -> Vec<&Value> {
+    pub(crate) fn updates(&self) -> Vec<&Value> {
         self.of_type("update_display_data")
     }
     /// `error` contents.
-    pub fn errors(&self) -> Vec<&Value> {
+    pub(crate) fn errors(&self) -> Vec<&Value> {
         self.of_type("error")
     }
     /// The `execute_result` content, if any.
-    pub fn result(&self) -> Option<&Value> {
+    pub(crate) fn result(&self) -> Option<&Value> {
         self.of_type("execute_result").into_iter().next()
     }
     /// text/plain of the `execute_result`.
-    pub fn result_text(&self) -> Option<String> {
+    pub(crate) fn result_text(&self) -> Option<String> {
         self.result()
             .and_then(|r| r["data"]["text/plain"].as_str())
             .map(str::to_string)
     }
     /// iopub message types in order.
-    pub fn types(&self) -> Vec<&str> {
+    pub(crate) fn types(&self) -> Vec<&str> {
         self.iopub.iter().map(|m| m.msg_type.as_str()).collect()
     }
     /// Reply status ("ok", "error", …).
-    pub fn status(&self) -> &str {
+    pub(crate) fn status(&self) -> &str {
         self.reply["status"].as_str().unwrap_or("")
     }
     /// Reply execution_count.
-    pub fn count(&self) -> Option<u64> {
+    pub(crate) fn count(&self) -> Option<u64> {
         self.reply["execution_count"].as_u64()
     }
 }
@@ -247,6 +247,37 @@ struct Io {
 
 const DELIM: &[u8] = b"<IDS|MSG>";
 
+/// HMAC-SHA256 of the four signed frames (header, parent_header, metadata, content), lower-case
+/// hex, as the wire format wants it. An empty key gives an empty signature (signing off). The
+/// harness checks every message the kernel sends with it, independently of the kernel's own
+/// signing (done by `jupyter-zmq-client`).
+pub(crate) fn sign(key: &[u8], frames: &[&[u8]]) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    for f in frames {
+        ctx.update(f);
+    }
+    ctx.sign()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn signature_matches_known_vector() {
+    // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?", split in frames.
+    let sig = sign(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+    assert_eq!(
+        sig,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+    assert_eq!(sign(b"", &[b"x"]), "");
+}
+
 fn decode(chan: Chan, frames: &Frames, key: &str) -> Result<Msg> {
     let d = frames
         .iter()
@@ -257,7 +288,7 @@ fn decode(chan: Chan, frames: &Frames, key: &str) -> Result<Msg> {
     }
     let sig = String::from_utf8_lossy(&frames[d + 1]).to_string();
     let parts: Vec<&[u8]> = frames[d + 2..d + 6].iter().map(Vec::as_slice).collect();
-    let want = carbon_kernel::protocol::sign(key.as_bytes(), &parts);
+    let want = sign(key.as_bytes(), &parts);
     if sig != want {
         return Err(format!("kernel message on {chan:?} has a wrong HMAC signature").into());
     }
@@ -377,7 +408,7 @@ impl Io {
 }
 
 /// A running kernel process and a connected client.
-pub struct Kernel {
+pub(crate) struct Kernel {
     rt: tokio::runtime::Runtime,
     io: Io,
     child: Child,
@@ -402,7 +433,7 @@ fn random_key() -> String {
 
 impl Kernel {
     /// Starts a kernel and waits until it answers `kernel_info_request`.
-    pub fn start(opts: Opts) -> Result<Kernel> {
+    pub(crate) fn start(opts: Opts) -> Result<Kernel> {
         let mut last = None;
         // A port picked free can be taken before the kernel binds it: retry with new ports.
         for _ in 0..3 {
@@ -561,7 +592,7 @@ impl Kernel {
     }
 
     /// The kernel's stderr/stdout so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut s = String::new();
         if let Ok(mut f) = std::fs::File::open(self.dir.path().join("kernel.log")) {
             let _ = f.read_to_string(&mut s);
@@ -570,22 +601,22 @@ impl Kernel {
     }
 
     /// The kernel process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The HMAC key (to forge or sign raw frames).
-    pub fn key(&self) -> &str {
+    pub(crate) fn key(&self) -> &str {
         &self.info.key
     }
 
     /// Default timeout of waits.
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.opts.timeout
     }
 
     /// Sends a request; returns its msg_id.
-    pub fn send(&mut self, chan: Chan, msg_type: &str, content: Value) -> Result<String> {
+    pub(crate) fn send(&mut self, chan: Chan, msg_type: &str, content: Value) -> Result<String> {
         let m = request(msg_type, content)?;
         let id = m.header.msg_id.clone();
         self.rt.block_on(self.io.send(chan, m))?;
@@ -593,32 +624,32 @@ impl Kernel {
     }
 
     /// Sends an execute_request (allow_stdin true, store_history true, stop_on_error true).
-    pub fn send_execute(&mut self, code: &str) -> Result<String> {
+    pub(crate) fn send_execute(&mut self, code: &str) -> Result<String> {
         self.send(Chan::Shell, "execute_request", execute_content(code))
     }
 
     /// Waits for the reply and idle of a request sent with [`Kernel::send`].
-    pub fn wait(&mut self, id: &str) -> Result<Exec> {
+    pub(crate) fn wait(&mut self, id: &str) -> Result<Exec> {
         let t = self.opts.timeout;
         self.wait_timeout(id, t)
     }
 
     /// [`Kernel::wait`] with a timeout.
-    pub fn wait_timeout(&mut self, id: &str, t: Duration) -> Result<Exec> {
+    pub(crate) fn wait_timeout(&mut self, id: &str, t: Duration) -> Result<Exec> {
         self.rt
             .block_on(self.io.wait(id, true, t))
             .map_err(|e| format!("{e}\n--- kernel log (tail) ---\n{}", self.log_tail(40)).into())
     }
 
     /// The last `n` lines of the kernel log.
-    pub fn log_tail(&self, n: usize) -> String {
+    pub(crate) fn log_tail(&self, n: usize) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Sends a request and waits for its reply and idle.
-    pub fn call_timeout(
+    pub(crate) fn call_timeout(
         &mut self,
         chan: Chan,
         msg_type: &str,
@@ -630,7 +661,7 @@ impl Kernel {
     }
 
     /// [`Kernel::call_timeout`] with the default timeout; panics with the kernel log on failure.
-    pub fn call(&mut self, chan: Chan, msg_type: &str, content: Value) -> Exec {
+    pub(crate) fn call(&mut self, chan: Chan, msg_type: &str, content: Value) -> Exec {
         let t = self.opts.timeout;
         match self.call_timeout(chan, msg_type, content, t) {
             Ok(e) => e,
@@ -639,18 +670,18 @@ impl Kernel {
     }
 
     /// Runs a cell; panics (with the kernel log) if no reply + idle within the timeout.
-    pub fn execute(&mut self, code: &str) -> Exec {
+    pub(crate) fn execute(&mut self, code: &str) -> Exec {
         self.call(Chan::Shell, "execute_request", execute_content(code))
     }
 
     /// Runs a cell with a timeout.
-    pub fn execute_with_timeout(&mut self, code: &str, t: Duration) -> Result<Exec> {
+    pub(crate) fn execute_with_timeout(&mut self, code: &str, t: Duration) -> Result<Exec> {
         self.call_timeout(Chan::Shell, "execute_request", execute_content(code), t)
     }
 
     /// Runs an execute_request with this content (merged over the defaults of
     /// [`execute_content`]).
-    pub fn execute_content(&mut self, content: Value) -> Exec {
+    pub(crate) fn execute_content(&mut self, content: Value) -> Exec {
         let mut c = execute_content("");
         if let (Some(base), Some(extra)) = (c.as_object_mut(), content.as_object()) {
             for (k, v) in extra {
@@ -661,37 +692,37 @@ impl Kernel {
     }
 
     /// A shell request → reply content.
-    pub fn request(&mut self, msg_type: &str, content: Value) -> Value {
+    pub(crate) fn request(&mut self, msg_type: &str, content: Value) -> Value {
         self.call(Chan::Shell, msg_type, content).reply
     }
 
     /// A control request → reply content.
-    pub fn control(&mut self, msg_type: &str, content: Value) -> Value {
+    pub(crate) fn control(&mut self, msg_type: &str, content: Value) -> Value {
         self.call(Chan::Control, msg_type, content).reply
     }
 
     /// `kernel_info_request` on shell → reply content.
-    pub fn kernel_info(&mut self) -> Value {
+    pub(crate) fn kernel_info(&mut self) -> Value {
         self.request("kernel_info_request", json!({}))
     }
 
     /// `interrupt_request` on control → reply content.
-    pub fn interrupt(&mut self) -> Value {
+    pub(crate) fn interrupt(&mut self) -> Value {
         self.control("interrupt_request", json!({}))
     }
 
     /// Queues an answer for the next `input_request`.
-    pub fn push_input(&mut self, answer: impl Into<String>) {
+    pub(crate) fn push_input(&mut self, answer: impl Into<String>) {
         self.io.inputs.push_back(answer.into());
     }
 
     /// `shutdown_request` on control → reply content.
-    pub fn shutdown(&mut self, restart: bool) -> Value {
+    pub(crate) fn shutdown(&mut self, restart: bool) -> Value {
         self.control("shutdown_request", json!({ "restart": restart }))
     }
 
     /// Waits for the process to exit.
-    pub fn wait_exit(&mut self, t: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, t: Duration) -> Option<ExitStatus> {
         let end = Instant::now() + t;
         while Instant::now() < end {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -703,12 +734,12 @@ impl Kernel {
     }
 
     /// The process is still running.
-    pub fn is_alive(&mut self) -> bool {
+    pub(crate) fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// One heartbeat round trip within `t`.
-    pub fn heartbeat(&mut self, t: Duration) -> bool {
+    pub(crate) fn heartbeat(&mut self, t: Duration) -> bool {
         let info = self.info.clone();
         self.rt.block_on(async move {
             tokio::time::timeout(t, async {
@@ -722,18 +753,18 @@ impl Kernel {
     }
 
     /// Sends a signal to the kernel process.
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         carbon_kernel::runtime::child::signal_pid(self.child.id(), sig);
     }
 
     /// HMAC of frames with the kernel's key.
-    pub fn sign(&self, frames: &[&[u8]]) -> String {
-        carbon_kernel::protocol::sign(self.info.key.as_bytes(), frames)
+    pub(crate) fn sign(&self, frames: &[&[u8]]) -> String {
+        sign(self.info.key.as_bytes(), frames)
     }
 
     /// Signed frames `[<IDS|MSG>, sig, header, parent, metadata, content]` of a request, for
     /// [`Kernel::send_raw`]; returns (frames, msg_id).
-    pub fn signed_frames(&self, msg_type: &str, content: Value) -> (Frames, String) {
+    pub(crate) fn signed_frames(&self, msg_type: &str, content: Value) -> (Frames, String) {
         let id = uuid::Uuid::new_v4().to_string();
         let header = json!({
             "msg_id": id, "username": "test", "session": self.io.session,
@@ -750,7 +781,7 @@ impl Kernel {
     }
 
     /// Sends raw frames on a separate shell DEALER socket (no signing, no checks).
-    pub fn send_raw(&mut self, frames: Frames) -> Result<()> {
+    pub(crate) fn send_raw(&mut self, frames: Frames) -> Result<()> {
         let url = format!("tcp://{}:{}", self.info.ip, self.info.shell_port);
         let io = &mut self.io;
         self.rt.block_on(async {
@@ -772,7 +803,7 @@ impl Kernel {
     }
 
     /// The next message on the raw socket, if one arrives within `t`.
-    pub fn raw_recv(&mut self, t: Duration) -> Option<Frames> {
+    pub(crate) fn raw_recv(&mut self, t: Duration) -> Option<Frames> {
         let io = &mut self.io;
         self.rt.block_on(async {
             let s = io.raw.as_mut()?;
@@ -785,7 +816,7 @@ impl Kernel {
 
     /// Every message not claimed by a wait so far, plus those arriving within `t` (e.g. to check
     /// that a forged request produced nothing).
-    pub fn unclaimed(&mut self, t: Duration) -> Result<Vec<Msg>> {
+    pub(crate) fn unclaimed(&mut self, t: Duration) -> Result<Vec<Msg>> {
         let io = &mut self.io;
         self.rt.block_on(async {
             let deadline = Instant::now() + t;
@@ -798,13 +829,13 @@ impl Kernel {
     }
 
     /// Decodes raw frames from the kernel (checks the signature).
-    pub fn decode_raw(&self, frames: &Frames) -> Result<Msg> {
+    pub(crate) fn decode_raw(&self, frames: &Frames) -> Result<Msg> {
         decode(Chan::Shell, frames, &self.info.key)
     }
 }
 
 /// Default execute_request content.
-pub fn execute_content(code: &str) -> Value {
+pub(crate) fn execute_content(code: &str) -> Value {
     json!({
         "code": code,
         "silent": false,

@@ -1,9 +1,9 @@
 //! e2e: llm — `%llm` / `%%llm` through the real kernel binary over ZeroMQ, against loopback
-//! servers (127.0.0.1) speaking each provider's wire format (`carbon_magics::llm::testserver`),
+//! servers (127.0.0.1) speaking each provider's wire format (`carbon_magics::testing::llm_server`),
 //! fault modes included. Footprint figures are checked against values computed by hand.
 
 use crate::harness::{Exec, Kernel, Opts};
-use carbon_magics::llm::testserver::{Reply, Server, StreamEnd, refused_url, wire};
+use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd, refused_url, wire};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -221,7 +221,7 @@ fn waits_for(
     other: Arc<AtomicBool>,
     me: Arc<AtomicBool>,
     ok: Reply,
-) -> impl Fn(usize, &carbon_magics::llm::testserver::Recorded) -> Reply {
+) -> impl Fn(usize, &carbon_magics::testing::llm_server::Recorded) -> Reply {
     move |_, _| {
         me.store(true, Ordering::SeqCst);
         let end = Instant::now() + Duration::from_secs(5);

@@ -6,7 +6,8 @@
 //! faults (port in use, unwritable folder) are said and metering goes on.
 
 use crate::harness::{Exec, Kernel, Opts};
-use carbon_magics::llm::testserver::{Reply, Server, wire};
+use carbon_magics::testing::llm_server::{Reply, Server, wire};
+use carbon_magics::testing::powercap::zone;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -56,11 +57,13 @@ fn start(o: Opts) -> Kernel {
 
 /// A fake RAPL package whose counter the metered commands move.
 fn powercap(dir: &Path) -> PathBuf {
-    let z = dir.join("powercap").join("intel-rapl:0");
-    std::fs::create_dir_all(&z).unwrap();
-    std::fs::write(z.join("name"), "package-0\n").unwrap();
-    std::fs::write(z.join("energy_uj"), "1000000\n").unwrap();
-    std::fs::write(z.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    let z = zone(
+        &dir.join("powercap"),
+        "intel-rapl:0",
+        "package-0",
+        1_000_000,
+        262_143_328_850,
+    );
     z.join("energy_uj")
 }
 

@@ -3,7 +3,7 @@
 //! standard-library fallback without IPython, and a missing interpreter.
 
 use crate::harness::{Kernel, Opts};
-use carbon_kernel::runtime::strip_ansi;
+use carbon_magics::testing::strip_ansi;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! kernel runs several checks.
 
 use crate::harness::{Kernel, Opts};
-use carbon_kernel::runtime::strip_ansi;
+use carbon_magics::testing::strip_ansi;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -248,6 +248,7 @@ pub trait Runtime: Send {
 }
 
 /// One thing a [`Collector`] received.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Collected {
     /// stream text
@@ -262,8 +263,9 @@ pub enum Collected {
     Phase(Phase),
 }
 
-/// A [`Publish`] that records everything (unit tests, and the exec layer's dry runs). Clones share
-/// the same log. Input requests are answered from a queue.
+/// A [`Publish`] that records everything (the kernel's unit tests). Clones share the same log.
+/// Input requests are answered from a queue.
+#[cfg(test)]
 #[derive(Clone, Default)]
 pub struct Collector {
     /// Everything published, in order.
@@ -272,6 +274,7 @@ pub struct Collector {
     pub inputs: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
 
+#[cfg(test)]
 impl Collector {
     /// All stream text of one stream, concatenated.
     pub fn text(&self, name: StreamName) -> String {
@@ -296,6 +299,7 @@ impl Collector {
     }
 }
 
+#[cfg(test)]
 impl Publish for Collector {
     fn stream(&mut self, name: StreamName, text: &str) {
         self.push(Collected::Stream(name, text.to_string()));
@@ -321,25 +325,6 @@ impl Publish for Collector {
     fn boxed_clone(&self) -> Box<dyn Publish> {
         Box::new(self.clone())
     }
-}
-
-/// Removes ANSI escape sequences (tracebacks are coloured) so text can be compared or shown
-/// plainly.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for d in it.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Creates a runtime for a language (real back-ends in the kernel, test runtimes in tests).

@@ -1178,7 +1178,7 @@ mod tests {
         p
     }
 
-    use crate::runtime::strip_ansi;
+    use carbon_magics::testing::strip_ansi;
 
     fn system_python() -> PathBuf {
         child::find_program("python3").expect("python3 on PATH")

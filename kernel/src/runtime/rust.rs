@@ -966,7 +966,7 @@ mod tests {
     // The unit-test binary is evcxr's child too: the hook that makes it one runs from
     // `.init_array`, an unsafe attribute, so it lives in the child layer (`child/sys.rs`).
 
-    use crate::runtime::strip_ansi;
+    use carbon_magics::testing::strip_ansi;
 
     fn plain(o: &ExecOutcome) -> Option<String> {
         o.result

@@ -14,14 +14,14 @@
 //! [`crate::exec::Interrupts`] from the control task, SIGINT, or a restart.
 
 pub mod executor;
-pub mod history;
+pub mod input_history;
 pub mod iopub;
 pub mod stdin;
 
 use crate::protocol::{self, ConnectionError, ConnectionInfo};
 use crate::runtime::{Completeness, Language, RuntimeFactory};
 use executor::{ExecHandle, Job};
-use history::History;
+use input_history::InputHistory;
 use iopub::IoHandle;
 use jupyter_protocol::{JupyterMessage, JupyterMessageContent, Status};
 use jupyter_zmq_client::{
@@ -112,7 +112,7 @@ pub enum Exit {
 
 struct State {
     count: u32,
-    history: History,
+    history: InputHistory,
 }
 
 struct Kernel {
@@ -223,7 +223,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         exec,
         state: Mutex::new(State {
             count: 0,
-            history: History::default(),
+            history: InputHistory::default(),
         }),
         exit: exit_tx,
     });

@@ -160,15 +160,8 @@ pub fn sum_delta(zones: &[PowercapZone], from: &[u64], to: &[u64]) -> u64 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Writes a zone directory under `root`.
-    pub(crate) fn zone(root: &Path, id: &str, name: &str, energy: u64, max: u64) -> PathBuf {
-        let d = root.join(id);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
-        std::fs::write(d.join("energy_uj"), format!("{energy}\n")).unwrap();
-        std::fs::write(d.join("max_energy_range_uj"), format!("{max}\n")).unwrap();
-        d
-    }
+    /// The fake zones of the meter's tests too (`crate::carbon::rapl::tests::zone`).
+    pub(crate) use crate::testing::powercap::zone;
 
     #[test]
     fn wrap_around_is_corrected() {

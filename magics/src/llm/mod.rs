@@ -24,8 +24,6 @@ pub mod providers;
 pub mod record;
 pub mod run;
 pub mod session;
-#[doc(hidden)]
-pub mod testserver;
 #[cfg(test)]
 mod wire_tests;
 pub mod zone;

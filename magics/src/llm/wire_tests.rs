@@ -2,8 +2,8 @@
 
 use super::client::*;
 use super::providers::{LlmConfig, ProviderKind};
-use super::testserver::{Reply, Server, StreamEnd, refused_url, wire};
 use crate::config::Settings;
+use crate::testing::llm_server::{Reply, Server, StreamEnd, refused_url, wire};
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;

@@ -15,9 +15,10 @@ struct Cell {
     output: String,
 }
 
-/// The stored cells.
+/// The stored cells, for `history_request` (not the LLM request history of
+/// `carbon_magics::llm::history`).
 #[derive(Debug, Default)]
-pub struct History {
+pub struct InputHistory {
     cells: Vec<Cell>,
 }
 
@@ -44,7 +45,7 @@ fn glob(pattern: &[char], text: &[char]) -> bool {
     pattern[p..].iter().all(|&c| c == '*')
 }
 
-impl History {
+impl InputHistory {
     /// Records a stored cell (`store_history`), with the text/plain of its result if any.
     pub fn push(&mut self, line: u32, input: &str, output: &str) {
         self.cells.push(Cell {
@@ -142,8 +143,8 @@ impl History {
 mod tests {
     use super::*;
 
-    fn h() -> History {
-        let mut h = History::default();
+    fn h() -> InputHistory {
+        let mut h = InputHistory::default();
         h.push(1, "a = 1", "");
         h.push(2, "print(a)", "");
         h.push(3, "a = 1", "");

@@ -1,6 +1,6 @@
 //! Loopback HTTP servers (127.0.0.1 only) that speak the providers' real wire formats — status
-//! codes, headers, JSON bodies, chunked SSE streams — and their fault modes, for tests and the
-//! benchmark. Not used by the kernel itself.
+//! codes, headers, JSON bodies, chunked SSE streams — and their fault modes, for tests. Not used by
+//! the kernel itself.
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
