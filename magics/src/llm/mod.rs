@@ -21,7 +21,7 @@ pub mod footprint;
 pub mod history;
 pub mod models;
 pub mod providers;
-pub mod record;
+pub mod row;
 pub mod run;
 pub mod session;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::footprint::{
 };
 use super::history::{History, HistoryEntry};
 use super::providers::ModelSpec;
-use super::record::llm_record;
+use super::row::llm_record;
 use super::run::Http;
 use super::run::{RequestError, RequestResult};
 use super::zone::ZoneChoice;
