@@ -276,7 +276,7 @@ impl Metrics {
     pub fn observe(&self, rows: &[EmissionRecord]) {
         for r in rows {
             let kind = label_value(r.kind.as_str());
-            let language = label_value(&r.language);
+            let language = label_value(r.language.as_str());
             for (component, kwh) in [
                 ("cpu", r.cpu_energy),
                 ("ram", r.ram_energy),

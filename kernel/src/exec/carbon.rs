@@ -12,7 +12,7 @@ use super::{Executor, runtime_failure, usage_error};
 use crate::runtime::child::{self, CommandRun};
 use crate::runtime::{ExecOutcome, Language, Phase, Publish, RuntimeError, StreamName};
 use carbon_magics::carbon::magic::{self, LineCommand};
-use carbon_magics::carbon::record::RowStatus;
+use carbon_magics::carbon::record::{RowLanguage, RowStatus};
 use carbon_magics::carbon::session::{
     CarbonSession, RunEnd, RunOpts, Step, file_steps, run_status, summarize_wheres,
 };
@@ -166,7 +166,7 @@ fn record(
     session: &mut CarbonSession,
     meas: &Measurement,
     opts: &Opts,
-    language: &str,
+    language: RowLanguage,
     status: RowStatus,
     repeat_index: Option<u32>,
 ) -> (RunReport, String) {
@@ -230,7 +230,7 @@ fn metered(
         let status = status_of(&res, timed_out, interrupted);
         if let Some(meas) = meas {
             let idx = (repeat > 1).then_some(i + 1);
-            let (r, w) = record(&mut ex.carbon, &meas, &opts, lang.name(), status, idx);
+            let (r, w) = record(&mut ex.carbon, &meas, &opts, lang.into(), status, idx);
             runs.push(r);
             wheres.push(w);
         }
@@ -282,7 +282,7 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
                 phase: None,
                 cleanup: None,
             }];
-            run_commands(ex, "command", &label, steps, timeout, out)
+            run_commands(ex, RowLanguage::Command, &label, steps, timeout, out)
         }
         LineCommand::Run {
             file,
@@ -383,14 +383,13 @@ fn run_file(
         Err(e) => return runtime_failure(&e),
     };
     let steps = file_steps(language, &program, &path, args);
-    let lang = language.name();
-    run_commands(ex, lang, &label, steps, timeout, out)
+    run_commands(ex, language.into(), &label, steps, timeout, out)
 }
 
 /// Runs programs one after the other as one metered run (`%carbon exec`, `%carbon run`).
 fn run_commands(
     ex: &mut Executor,
-    language: &str,
+    language: RowLanguage,
     label: &str,
     steps: Vec<Step>,
     timeout: Option<f64>,

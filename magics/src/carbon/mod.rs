@@ -24,7 +24,7 @@ pub mod sink;
 
 pub use magic::{CarbonConfig, CellArgs, LineCommand, magic_spec};
 pub use meter::{LiveSample, Measurement, Meter, MeterConfig, MeterPhase, Parts};
-pub use record::{Column, EmissionRecord, RowKind, RowStatus};
+pub use record::{Column, EmissionRecord, RowKind, RowLanguage, RowStatus};
 pub use sensor::{Scope, Sensor};
 pub use session::{CarbonSession, EmissionsSink};
 pub use sink::{CsvSink, MemorySink, Sink, SinkError, Written};

@@ -7,6 +7,7 @@
 use super::intensity::Zone;
 use super::meter::{Measurement, Parts};
 use super::sensor::Scope;
+use crate::lang::Language;
 use crate::units::{Joules, KgCo2};
 
 /// Declares a column-valued enum written with exactly the given words; a word this version does
@@ -88,6 +89,66 @@ word_enum! {
         Timeout = "timeout",
         /// The runtime itself failed (crashed, could not start) (`runtime-error`).
         RuntimeError = "runtime-error",
+    }
+}
+
+/// What ran (`language` column): a language of the table ([`crate::lang::LANGUAGES`]), a
+/// `%carbon exec` command, nothing (LLM rows), or a word this version does not know, kept as
+/// written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowLanguage {
+    /// Empty: the row is not about code (an LLM request).
+    #[default]
+    None,
+    /// A cell or file of one of the kernel's languages.
+    Code(Language),
+    /// A `%carbon exec` command (`command`).
+    Command,
+    /// A word this version does not know.
+    Other(String),
+}
+
+impl RowLanguage {
+    /// The word written in `emissions.csv`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RowLanguage::None => "",
+            RowLanguage::Code(l) => l.name(),
+            RowLanguage::Command => "command",
+            RowLanguage::Other(w) => w,
+        }
+    }
+}
+
+impl From<Language> for RowLanguage {
+    fn from(l: Language) -> Self {
+        RowLanguage::Code(l)
+    }
+}
+
+impl From<&str> for RowLanguage {
+    /// Reads a word: a language name or alias of the table, `command`, empty, or kept as written.
+    fn from(s: &str) -> Self {
+        let s = s.trim();
+        if s.is_empty() {
+            RowLanguage::None
+        } else if s.eq_ignore_ascii_case("command") {
+            RowLanguage::Command
+        } else {
+            Language::parse(s).map_or_else(|| RowLanguage::Other(s.to_string()), RowLanguage::Code)
+        }
+    }
+}
+
+impl std::fmt::Display for RowLanguage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for RowLanguage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -222,7 +283,7 @@ columns! {
     /// [`RowStatus`].
     Status = "status" => |r| r.status.to_string();
     /// `python`, `java`, `rust`, `command`, or empty.
-    Language = "language" => |r| r.language.clone();
+    Language = "language" => |r| r.language.to_string();
     /// `--label` or file/command.
     Label = "label" => |r| r.label.clone();
     /// One-line method summary.
@@ -343,7 +404,7 @@ pub struct EmissionRecord {
     /// `ok`, `error`, `interrupted`, `timeout`, `runtime-error`.
     pub status: RowStatus,
     /// `python`, `java`, `rust`, `command`, or empty.
-    pub language: String,
+    pub language: RowLanguage,
     /// `--label` or file/command.
     pub label: String,
     /// One-line method summary.
@@ -556,6 +617,14 @@ mod tests {
         assert_eq!(RowStatus::RuntimeError.as_str(), "runtime-error");
         assert_eq!(RowKind::from("batch"), RowKind::Other("batch".into()));
         assert_eq!(RowKind::Other("batch".into()).to_string(), "batch");
+        // languages come from the language table; `command` and empty have their own variants
+        for l in Language::ALL {
+            assert_eq!(RowLanguage::from(RowLanguage::from(l).as_str()), l.into());
+        }
+        assert_eq!(RowLanguage::from("Py"), RowLanguage::Code(Language::Python));
+        assert_eq!(RowLanguage::from("command"), RowLanguage::Command);
+        assert_eq!(RowLanguage::from("  "), RowLanguage::None);
+        assert_eq!(RowLanguage::from("cobol").to_string(), "cobol");
     }
 
     /// One row, every field set, as the file has always held it (the 38 CodeCarbon fields, then
@@ -589,7 +658,7 @@ mod tests {
             pue: 1.2,
             kind: RowKind::Cell,
             status: RowStatus::RuntimeError,
-            language: "rust".into(),
+            language: Language::Rust.into(),
             label: "l".into(),
             method: "m".into(),
             cpu_method: "c".into(),

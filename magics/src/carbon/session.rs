@@ -10,7 +10,7 @@
 use super::intensity::{self, Zone};
 use super::magic::{CarbonConfig, CellArgs};
 use super::meter::{Measurement, Meter, MeterConfig, MeterPhase};
-use super::record::{EmissionRecord, RowStatus};
+use super::record::{EmissionRecord, RowLanguage, RowStatus};
 use super::sink::{self, CsvSink, Sink, SinkError, Written};
 use crate::MimeBundle;
 use crate::config::Settings;
@@ -366,7 +366,7 @@ impl CarbonSession {
         &mut self,
         meas: &Measurement,
         opts: &RunOpts,
-        language: &str,
+        language: RowLanguage,
         status: RowStatus,
         repeat_index: Option<u32>,
     ) -> (RunReport, String) {
@@ -378,7 +378,7 @@ impl CarbonSession {
             opts.pue,
         );
         rec.status = status;
-        rec.language = language.to_string();
+        rec.language = language;
         rec.label = opts.label.clone();
         rec.repeat_index = repeat_index;
         let where_ = if opts.csv {
@@ -393,7 +393,7 @@ impl CarbonSession {
             "not recorded (--no-csv)".to_string()
         };
         self.entries.push(SessionEntry {
-            language: language.to_string(),
+            language: rec.language.to_string(),
             label: opts.label.clone(),
             parts: meas.energy.scaled(opts.pue),
             emissions: rec.emissions,
@@ -524,7 +524,7 @@ mod tests {
         let mut opts = s.opts(None).unwrap();
         opts.label = "first".into();
         let meas = measurement(&mut s);
-        let (r, w) = s.record(&meas, &opts, "python", RowStatus::Ok, None);
+        let (r, w) = s.record(&meas, &opts, Language::Python.into(), RowStatus::Ok, None);
         assert!(w.starts_with("row appended to"), "{w}");
         assert_eq!(r.rec.country_iso_code, "FRA");
         assert_eq!(r.rec.experiment_id, "session-1");
@@ -533,7 +533,13 @@ mod tests {
         assert_eq!(v.rows.len(), 1);
         assert_eq!(s.entries().len(), 1);
         opts.csv = false;
-        let (_, w) = s.record(&meas, &opts, "python", RowStatus::Error, Some(2));
+        let (_, w) = s.record(
+            &meas,
+            &opts,
+            Language::Python.into(),
+            RowStatus::Error,
+            Some(2),
+        );
         assert_eq!(w, "not recorded (--no-csv)");
         assert_eq!(
             sink::read_csv(&d.path().join("emissions.csv"))

@@ -7,7 +7,7 @@ use super::esc;
 use crate::MimeBundle;
 use crate::carbon::hardware::TdpSource;
 use crate::carbon::meter::{LiveSample, Measurement, Parts};
-use crate::carbon::record::{Column, EmissionRecord};
+use crate::carbon::record::{Column, EmissionRecord, RowLanguage};
 use crate::carbon::sensor::{Scope, SensorKind};
 use crate::carbon::sink::CsvView;
 use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, fmt_length, sig3};
@@ -327,7 +327,7 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
         )
     });
     let eq = equivalents(tot, co2);
-    let lang = if first.rec.language.is_empty() {
+    let lang = if first.rec.language == RowLanguage::None {
         String::new()
     } else {
         format!(" · {}", first.rec.language)
@@ -713,7 +713,7 @@ mod tests {
         let z = intensity::zone(Some("FRA")).unwrap();
         let mut rec = EmissionRecord::from_measurement(&meas, "p", "s", &z, 1.2);
         rec.status = crate::carbon::record::RowStatus::Ok;
-        rec.language = "python".into();
+        rec.language = crate::lang::Language::Python.into();
         RunReport { rec, meas }
     }
 

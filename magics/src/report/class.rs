@@ -12,7 +12,7 @@
 
 use super::chart::{self, ChartError, PALETTE, chart_err};
 use super::esc;
-use crate::carbon::record::{Column, RowKind};
+use crate::carbon::record::{Column, RowKind, RowLanguage};
 use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, sig3};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use plotters::prelude::*;
@@ -54,8 +54,8 @@ pub struct Row {
     /// The `kind` column: a cell, an LLM request, or a word this version does not know (counted
     /// with the runs); `None` for CodeCarbon's own rows (no such column), counted as runs.
     pub kind: Option<RowKind>,
-    /// `language` column (cells), if any.
-    pub language: Option<String>,
+    /// `language` column (cells): [`RowLanguage::None`] when empty or absent.
+    pub language: RowLanguage,
     /// `llm_provider` column, if any.
     pub provider: Option<String>,
     /// `llm_model` column, if any.
@@ -362,7 +362,10 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
             project: text(c_project).unwrap_or_default(),
             timestamp: rec.get(c_ts).and_then(parse_timestamp),
             kind,
-            language: text(c_lang).map(|l| l.to_ascii_lowercase()),
+            language: text(c_lang)
+                .as_deref()
+                .map(RowLanguage::from)
+                .unwrap_or_default(),
             provider: text(c_provider),
             model: text(c_model),
             duration_s,
@@ -504,11 +507,9 @@ impl ClassReport {
         self.group(|r| {
             Some(match r.kind {
                 Some(RowKind::Llm) => return None,
-                Some(RowKind::Cell) => r.language.clone().unwrap_or_else(|| "not recorded".into()),
-                None | Some(RowKind::Other(_)) => r
-                    .language
-                    .clone()
-                    .unwrap_or_else(|| "not recorded (CodeCarbon)".into()),
+                _ if r.language != RowLanguage::None => r.language.as_str().to_ascii_lowercase(),
+                Some(RowKind::Cell) => "not recorded".into(),
+                None | Some(RowKind::Other(_)) => "not recorded (CodeCarbon)".into(),
             })
         })
     }
@@ -1139,7 +1140,7 @@ mod tests {
         let zone = intensity::zone(Some("FRA")).unwrap();
         let mut cell = EmissionRecord::base("lab1", "s1", &zone, 1.2);
         cell.kind = RowKind::Cell;
-        cell.language = "rust".into();
+        cell.language = crate::lang::Language::Rust.into();
         cell.set_energy(
             2.0,
             &Parts {
