@@ -91,6 +91,16 @@ impl Opts {
         self.env.push((k.into(), None));
         self
     }
+    /// Removes every provider's variables (`<P>_API_KEY`, `<P>_MODEL`, `<P>_BASE_URL`, from the
+    /// provider table) so the test process's own never reach the kernel.
+    pub(crate) fn without_provider_env(mut self) -> Self {
+        for p in carbon_magics::llm::providers::ProviderKind::ALL {
+            for k in [p.key_var(), p.model_var(), p.base_url_var()] {
+                self = self.env_remove(k);
+            }
+        }
+        self
+    }
     /// The kernel's working directory (the notebook's folder). Default: a fresh temp dir.
     pub(crate) fn workdir(mut self, p: impl AsRef<Path>) -> Self {
         self.workdir = Some(p.as_ref().to_path_buf());

@@ -18,18 +18,7 @@ const HF_KEY: &str = "hf_E2E_SECRET_9e9e";
 /// A kernel whose LLM variables are only the given ones (the test process's own are removed).
 fn kernel(dir: &Path, vars: &[(&str, String)]) -> Kernel {
     let mut o = Opts::default().test_runtime().workdir(dir);
-    for p in [
-        "OPENAI",
-        "GEMINI",
-        "GROQ",
-        "HUGGINGFACE",
-        "OLLAMA",
-        "LLM_LOCAL",
-    ] {
-        for s in ["API_KEY", "MODEL", "BASE_URL"] {
-            o = o.env_remove(format!("{p}_{s}"));
-        }
-    }
+    o = o.without_provider_env();
     for k in [
         "LLM_DEFAULT",
         "LLM_TIMEOUT_S",

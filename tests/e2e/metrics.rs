@@ -36,18 +36,7 @@ fn opts(dir: &Path) -> Opts {
         .env_remove("CARBON_PROJECT")
         .env_remove("JUPYTERHUB_USER")
         .env_remove("CARBON_COURSE");
-    for p in [
-        "OPENAI",
-        "GEMINI",
-        "GROQ",
-        "HUGGINGFACE",
-        "OLLAMA",
-        "LLM_LOCAL",
-    ] {
-        for s in ["API_KEY", "MODEL", "BASE_URL"] {
-            o = o.env_remove(format!("{p}_{s}"));
-        }
-    }
+    o = o.without_provider_env();
     o
 }
 

@@ -477,26 +477,22 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
         let gpu: Joules = es.iter().fold(Joules(0.0), |a, e| a + e.parts.gpu);
         let co2 = KgCo2(es.iter().map(|e| e.emissions).sum());
         let dur: f64 = es.iter().map(|e| e.duration).sum();
-        t.push_str(&format!(
-            "  {name:8} {:4} cells  {:>10}  CPU {}  RAM {}  GPU {}  total {}  {}\n",
-            es.len(),
+        // One set of figures, written as a text line and as an HTML row.
+        let [d, c, r, g, total, em] = [
             fmt_duration(dur),
             fmt_energy(cpu),
             fmt_energy(ram),
             fmt_energy(gpu),
             fmt_energy(cpu + ram + gpu),
-            fmt_co2(co2)
+            fmt_co2(co2),
+        ];
+        let n = es.len();
+        t.push_str(&format!(
+            "  {name:8} {n:4} cells  {d:>10}  CPU {c}  RAM {r}  GPU {g}  total {total}  {em}\n"
         ));
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(name),
-            es.len(),
-            fmt_duration(dur),
-            fmt_energy(cpu),
-            fmt_energy(ram),
-            fmt_energy(gpu),
-            fmt_energy(cpu + ram + gpu),
-            fmt_co2(co2)
+            "<tr><td>{}</td><td>{n}</td><td>{d}</td><td>{c}</td><td>{r}</td><td>{g}</td><td>{total}</td><td>{em}</td></tr>",
+            esc(name)
         ));
     };
     for l in &langs {
