@@ -57,6 +57,43 @@ impl MagicSpec {
     }
 }
 
+/// True for the words that ask for help in every front-end (`--help`, `-h`).
+fn is_help_flag(w: &str) -> bool {
+    w == "--help" || w == "-h"
+}
+
+impl MagicSpec {
+    /// The help that `args` ask for, if they ask for help: `--help` / `-h` first (the whole
+    /// magic), `SUB --help` (one sub-command), and, for a magic whose words are all sub-commands
+    /// (`%carbon`), `help` and `help SUB`. Shown as a normal output, not the pager, since
+    /// nbclient, VS Code and papermill show no pager; `%name?` keeps the pager.
+    ///
+    /// A magic whose arguments take free text (`%llm`'s prompt) gets no `help` word, so
+    /// `%llm help me …` stays a prompt.
+    pub fn help_for_args(&self, kind: MagicKind, args: &str) -> Option<String> {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let cmd = (self.command)();
+        let sub_help = |sub: &str| -> Option<String> {
+            let sc = cmd.find_subcommand(sub)?.clone();
+            let form = format!("%{} {sub}", self.name);
+            let mut sc = sc
+                .name(form.clone())
+                .bin_name(form)
+                .disable_help_flag(false);
+            Some(sc.render_long_help().to_string())
+        };
+        let words_are_subcommands =
+            cmd.get_subcommands().next().is_some() && cmd.get_positionals().next().is_none();
+        match words.as_slice() {
+            [first, ..] if is_help_flag(first) => Some(self.long_help(kind)),
+            [sub, flag] if is_help_flag(flag) => sub_help(sub),
+            ["help"] if words_are_subcommands => Some(self.long_help(kind)),
+            ["help", sub] if words_are_subcommands => sub_help(sub),
+            _ => None,
+        }
+    }
+}
+
 /// The `%lsmagic` listing (text/plain) of `magics` (each with the forms it has).
 pub fn lsmagic_text(magics: &[(MagicKind, &MagicSpec)]) -> String {
     let width = magics
@@ -120,5 +157,46 @@ mod tests {
         assert!(md.contains("| `%demo, %%demo` | a \\| demo |"), "{md}");
         assert!(s.long_help(MagicKind::Cell).contains("%%demo"));
         assert!(s.long_help(MagicKind::Cell).contains("a number"));
+    }
+
+    fn with_subcommands() -> clap::Command {
+        clap::Command::new("x")
+            .subcommand(clap::Command::new("exec").about("run a program"))
+            .subcommand(clap::Command::new("on").about("meter every cell"))
+    }
+
+    #[test]
+    fn help_words_ask_for_help_and_other_words_do_not() {
+        let free = MagicSpec {
+            name: "demo",
+            summary: "a demo",
+            command: cmd,
+        };
+        for args in ["--help", "-h", "  --help  ", "-h extra"] {
+            let h = free.help_for_args(MagicKind::Both, args);
+            assert!(h.is_some_and(|h| h.contains("a number")), "{args}");
+        }
+        // free text: `help` is a word like any other
+        assert_eq!(free.help_for_args(MagicKind::Line, "help me"), None);
+        assert_eq!(free.help_for_args(MagicKind::Line, "help"), None);
+        assert_eq!(free.help_for_args(MagicKind::Line, "x --help"), None);
+        assert_eq!(free.help_for_args(MagicKind::Line, ""), None);
+        let subs = MagicSpec {
+            name: "carbon",
+            summary: "meter",
+            command: with_subcommands,
+        };
+        let whole = subs.help_for_args(MagicKind::Both, "help");
+        assert!(whole.is_some_and(|h| h.contains("exec") && h.contains("on")));
+        for args in ["help exec", "exec --help", "exec -h"] {
+            let h = subs.help_for_args(MagicKind::Both, args);
+            assert!(
+                h.as_deref()
+                    .is_some_and(|h| h.contains("run a program") && h.contains("%carbon exec")),
+                "{args}: {h:?}"
+            );
+        }
+        assert_eq!(subs.help_for_args(MagicKind::Both, "help nope"), None);
+        assert_eq!(subs.help_for_args(MagicKind::Both, "on"), None);
     }
 }

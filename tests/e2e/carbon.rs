@@ -447,3 +447,55 @@ fn carbon_run_streams_a_python_file_and_meters_it() {
     let csv = Csv::read(&wd.join("emissions.csv"));
     assert_eq!(csv.col(1, "status"), "timeout");
 }
+
+/// The pager payload of a reply (JupyterLab's `?` help), if any.
+fn pager_text(r: &Exec) -> Option<String> {
+    r.reply["payload"]
+        .as_array()?
+        .iter()
+        .find(|p| p["source"] == "page")
+        .map(|p| p["data"]["text/plain"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn help_is_a_normal_output_in_every_form_and_question_mark_keeps_the_pager() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = test_kernel(dir.path());
+    for (code, needle) in [
+        ("%carbon --help", "Meter every cell from now on"),
+        ("%carbon -h", "Meter every cell from now on"),
+        ("%carbon help", "Meter every cell from now on"),
+        ("%carbon help exec", "Run any program metered"),
+        ("%carbon exec --help", "Run any program metered"),
+        ("%%carbon --help\nx = 1\n", "--repeat"),
+        ("%llm --help", "--max-tokens"),
+        ("%llm -h", "--max-tokens"),
+        ("%llm models --help", "never the key"),
+        ("%lang --help", "Default language of plain cells"),
+    ] {
+        let r = k.execute(code);
+        assert_eq!(r.status(), "ok", "{code}: {:?}", r.errors());
+        assert_eq!(
+            pager_text(&r),
+            None,
+            "{code}: help must not go to the pager"
+        );
+        let text = r.result_text().unwrap_or_default();
+        assert!(text.contains(needle), "{code}: {text}");
+        // the help of a sub-command is that sub-command's, not the whole magic's
+        if code.contains("exec") {
+            assert!(text.contains("%carbon exec"), "{code}: {text}");
+            assert!(!text.contains("Meter every cell"), "{code}: {text}");
+        }
+    }
+    // JupyterLab's `?` keeps its pager
+    for code in ["%carbon?", "%%carbon?\n"] {
+        let r = k.execute(code);
+        assert_eq!(r.status(), "ok", "{code}");
+        let page = pager_text(&r).unwrap_or_default();
+        assert!(page.contains("--repeat"), "{code}: {}", r.reply);
+        assert!(r.result().is_none(), "{code}");
+    }
+    // nothing was metered or recorded by asking for help
+    assert!(!dir.path().join("emissions.csv").exists());
+}

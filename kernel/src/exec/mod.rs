@@ -381,8 +381,8 @@ impl Executor {
         if call.help {
             return self.help(call, "%");
         }
-        match find_magic(&call.name).and_then(|m| m.handlers.line()) {
-            Some(run) => run(self, call, out),
+        match find_magic(&call.name).and_then(|m| Some((m, m.handlers.line()?))) {
+            Some((m, run)) => help_as_output(m, call).unwrap_or_else(|| run(self, call, out)),
             None => usage_error(UsageError::general(format!(
                 "Line magic function `%{}` not found (see %lsmagic)",
                 call.name
@@ -394,14 +394,25 @@ impl Executor {
         if call.help {
             return self.help(call, "%%");
         }
-        match find_magic(&call.name).and_then(|m| m.handlers.cell()) {
-            Some(run) => run(self, call, body, out),
+        match find_magic(&call.name).and_then(|m| Some((m, m.handlers.cell()?))) {
+            Some((m, run)) => help_as_output(m, call).unwrap_or_else(|| run(self, call, body, out)),
             None => usage_error(UsageError::general(format!(
                 "Cell magic `%%{}` not found (see %lsmagic)",
                 call.name
             ))),
         }
     }
+}
+
+/// `%name --help`, `-h`, `help [SUB]` (see [`MagicSpec::help_for_args`]): the help as the
+/// cell's result, which every front-end shows (the pager of `%name?` is JupyterLab's only).
+/// Decided here, once for every magic of the table, before its handler parses the arguments.
+fn help_as_output(m: &Magic, call: &MagicCall) -> Option<ExecOutcome> {
+    let text = m.spec.help_for_args(m.kind(), &call.args)?;
+    Some(ExecOutcome {
+        result: Some(MimeBundle::plain(text)),
+        ..Default::default()
+    })
 }
 
 /// `%%python`, `%%java`, `%%rust`: the cell in that runtime (metered while `%carbon on`).
