@@ -563,3 +563,36 @@ fn estimate_and_summary_match_hand_computed_values() {
         .count();
     assert_eq!(svgs, 2, "per-model chart and per-call chart");
 }
+
+#[test]
+fn prompts_arrive_byte_for_byte_and_double_dash_ends_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Server::start(|_, _| Reply::json(wire::openai("m", "Paris.", 7, 2)));
+    let mut k = kernel(dir.path(), &[("LLM_LOCAL_BASE_URL", srv.url("/v1"))]);
+    let prompts = [
+        "What's the capital of France?",
+        "Qu'est-ce que l'empreinte carbone d'un modèle ? Réponds « simplement ».",
+        "Say \"hi\" and 'bye' # not a comment; it costs $5, or ${HOME} or $(date)",
+        "日本の首都は？ 🚀 a\\nb \\\"",
+    ];
+    for p in prompts {
+        let r = k.execute(&format!("%llm --no-stream local:m {p}"));
+        assert_eq!(r.status(), "ok", "{p}: {:?}", r.errors());
+    }
+    // `--` ends the options: what follows is the prompt, even when it looks like an option
+    let r = k.execute("%llm --no-stream --max-tokens 9 -- local:m --not-an-option -h");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let got = srv.received();
+    assert_eq!(got.len(), prompts.len() + 1);
+    for (rec, p) in got.iter().zip(prompts) {
+        let body = rec.json();
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["messages"][0]["content"].as_str(), Some(p));
+    }
+    let last = got[prompts.len()].json();
+    assert_eq!(
+        last["messages"][0]["content"].as_str(),
+        Some("--not-an-option -h")
+    );
+    assert_eq!(last["max_tokens"], 9, "{last}");
+}

@@ -182,7 +182,7 @@ fn help_cmd() -> Command {
         .subcommand(history_cmd())
         .subcommand(summary_cmd())
         .after_long_help(
-            "Forms:\n  %llm PROVIDER:MODEL PROMPT...   one model\n  %llm PROMPT...                  the default model (LLM_DEFAULT, else the first model of the first provider with a key)\n  %%llm [--models P:M,P:M | --all] [--system TEXT] [--max-tokens N] [--temperature T] [--timeout S] [--zone ISO3|WOR]\n                                  the cell body is the prompt; models run concurrently\n  %llm models | estimate P:M --tokens N [--latency S] [--zone ISO3|WOR] | history [--clear] | summary\n\nProviders: openai, gemini, groq, hf (Hugging Face router, MODEL may end in :provider), ollama, local (any OpenAI-compatible server).\nModels: EcoLogits 0.11.3's whole repository; dated names, models/ and provider/ prefixes, :provider suffixes and case are understood; an unknown name uses the size in its name, else the nearest registered name (EcoLogits' LiteLLM rule). The report says which model was used and why.\nVariables (.env or environment): <P>_API_KEY, <P>_MODEL (comma-separated, first = default), <P>_BASE_URL with P = OPENAI, GEMINI, GROQ, HUGGINGFACE, OLLAMA, LLM_LOCAL; LLM_TIMEOUT_S, LLM_ZONE, LLM_MAX_RETRIES, LLM_PROFILES_FILE, LLM_MODELS_FILE, LLM_SEED_FILE.\nTo send a prompt that starts with models/history/summary/estimate or with 'word:word', use %%llm.",
+            "Forms:\n  %llm PROVIDER:MODEL PROMPT...   one model\n  %llm PROMPT...                  the default model (LLM_DEFAULT, else the first model of the first provider with a key)\n  %%llm [--models P:M,P:M | --all] [--system TEXT] [--max-tokens N] [--temperature T] [--timeout S] [--zone ISO3|WOR]\n                                  the cell body is the prompt; models run concurrently\n  %llm models | estimate P:M --tokens N [--latency S] [--zone ISO3|WOR] | history [--clear] | summary\n\nProviders: openai, gemini, groq, hf (Hugging Face router, MODEL may end in :provider), ollama, local (any OpenAI-compatible server).\nModels: EcoLogits 0.11.3's whole repository; dated names, models/ and provider/ prefixes, :provider suffixes and case are understood; an unknown name uses the size in its name, else the nearest registered name (EcoLogits' LiteLLM rule). The report says which model was used and why.\nVariables (.env or environment): <P>_API_KEY, <P>_MODEL (comma-separated, first = default), <P>_BASE_URL with P = OPENAI, GEMINI, GROQ, HUGGINGFACE, OLLAMA, LLM_LOCAL; LLM_TIMEOUT_S, LLM_ZONE, LLM_MAX_RETRIES, LLM_PROFILES_FILE, LLM_MODELS_FILE, LLM_SEED_FILE.\nOptions come before the prompt and -- ends them (%llm -- --not-an-option); the prompt is sent exactly as typed, quotes, apostrophes, # and $ included.\nTo send a prompt that starts with models/history/summary/estimate, write %llm -- PROMPT; one that starts with 'word:word', use %%llm.",
         )
 }
 
@@ -291,17 +291,24 @@ fn resolve_list(list: &str, cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec
     Ok(out)
 }
 
-fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand, UsageError>> {
-    let first = argv.first()?.as_str();
-    let rest = &argv[1..];
+/// `%llm models | estimate … | history … | summary`, decided on the first words as typed (a
+/// prompt such as `history of Rome's ports` is never shell-split).
+fn sub(args: &str, cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand, UsageError>> {
+    let mut words = args.split_whitespace();
+    let first = words.next()?;
     let is_sub = match first {
         "estimate" => true,
-        "models" | "history" | "summary" => rest.is_empty() || rest[0].starts_with('-'),
+        "models" | "history" | "summary" => words.next().is_none_or(|w| w.starts_with('-')),
         _ => false,
     };
     if !is_sub {
         return None;
     }
+    let argv = match shlex::split(args) {
+        Some(v) => v,
+        None => return Some(Err(usage(cell, "unbalanced quotes in the arguments"))),
+    };
+    let rest = &argv[1..];
     if cell {
         return Some(Err(usage(
             true,
@@ -346,49 +353,114 @@ fn sub(argv: &[String], cell: bool, cfg: &LlmConfig) -> Option<Result<LlmCommand
     }))
 }
 
-/// Parses `%llm ARGS`.
+/// The end (byte index) of the shell word at the start of `s`: quotes and backslashes as a
+/// shell reads them, so a quoted option value (`--system 'be terse'`) is one word.
+fn shell_word_end(s: &str) -> usize {
+    let (mut in_s, mut in_d, mut escaped) = (false, false, false);
+    for (i, c) in s.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if !in_s => escaped = true,
+            '\'' if !in_d => in_s = !in_s,
+            '"' if !in_s => in_d = !in_d,
+            c if c.is_whitespace() && !in_s && !in_d => return i,
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+/// Whether the option word `w` (`--name`, `-x`) takes the next word as its value.
+fn takes_value(cmd: &Command, w: &str) -> bool {
+    let arg = match w.strip_prefix("--") {
+        Some(long) if !long.contains('=') => {
+            cmd.get_arguments().find(|a| a.get_long() == Some(long))
+        }
+        Some(_) => None,
+        None => {
+            let mut cs = w.chars().skip(1);
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => cmd.get_arguments().find(|a| a.get_short() == Some(c)),
+                // `-m…`: the value is attached
+                _ => None,
+            }
+        }
+    };
+    arg.is_some_and(|a| a.get_action().takes_values())
+}
+
+/// The options of a `%llm` line and the text after them, which is returned exactly as typed.
+///
+/// Options are read (as shell words, so their values may be quoted) up to the first word that is
+/// not an option, or up to `--`; the rest of the line is not split at all: a prompt is text, and
+/// its apostrophes, quotes, `#` and `$` are the user's (an apostrophe is not an open quote).
+fn split_options(args: &str) -> Result<(Vec<String>, &str), UsageError> {
+    let cmd = ask_cmd();
+    let mut opts = Vec::new();
+    let mut rest = args.trim_start();
+    let mut value_next = false;
+    while !rest.is_empty() {
+        let end = shell_word_end(rest);
+        let raw = &rest[..end];
+        if !value_next {
+            if raw == "--" {
+                rest = rest[end..].trim_start();
+                break;
+            }
+            if !raw.starts_with('-') || raw == "-" {
+                break;
+            }
+        }
+        let word = shlex::split(raw)
+            .filter(|w| w.len() <= 1)
+            .ok_or_else(|| usage(false, "unbalanced quotes in the arguments"))?
+            .pop()
+            .unwrap_or_default();
+        value_next = !value_next && takes_value(&cmd, &word);
+        opts.push(word);
+        rest = rest[end..].trim_start();
+    }
+    Ok((opts, rest))
+}
+
+/// Parses `%llm ARGS`: options, an optional `PROVIDER:MODEL`, then the prompt as typed.
 pub fn parse_line(
     args: &str,
     cfg: &LlmConfig,
     settings_timeout: Option<f64>,
 ) -> Result<LlmCommand, UsageError> {
-    let argv =
-        shlex::split(args).ok_or_else(|| usage(false, "unbalanced quotes in the arguments"))?;
-    if argv.is_empty() {
+    if args.trim().is_empty() {
         return Err(usage(
             false,
             "empty prompt: %llm [PROVIDER:MODEL] PROMPT..., or %llm models | estimate | history | summary",
         ));
     }
-    if let Some(r) = sub(&argv, false, cfg) {
+    if let Some(r) = sub(args, false, cfg) {
         return r;
     }
+    let (opts, mut prompt) = split_options(args)?;
     let m = ask_cmd()
-        .try_get_matches_from(&argv)
+        .try_get_matches_from(&opts)
         .map_err(|e| UsageError::from_clap(form(false), form(false), &e))?;
-    let mut words: Vec<String> = m
-        .get_many::<String>("words")
-        .map(|w| w.cloned().collect())
-        .unwrap_or_default();
     let mut models = match (m.get_one::<String>("models"), m.get_flag("all")) {
         (Some(l), _) => resolve_list(l, cfg, false)?,
         (None, true) => all_or_err(cfg, false)?,
         _ => Vec::new(),
     };
-    if let Some(w) = words.first()
-        && looks_like_spec(w)
-    {
-        let spec = cfg.resolve(w).map_err(|e| {
+    let first = &prompt[..prompt.find(char::is_whitespace).unwrap_or(prompt.len())];
+    if looks_like_spec(first) {
+        let spec = cfg.resolve(first).map_err(|e| {
             usage(
                 false,
-                format!("{e} (to send a prompt starting with '{w}', use %%llm)"),
+                format!("{e} (to send a prompt starting with '{first}', use %%llm)"),
             )
         })?;
         models.push(spec);
-        words.remove(0);
+        prompt = prompt[first.len()..].trim_start();
     }
-    // The prompt keeps the user's text as typed (after the model), not the shell-split words.
-    let prompt = prompt_after(args, &argv, argv.len() - words.len());
     if prompt.trim().is_empty() {
         return Err(usage(
             false,
@@ -401,40 +473,9 @@ pub fn parse_line(
     Ok(LlmCommand::Ask(ask_from(
         &m,
         models,
-        prompt,
+        prompt.to_string(),
         settings_timeout,
     )))
-}
-
-/// The raw text of `args` from the `skip`-th shell word on (quotes kept as typed), falling back to
-/// the joined words when the raw text cannot be located.
-fn prompt_after(args: &str, argv: &[String], skip: usize) -> String {
-    if skip >= argv.len() {
-        return String::new();
-    }
-    let mut rest = args.trim_start();
-    for w in &argv[..skip] {
-        // skip one shell word: find where it ends in the raw text
-        let mut end = 0;
-        let mut in_s = false;
-        let mut in_d = false;
-        for (i, c) in rest.char_indices() {
-            match c {
-                '\'' if !in_d => in_s = !in_s,
-                '"' if !in_s => in_d = !in_d,
-                c if c.is_whitespace() && !in_s && !in_d => break,
-                _ => {}
-            }
-            end = i + c.len_utf8();
-        }
-        let _ = w;
-        rest = rest[end..].trim_start();
-    }
-    if rest.is_empty() {
-        argv[skip..].join(" ")
-    } else {
-        rest.to_string()
-    }
 }
 
 fn all_or_err(cfg: &LlmConfig, cell: bool) -> Result<Vec<ModelSpec>, UsageError> {
@@ -482,11 +523,11 @@ pub fn parse_cell(
     cfg: &LlmConfig,
     settings_timeout: Option<f64>,
 ) -> Result<LlmCommand, UsageError> {
-    let argv =
-        shlex::split(args).ok_or_else(|| usage(true, "unbalanced quotes in the arguments"))?;
-    if let Some(r) = sub(&argv, true, cfg) {
+    if let Some(r) = sub(args, true, cfg) {
         return r;
     }
+    let argv =
+        shlex::split(args).ok_or_else(|| usage(true, "unbalanced quotes in the arguments"))?;
     let m = ask_cmd()
         .try_get_matches_from(&argv)
         .map_err(|e| UsageError::from_clap(form(true), form(true), &e))?;
@@ -560,6 +601,61 @@ mod tests {
             ),
             Ok(LlmCommand::Estimate { tokens: 100, .. })
         ));
+    }
+
+    fn ask(args: &str) -> AskArgs {
+        match parse_line(args, &cfg(), None) {
+            Ok(LlmCommand::Ask(a)) => a,
+            other => panic!("{args}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn prompts_are_text_sent_as_typed() {
+        for prompt in [
+            "What's the capital of France?",
+            "Qu'est-ce que l'énergie ? Réponds en français, s'il te plaît",
+            "Say \"hi\" and 'bye' # not a comment, costs $5 or ${HOME}",
+            "日本の首都は？ 🚀 \\n stays",
+            "history of Rome's ports",
+            "models can't be trusted",
+        ] {
+            let a = ask(prompt);
+            assert_eq!(a.prompt, prompt);
+            assert_eq!(a.models[0].to_string(), "openai:gpt-4o-mini");
+            let a = ask(&format!("groq:llama-3.3-70b-versatile {prompt}"));
+            assert_eq!(a.prompt, prompt);
+            assert_eq!(a.models[0].to_string(), "groq:llama-3.3-70b-versatile");
+        }
+        // options first (their values may be quoted), then the prompt verbatim
+        let a = ask("--system 'be terse' -t 0.5 --max-tokens=7 openai:gpt-4o It's  \"quoted\"");
+        assert_eq!(a.system.as_deref(), Some("be terse"));
+        assert_eq!(a.temperature, Some(0.5));
+        assert_eq!(a.max_tokens, Some(7));
+        assert_eq!(a.models[0].model, "gpt-4o");
+        assert_eq!(a.prompt, "It's  \"quoted\"");
+        // an option word after the prompt has started is prompt text
+        assert_eq!(ask("hi --max-tokens 3").prompt, "hi --max-tokens 3");
+        assert_eq!(ask("hi --max-tokens 3").max_tokens, None);
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let a = ask("-- --not-an-option");
+        assert_eq!(a.prompt, "--not-an-option");
+        let a = ask("--max-tokens 5 -- -h is a flag?");
+        assert_eq!(
+            (a.max_tokens, a.prompt.as_str()),
+            (Some(5), "-h is a flag?")
+        );
+        // after `--`, a first word that names a sub-command is prompt text
+        assert_eq!(ask("-- models are wrong").prompt, "models are wrong");
+        let e = parse_line("--", &cfg(), None).unwrap_err().to_string();
+        assert!(e.contains("empty prompt"), "{e}");
+        let e = parse_line("--system 'open", &cfg(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unbalanced quotes"), "{e}");
     }
 
     #[test]
