@@ -47,20 +47,21 @@ impl Settings {
         while let Some(d) = cur {
             let candidate = d.join(".env");
             if candidate.is_file() {
-                match dotenvy::from_path_iter(&candidate) {
-                    Ok(iter) => {
-                        for item in iter {
-                            match item {
-                                Ok((k, v)) => {
-                                    s.values.insert(k, (v, Source::DotEnv));
-                                }
-                                Err(e) => {
-                                    s.warnings.push(format!("{}: {}", candidate.display(), e))
-                                }
-                            }
+                match std::fs::read_to_string(&candidate) {
+                    Ok(text) => {
+                        let parsed = parse_dotenv(&text);
+                        for (k, v) in parsed.values {
+                            s.values.insert(k, (v, Source::DotEnv));
+                        }
+                        for p in parsed.problems {
+                            s.warnings.push(format!("{}: {p}", candidate.display()));
                         }
                     }
-                    Err(e) => s.warnings.push(format!("{}: {}", candidate.display(), e)),
+                    // The OS error names the file, never its content.
+                    Err(e) => s.warnings.push(format!(
+                        "{}: cannot be read ({e}); its settings are not used",
+                        candidate.display()
+                    )),
                 }
                 s.dotenv_path = Some(candidate);
                 break;
@@ -114,6 +115,127 @@ impl Settings {
     }
 }
 
+/// A line of a `.env` file that could not be read. Says where and why, never what the line holds
+/// (it may hold a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotenvProblem {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why the line was not read.
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for DotenvProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: {}; the line is ignored (its content is not shown)",
+            self.line, self.reason
+        )
+    }
+}
+
+/// What [`parse_dotenv`] read: the `(key, value)` pairs in file order, and the lines it could not
+/// read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dotenv {
+    /// Pairs in file order (a later line with the same key wins when they are applied).
+    pub values: Vec<(String, String)>,
+    /// Lines that were skipped, each with its number.
+    pub problems: Vec<DotenvProblem>,
+}
+
+/// Reads `.env` text as people write it (the seed's README among them), one line at a time, so a
+/// line that cannot be read is reported and skipped and never takes the rest of the file with it:
+///
+/// * blank lines and `#` comments are skipped; `export KEY=VALUE` is accepted;
+/// * spaces around `=` and around the value are ignored; spaces inside an unquoted value are kept
+///   (`GROQ_MODEL=a, b` is `a, b`), and ` #` starts a comment after it;
+/// * `'single'` quotes keep their text as is; `"double"` quotes understand `\n`, `\t`, `\"` and
+///   `\\`; a quote must close on its line.
+///
+/// Values are literal: `$NAME` is not expanded (an API key may contain `$`).
+pub fn parse_dotenv(text: &str) -> Dotenv {
+    let mut out = Dotenv::default();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_dotenv_line(line) {
+            Ok((k, v)) => out.values.push((k, v)),
+            Err(reason) => out.problems.push(DotenvProblem {
+                line: i + 1,
+                reason,
+            }),
+        }
+    }
+    out
+}
+
+fn parse_dotenv_line(line: &str) -> Result<(String, String), &'static str> {
+    let line = line
+        .strip_prefix("export")
+        .filter(|r| r.starts_with(char::is_whitespace))
+        .map_or(line, str::trim_start);
+    let Some((key, value)) = line.split_once('=') else {
+        return Err("no '=' (expected KEY=VALUE)");
+    };
+    let key = key.trim();
+    let mut chars = key.chars();
+    let name_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if !name_ok {
+        return Err("the name before '=' is not a variable name (letters, digits and _)");
+    }
+    Ok((key.to_string(), dotenv_value(value.trim())?))
+}
+
+fn dotenv_value(v: &str) -> Result<String, &'static str> {
+    let Some(quote) = v.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+        // Unquoted: a comment starts at a `#` that follows a space (`a#b` is a value).
+        let end = v
+            .char_indices()
+            .find(|&(i, c)| c == '#' && v[..i].ends_with(char::is_whitespace))
+            .map_or(v.len(), |(i, _)| i);
+        return Ok(v[..end].trim_end().to_string());
+    };
+    let mut out = String::new();
+    let mut chars = v.char_indices().skip(1);
+    let mut close = None;
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            close = Some(i);
+            break;
+        }
+        if quote == '"' && c == '\\' {
+            match chars.next() {
+                Some((_, 'n')) => out.push('\n'),
+                Some((_, 't')) => out.push('\t'),
+                Some((_, e @ ('"' | '\\'))) => out.push(e),
+                Some((_, e)) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => break,
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    let Some(close) = close else {
+        return Err("a quote opens but does not close on this line");
+    };
+    let after = v[close + 1..].trim_start();
+    if !after.is_empty() && !after.starts_with('#') {
+        return Err("text after the closing quote");
+    }
+    Ok(out)
+}
+
 fn is_ours(key: &str) -> bool {
     key.starts_with("CARBON_")
         || key.starts_with("OPENAI_")
@@ -127,6 +249,51 @@ fn is_ours(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dotenv_as_people_write_it() {
+        let text = "\u{feff}# keys\nOPENAI_API_KEY=sk-...\n\nGROQ_MODEL=llama-3.3-70b-versatile, llama-3.1-8b-instant\nGEMINI_MODEL = gemini-1.5-flash   # the default\nexport OLLAMA_MODEL=llama3\nLLM_A='it is $HOME # kept' # note\nLLM_B=\"a\\\"b\\n\" # c\nLLM_C=a#b\nLLM_D=\nLLM_E=x$y\n";
+        let d = parse_dotenv(text);
+        assert_eq!(d.problems, vec![]);
+        let get = |k: &str| {
+            d.values
+                .iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("OPENAI_API_KEY"), Some("sk-..."));
+        assert_eq!(
+            get("GROQ_MODEL"),
+            Some("llama-3.3-70b-versatile, llama-3.1-8b-instant")
+        );
+        assert_eq!(get("GEMINI_MODEL"), Some("gemini-1.5-flash"));
+        assert_eq!(get("OLLAMA_MODEL"), Some("llama3"));
+        assert_eq!(get("LLM_A"), Some("it is $HOME # kept"));
+        assert_eq!(get("LLM_B"), Some("a\"b\n"));
+        assert_eq!(get("LLM_C"), Some("a#b"));
+        assert_eq!(get("LLM_D"), Some(""));
+        assert_eq!(get("LLM_E"), Some("x$y"));
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_by_number_without_its_value_and_the_rest_is_read() {
+        let text = "OPENAI_API_KEY=\"sk-unclosed-SECRET\nsk-pasted-SECRET-alone\nGROQ API KEY=gsk-SECRET\nLLM_X='SECRET' trailing\nGROQ_MODEL=a, b\n";
+        let d = parse_dotenv(text);
+        assert_eq!(d.values, vec![("GROQ_MODEL".into(), "a, b".into())]);
+        let lines: Vec<usize> = d.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![1, 2, 3, 4]);
+        for p in &d.problems {
+            let t = p.to_string();
+            assert!(t.starts_with(&format!("line {}: ", p.line)), "{t}");
+            assert!(!t.contains("SECRET") && !t.contains("sk-"), "{t}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), text).unwrap();
+        let s = Settings::load(dir.path());
+        assert_eq!(s.warnings.len(), 4);
+        assert!(s.warnings[0].contains(".env: line 1: "), "{:?}", s.warnings);
+        assert!(s.warnings.iter().all(|w| !w.contains("SECRET")));
+    }
 
     #[test]
     fn dotenv_in_parent_is_found_and_secrets_redacted() {

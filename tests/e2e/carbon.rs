@@ -499,3 +499,27 @@ fn help_is_a_normal_output_in_every_form_and_question_mark_keeps_the_pager() {
     // nothing was metered or recorded by asking for help
     assert!(!dir.path().join("emissions.csv").exists());
 }
+
+#[test]
+fn a_broken_dotenv_line_is_named_by_the_first_metered_cell_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "CARBON_PROJECT = seed, as written\nCARBON_PUE='1.2\n",
+    )
+    .unwrap();
+    let mut k = test_kernel(dir.path());
+    let r = k.execute("%%carbon --no-csv\nx = 1\n");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    assert!(r.stderr().contains(".env: line 2: "), "{}", r.stderr());
+    assert!(!r.stderr().contains("1.2"), "{}", r.stderr());
+    // once per session in reports; %carbon status every time
+    let r = k.execute("%%carbon --no-csv\nx = 1\n");
+    assert!(!r.stderr().contains("line 2"), "{}", r.stderr());
+    let status = k
+        .execute("%carbon status")
+        .result_text()
+        .unwrap_or_default();
+    assert!(status.contains(".env: line 2: "), "{status}");
+    assert!(!status.contains("'1.2"), "{status}");
+}

@@ -482,7 +482,6 @@ fn bad_input_gives_one_line_errors_naming_accepted_values() {
             "%llm mistral:large hi",
             "openai, gemini, groq, hf, ollama, local",
         ),
-        ("%llm openai:gpt-5 hi", "gpt-4o-mini, gpt-4o"),
         ("%%llm --temperature hot\nhi", "between 0 and 2"),
         ("%%llm --frobnicate\nhi", "--frobnicate"),
         ("%%llm --models openai:gpt-4o\n   \n", "empty prompt"),
@@ -595,4 +594,77 @@ fn prompts_arrive_byte_for_byte_and_double_dash_ends_options() {
         Some("--not-an-option -h")
     );
     assert_eq!(last["max_tokens"], 9, "{last}");
+}
+
+/// Text of every stderr stream of a request.
+fn stderr_of(r: &Exec) -> String {
+    r.iopub
+        .iter()
+        .filter(|m| m.msg_type == "stream" && m.content["name"] == "stderr")
+        .filter_map(|m| m.content["text"].as_str())
+        .collect()
+}
+
+#[test]
+fn seed_dotenv_with_spaces_a_broken_line_and_a_model_outside_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv =
+        Server::start(|_, _| Reply::json(wire::groq("llama-3.3-70b-versatile", "ok", 3, 4, 0.1)));
+    // As the seed's README writes it, with spaces after the commas and around `=`; line 6 opens
+    // a quote it never closes (it holds a key: its text must never be shown).
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "# API Keys\nGROQ_API_KEY = {GROQ_KEY}\nGROQ_MODEL=llama-3.3-70b-versatile, llama-3.1-8b-instant\nGROQ_BASE_URL={}\n\nOPENAI_API_KEY=\"{OPENAI_KEY}\nGEMINI_MODEL=gemini-1.5-flash\n",
+            srv.url("/v1")
+        ),
+    )
+    .unwrap();
+    let mut k = kernel(dir.path(), &[]);
+    // the first report of the session says which line was skipped, and why
+    let r = k.execute("%%llm --all --no-stream\nhi");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let err = stderr_of(&r);
+    assert!(err.contains(".env: line 6: "), "{err}");
+    no_secret(&all_text(&r));
+    let models: Vec<Value> = srv
+        .received()
+        .iter()
+        .map(|x| x.json()["model"].clone())
+        .collect();
+    assert_eq!(models.len(), 2, "{models:?}");
+    assert!(
+        models.contains(&"llama-3.3-70b-versatile".into()),
+        "{models:?}"
+    );
+    assert!(
+        models.contains(&"llama-3.1-8b-instant".into()),
+        "{models:?}"
+    );
+    // only once: the next report does not repeat it
+    let r = k.execute("%llm --no-stream groq hi");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    assert!(!stderr_of(&r).contains("line 6"), "{}", stderr_of(&r));
+    // %llm models and %carbon status show it every time, with its number and never its value
+    let r = k.execute("%llm models");
+    assert!(stderr_of(&r).contains(".env: line 6: "), "{:?}", r.types());
+    let listed = r.result_text().unwrap_or_default();
+    assert!(listed.contains("llama-3.1-8b-instant"), "{listed}");
+    no_secret(&all_text(&r));
+    let r = k.execute("%carbon status");
+    let status = r.result_text().unwrap_or_default();
+    assert!(status.contains(".env: line 6: "), "{status}");
+    no_secret(&all_text(&r));
+    // a model outside GROQ_MODEL is sent as named, with a note (no restart needed)
+    let r = k.execute("%llm --no-stream groq:qwen/qwen3-32b What's new?");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let err = stderr_of(&r);
+    assert!(
+        err.contains("groq:qwen/qwen3-32b is not in GROQ_MODEL")
+            && err.contains("llama-3.1-8b-instant"),
+        "{err}"
+    );
+    let last = srv.received().pop().map(|x| x.json()).unwrap_or_default();
+    assert_eq!(last["model"], "qwen/qwen3-32b");
+    assert_eq!(last["messages"][0]["content"], "What's new?");
 }

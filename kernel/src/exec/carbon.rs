@@ -190,6 +190,7 @@ fn metered(
     repeat: u32,
     out: &mut dyn Publish,
 ) -> ExecOutcome {
+    ex.warn_settings_once(out);
     let meter = ex.carbon.meter(&opts.meter);
     let live_after = ex.carbon.config().live_after_s;
     let mut runs = Vec::new();
@@ -265,7 +266,15 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
     match cmd {
         LineCommand::On => text(ex.carbon.set_auto(true)),
         LineCommand::Off => text(ex.carbon.set_auto(false)),
-        LineCommand::Status => text(ex.carbon.status_text_with(&crate::metrics::status_line())),
+        LineCommand::Status => {
+            let status = ex.carbon.status_text_with(&crate::metrics::status_line());
+            let problems = ex.settings_problems();
+            if problems.is_empty() {
+                text(status)
+            } else {
+                text(format!("{}\n{problems}", status.trim_end()))
+            }
+        }
         LineCommand::Config(pairs) => {
             for (k, v) in &pairs {
                 ex.settings.set(k, v);
@@ -395,6 +404,7 @@ fn run_commands(
     timeout: Option<f64>,
     out: &mut dyn Publish,
 ) -> ExecOutcome {
+    ex.warn_settings_once(out);
     let mut opts = match opts_from(&ex.carbon, None) {
         Ok(o) => o,
         Err(e) => return usage_error(e),

@@ -80,8 +80,17 @@ fn dispatch(
     cfg: &LlmConfig,
     out: &mut dyn Publish,
 ) -> ExecOutcome {
+    if !matches!(cmd, LlmCommand::Models) {
+        ex.warn_settings_once(out);
+    }
     match cmd {
-        LlmCommand::Models => result_bundle(report::models_bundle(cfg)),
+        LlmCommand::Models => {
+            let problems = ex.settings_problems();
+            if !problems.is_empty() {
+                out.stream(StreamName::Stderr, &problems);
+            }
+            result_bundle(report::models_bundle(cfg))
+        }
         LlmCommand::History { clear } => {
             if clear {
                 ex.llm.clear_history();
@@ -146,6 +155,11 @@ struct Slot {
 fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
     let tables = tables(&mut ex.llm, &ex.settings, out);
     let zone = zone_choice(args.zone.as_deref(), &ex.settings, out);
+    for m in &args.models {
+        if let Some(note) = cfg.list_note(m) {
+            out.stream(StreamName::Stderr, &format!("%llm: {note}\n"));
+        }
+    }
     let http = ex.llm.http();
     let policy = RetryPolicy::from_settings(&ex.settings);
     let providers = run::providers_for(&args.models, cfg, &http, policy);

@@ -238,6 +238,8 @@ pub struct Executor {
     carbon: CarbonSession,
     /// `%llm` state (history, providers).
     llm: LlmSession,
+    /// Whether the settings' problems (unreadable `.env` lines) were shown in this session.
+    settings_warned: bool,
 }
 
 /// The error outcome of a usage error (bad magic, bad option): `ename` `UsageError`, the
@@ -285,6 +287,31 @@ impl Executor {
             interrupts: Arc::new(Interrupts::default()),
             carbon,
             llm,
+            settings_warned: false,
+        }
+    }
+
+    /// The problems met reading the settings (a `.env` line that could not be read: its number
+    /// and why, never its value), one per line, each ending with a newline; empty when none.
+    fn settings_problems(&mut self) -> String {
+        self.settings_warned = true;
+        self.settings
+            .warnings
+            .iter()
+            .map(|w| format!("settings: {w}\n"))
+            .collect()
+    }
+
+    /// Shows the settings' problems on stderr with the session's first report (first metered
+    /// cell or first `%llm` output), so a `.env` line that was skipped does not go unnoticed;
+    /// `%carbon status` and `%llm models` show them every time.
+    fn warn_settings_once(&mut self, out: &mut dyn Publish) {
+        if self.settings_warned {
+            return;
+        }
+        let text = self.settings_problems();
+        if !text.is_empty() {
+            out.stream(crate::runtime::StreamName::Stderr, &text);
         }
     }
 

@@ -343,18 +343,26 @@ impl LlmConfig {
                 )),
             };
         }
-        if !cfg.models.is_empty() && !cfg.models.iter().any(|x| x == m) {
-            return Err(format!(
-                "unknown model '{m}' for {} (configured in {}: {}; add it there to use it)",
-                kind.key(),
-                kind.model_var(),
-                cfg.models.join(", ")
-            ));
-        }
+        // A model outside the list is sent as named (with a note, [`LlmConfig::list_note`]):
+        // trying one more model must not need a `.env` edit and a kernel restart.
         Ok(ModelSpec {
             provider: kind,
             model: m.to_string(),
         })
+    }
+
+    /// The note shown when `spec` is not in its provider's `<P>_MODEL` list (it is still sent):
+    /// says so and lists the configured models. `None` when it is listed or there is no list.
+    pub fn list_note(&self, spec: &ModelSpec) -> Option<String> {
+        let cfg = self.get(spec.provider);
+        if cfg.models.is_empty() || cfg.models.iter().any(|x| *x == spec.model) {
+            return None;
+        }
+        Some(format!(
+            "note: {spec} is not in {} ({}); it is sent as named (add it there to include it in --all)",
+            spec.provider.model_var(),
+            cfg.models.join(", ")
+        ))
     }
 
     /// Parses `provider:model` without checking the configured lists (offline estimates).
@@ -477,11 +485,16 @@ mod tests {
         let c = cfg(&[("OPENAI_MODEL", "gpt-4o-mini,gpt-4o")]);
         let e = c.resolve("foo:bar").unwrap_err();
         assert!(e.contains("openai, gemini, groq, hf, ollama, local"), "{e}");
-        let e = c.resolve("openai:gpt-9").unwrap_err();
+        // a model outside the list is allowed, with a note naming the list
+        let m = c.resolve("openai:gpt-9").unwrap();
+        assert_eq!(m.model, "gpt-9");
+        let note = c.list_note(&m).unwrap_or_default();
         assert!(
-            e.contains("gpt-4o-mini, gpt-4o") && e.contains("OPENAI_MODEL"),
-            "{e}"
+            note.contains("not in OPENAI_MODEL") && note.contains("gpt-4o-mini, gpt-4o"),
+            "{note}"
         );
+        assert_eq!(c.list_note(&c.resolve("openai:gpt-4o").unwrap()), None);
+        assert_eq!(cfg(&[]).list_note(&m), None);
         assert!(
             cfg(&[])
                 .default_model()
