@@ -355,7 +355,7 @@ impl LlmConfig {
     /// says so and lists the configured models. `None` when it is listed or there is no list.
     pub fn list_note(&self, spec: &ModelSpec) -> Option<String> {
         let cfg = self.get(spec.provider);
-        if cfg.models.is_empty() || cfg.models.iter().any(|x| *x == spec.model) {
+        if cfg.models.is_empty() || cfg.models.contains(&spec.model) {
             return None;
         }
         Some(format!(
