@@ -286,15 +286,15 @@ impl ProcReader {
                         None => {}
                         // /proc/<tid> of a thread shows its whole process under the thread's
                         // id and its process's parent: only a process may join
-                        Some(st) => {
+                        Some(st)
                             if tree.contains(&st.ppid)
                                 && !tree.contains(&pid)
-                                && self.is_process(pid)
-                            {
-                                tree.insert(pid);
-                                all.push(st);
-                            }
+                                && self.is_process(pid) =>
+                        {
+                            tree.insert(pid);
+                            all.push(st);
                         }
+                        Some(_) => {}
                     }
                 }
                 all
