@@ -4,6 +4,9 @@
 1. Latency added by %%carbon to a `pass` cell, through jupyter_client against the `carbon`
    kernel (installed kernelspec, or the binary given with --kernel-bin): median round trip of
    `%%carbon\\npass` (with and without the CSV row) minus the median of a plain `pass`.
+   --kernel-bin may be given several times, as LABEL=PATH (e.g. before=… after=…): the kernels
+   run side by side and their cells alternate, so machine noise hits them alike; parts 2 and 3
+   then use the last one. --latency-only skips parts 2 and 3 (no codecarbon needed).
 2. CodeCarbon 3.3.x `OfflineEmissionsTracker` construct + start + stop around the same `pass`:
    cold (first tracker, fresh interpreter) and warm (a later tracker in the same interpreter).
 3. A 3 s pure-Python busy loop: our process-scope CPU energy (CPU-time x TDP) vs CodeCarbon's
@@ -80,18 +83,18 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def start_kernel(args, workdir, env_extra):
+def start_kernel(kernel_bin, kernel_name, workdir, env_extra):
     from jupyter_client.manager import KernelManager
 
     env = dict(os.environ)
     env.update(env_extra)
-    name = args.kernel_name
-    if args.kernel_bin:
+    name = kernel_name
+    if kernel_bin:
         # a throwaway kernelspec for this binary, found through JUPYTER_PATH
         spec_root = tempfile.mkdtemp(prefix="carbon-bench-spec-")
         os.makedirs(os.path.join(spec_root, "kernels", "carbon-bench"))
         with open(os.path.join(spec_root, "kernels", "carbon-bench", "kernel.json"), "w") as f:
-            json.dump({"argv": [os.path.abspath(args.kernel_bin), "run", "--connection-file",
+            json.dump({"argv": [os.path.abspath(kernel_bin), "run", "--connection-file",
                                 "{connection_file}"],
                        "display_name": "carbon (bench)", "language": "python",
                        "interrupt_mode": "message"}, f)
@@ -115,15 +118,18 @@ def run_cell(kc, code, timeout=120):
     return dt, outputs
 
 
-def latency(kc, n):
-    run_cell(kc, "pass")  # start the Python runtime
-    run_cell(kc, "%%carbon --no-csv\npass")  # build the meter (detection is cached)
-    plain, metered, metered_csv = [], [], []
+def latency(kcs, n):
+    """Medians (plain, metered, metered with CSV row) per client; the clients' cells alternate."""
+    for kc in kcs:
+        run_cell(kc, "pass")  # start the Python runtime
+        run_cell(kc, "%%carbon --no-csv\npass")  # build the meter (detection is cached)
+    samples = [([], [], []) for _ in kcs]
     for _ in range(n):
-        plain.append(run_cell(kc, "pass")[0])
-        metered.append(run_cell(kc, "%%carbon --no-csv\npass")[0])
-        metered_csv.append(run_cell(kc, "%%carbon\npass")[0])
-    return median(plain), median(metered), median(metered_csv)
+        for kc, (plain, metered, metered_csv) in zip(kcs, samples):
+            plain.append(run_cell(kc, "pass")[0])
+            metered.append(run_cell(kc, "%%carbon --no-csv\npass")[0])
+            metered_csv.append(run_cell(kc, "%%carbon\npass")[0])
+    return [tuple(median(x) for x in s) for s in samples]
 
 
 def codecarbon(mode, warm_n, out_dir):
@@ -137,7 +143,9 @@ def codecarbon(mode, warm_n, out_dir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel-name", default="carbon")
-    ap.add_argument("--kernel-bin", help="run this carbon-kernel binary instead of the kernelspec")
+    ap.add_argument("--kernel-bin", action="append", default=[], metavar="[LABEL=]PATH",
+                    help="run this carbon-kernel binary instead of the kernelspec (repeatable)")
+    ap.add_argument("--latency-only", action="store_true", help="part 1 only (no codecarbon)")
     ap.add_argument("-n", type=int, default=100, help="pass cells per variant")
     ap.add_argument("--cold", type=int, default=3, help="fresh-interpreter CodeCarbon runs")
     ap.add_argument("--warm", type=int, default=20, help="warm CodeCarbon trackers per interpreter")
@@ -148,13 +156,33 @@ def main():
     load = os.getloadavg()[0]
     print(f"carbon_bench: {os.cpu_count()} CPUs, load average {load:.2f}, work dir {work}")
 
-    km, kc = start_kernel(args, work, {"CARBON_COUNTRY": "FRA"})
+    bins = [b.rpartition("=") for b in args.kernel_bin] or [("", "", None)]
+    kernels, wds = [], []
     try:
-        plain, metered, metered_csv = latency(kc, args.n)
+        for label, _, path in bins:
+            # one work dir each: every kernel appends to its own emissions.csv
+            wd = tempfile.mkdtemp(prefix="carbon-bench-", dir=work) if len(bins) > 1 else work
+            wds.append(wd)
+            km, kc = start_kernel(path, args.kernel_name, wd, {"CARBON_COUNTRY": "FRA"})
+            kernels.append((label or (os.path.basename(path) if path else args.kernel_name), km, kc))
+        meds = latency([kc for _, _, kc in kernels], args.n)
         print("\n1. latency of a `pass` cell through jupyter_client (median of %d)" % args.n)
-        print(f"   plain pass                 {plain * 1e3:8.3f} ms")
-        print(f"   %%carbon --no-csv pass      {metered * 1e3:8.3f} ms   added {(metered - plain) * 1e3:7.3f} ms")
-        print(f"   %%carbon pass (+CSV row)    {metered_csv * 1e3:8.3f} ms   added {(metered_csv - plain) * 1e3:7.3f} ms")
+        for (label, _, _), (plain, metered, metered_csv) in zip(kernels, meds):
+            print(f"   [{label}]")
+            print(f"   plain pass                 {plain * 1e3:8.3f} ms")
+            print(f"   %%carbon --no-csv pass      {metered * 1e3:8.3f} ms   added {(metered - plain) * 1e3:7.3f} ms")
+            print(f"   %%carbon pass (+CSV row)    {metered_csv * 1e3:8.3f} ms   added {(metered_csv - plain) * 1e3:7.3f} ms")
+        if len(kernels) > 1:
+            (a, _, _), (b, _, _) = kernels[0], kernels[-1]
+            (pa, ma, ca), (pb, mb, cb) = meds[0], meds[-1]
+            print(f"   added by %%carbon, {b}/{a}: --no-csv {(mb - pb) / max(ma - pa, 1e-9):.2f}, "
+                  f"+CSV {(cb - pb) / max(ca - pa, 1e-9):.2f}")
+        print(f"   load average after part 1: {os.getloadavg()[0]:.2f}")
+        if args.latency_only:
+            return
+        label, km, kc = kernels[-1]
+        work = wds[-1]  # part 3 reads the last kernel's emissions.csv
+        plain, metered, metered_csv = meds[-1]
 
         cold = [codecarbon("overhead", args.warm, work) for _ in range(args.cold)]
         cold_s = [c["cold_s"] for c in cold]
@@ -189,8 +217,9 @@ def main():
         print("   model check: ours should be TDP x CPU s / CPUs = "
               f"{(tdp or 0) * median(ours_cpu_s) / (cc[0]['cpu_count'] or 1):.2f} J")
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+        for _, km, kc in kernels:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Measures, for each kernel:
   * start: time from launching the kernel process to its kernel_info_reply (median of --start-runs
     fresh kernels, the two kernels alternating so that machine noise hits both alike);
-  * first cell: launch to the end of the first `print('x')` (the cold path a user sees: the carbon
-    kernel starts its Python runtime lazily, ipykernel has it from the start);
+  * first cell: launch to the end of the first cell, a `pass` (the cold path a user sees: the
+    carbon kernel's Python worker starts with the kernel, its IPython import may not be done yet),
+    then to the end of a `print('x')` after it;
   * round trip: execute_request to execute_reply + iopub idle, median of --runs after --warmup,
     for `pass` and for `print('x')` (the stream output is checked);
   * memory: resident set size (RSS, summed over the kernel's process tree, from /proc) right after
@@ -15,6 +16,9 @@ memory lower.
 Usage (from the project venv, after install/setup.sh installed the kernelspecs):
   .venv/bin/python bench/kernel_bench.py [--carbon carbon] [--peer python3] [--start-runs 5]
                                          [--runs 50] [--warmup 5] [--json out.json]
+Several carbon-kernel binaries (e.g. before and after a change) in the same run, each as
+LABEL=PATH (a throwaway kernelspec each, found through JUPYTER_PATH); the first is the baseline:
+  .venv/bin/python bench/kernel_bench.py --carbon-bin before=/path/a --carbon-bin after=/path/b
 This is a benchmark, not a test: nothing here asserts on time.
 """
 
@@ -26,6 +30,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +92,7 @@ class Result:
     kernel: str
     implementation: str = ""
     start_ms: list[float] = field(default_factory=list)
+    first_pass_ms: list[float] = field(default_factory=list)
     first_cell_ms: list[float] = field(default_factory=list)
     pass_ms: list[float] = field(default_factory=list)
     print_ms: list[float] = field(default_factory=list)
@@ -178,6 +184,8 @@ def measure(names: list[str], args: argparse.Namespace) -> dict[str, Result]:
                 ms, info = k.start()
                 results[name].start_ms.append(ms)
                 results[name].implementation = f"{info.get('implementation')} {info.get('implementation_version')}"
+                k.execute("pass")
+                results[name].first_pass_ms.append((time.perf_counter() - t0) * 1000)
                 k.execute("print('x')", expect_stdout="x")
                 results[name].first_cell_ms.append((time.perf_counter() - t0) * 1000)
             finally:
@@ -215,33 +223,66 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def report(results: dict[str, Result], carbon: str, peer: str) -> str:
-    c, p = results[carbon], results[peer]
+def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
+    """One column per carbon kernel and the peer; ratios of each carbon kernel to the peer, and
+    of the last carbon kernel to the first (after/before) when there are several."""
+    p = results[peer]
     rows = [
-        ("start -> kernel_info_reply (ms)", med(c.start_ms), med(p.start_ms), "peer/carbon", med(p.start_ms) / med(c.start_ms), ">= 5x"),
-        ("start -> first print('x') done (ms)", med(c.first_cell_ms), med(p.first_cell_ms), "peer/carbon", med(p.first_cell_ms) / med(c.first_cell_ms), "(info)"),
-        ("round trip `pass` (ms)", med(c.pass_ms), med(p.pass_ms), "carbon/peer", med(c.pass_ms) / med(p.pass_ms), "<= 1"),
-        ("round trip `print('x')` (ms)", med(c.print_ms), med(p.print_ms), "carbon/peer", med(c.print_ms) / med(p.print_ms), "<= 1"),
-        ("RSS after start (MiB)", c.rss_start_kib / 1024, p.rss_start_kib / 1024, "carbon/peer", c.rss_start_kib / max(p.rss_start_kib, 1), "< 1"),
-        ("RSS after first cell (MiB)", c.rss_first_cell_kib / 1024, p.rss_first_cell_kib / 1024, "carbon/peer", c.rss_first_cell_kib / max(p.rss_first_cell_kib, 1), "< 1"),
+        ("start -> kernel_info_reply (ms)", lambda r: med(r.start_ms), "peer/carbon", ">= 5x"),
+        ("start -> first `pass` done (ms)", lambda r: med(r.first_pass_ms), "carbon/peer", "<= 0.25"),
+        ("start -> first print('x') done (ms)", lambda r: med(r.first_cell_ms), "carbon/peer", "(info)"),
+        ("round trip `pass` (ms)", lambda r: med(r.pass_ms), "carbon/peer", "<= 0.3"),
+        ("round trip `print('x')` (ms)", lambda r: med(r.print_ms), "carbon/peer", "<= 1"),
+        ("RSS after start (MiB)", lambda r: r.rss_start_kib / 1024, "carbon/peer", "< 1"),
+        ("RSS after first cell (MiB)", lambda r: r.rss_first_cell_kib / 1024, "carbon/peer", "< 1"),
     ]
     w = max(len(r[0]) for r in rows)
-    out = [
-        f"{'':{w}}  {'carbon':>10}  {'ipykernel':>10}  ratio",
-        f"{'':{w}}  {carbon:>10}  {peer:>10}",
-    ]
-    for label, cv, pv, how, ratio, goal in rows:
-        out.append(f"{label:{w}}  {cv:10.2f}  {pv:10.2f}  {ratio:6.2f} ({how}; goal {goal})")
+    cols = carbons + [peer]
+    cw = max(10, *(len(c) for c in cols))
+    out = [f"{'':{w}}  " + "  ".join(f"{c:>{cw}}" for c in cols) + "  ratios"]
+    for label, get, how, goal in rows:
+        pv = get(p)
+        ratios = []
+        for c in carbons:
+            cv = get(results[c])
+            r = pv / cv if how == "peer/carbon" else cv / max(pv, 1e-9)
+            ratios.append(f"{c} {r:.2f}")
+        if len(carbons) > 1:
+            a, b = get(results[carbons[-1]]), get(results[carbons[0]])
+            ratios.append(f"{carbons[-1]}/{carbons[0]} {a / max(b, 1e-9):.2f}")
+        vals = "  ".join(f"{get(results[c]):{cw}.2f}" for c in cols)
+        out.append(f"{label:{w}}  {vals}  {'; '.join(ratios)} ({how}; goal {goal})")
     out.append("")
-    out.append(f"carbon: {c.implementation}; {c.processes_after_first_cell} process(es) after the first cell")
-    out.append(f"peer:   {p.implementation}; {p.processes_after_first_cell} process(es) after the first cell")
-    out.append(f"samples: start {len(c.start_ms)} per kernel, round trips {len(c.pass_ms)} per code")
+    for c in cols:
+        r = results[c]
+        out.append(f"{c}: {r.implementation}; {r.processes_after_first_cell} process(es) after the first cell")
+    out.append(f"samples: start {len(p.start_ms)} per kernel, round trips {len(p.pass_ms)} per code")
     return "\n".join(out)
+
+
+def bin_specs(bins: list[str]) -> list[str]:
+    """Throwaway kernelspecs for LABEL=PATH binaries, found through JUPYTER_PATH; their names."""
+    root = Path(tempfile.mkdtemp(prefix="carbon-bench-spec-"))
+    names = []
+    for item in bins:
+        label, _, path = item.rpartition("=")
+        name = f"carbon-{label or Path(path).name}"
+        d = root / "kernels" / name
+        d.mkdir(parents=True)
+        (d / "kernel.json").write_text(json.dumps({
+            "argv": [os.path.abspath(path), "run", "--language", "python", "--connection-file",
+                     "{connection_file}"],
+            "display_name": name, "language": "python", "interrupt_mode": "message"}))
+        names.append(name)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("JUPYTER_PATH")]))
+    return names
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--carbon", default="carbon", help="kernelspec of carbon-kernel (default carbon)")
+    parser.add_argument("--carbon-bin", action="append", default=[], metavar="LABEL=PATH",
+                        help="a carbon-kernel binary to measure instead of --carbon (repeatable)")
     parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel (default python3)")
     parser.add_argument("--start-runs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
@@ -259,16 +300,20 @@ def main() -> int:
         os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     print(f"python of carbon's cells: {os.environ.get('VIRTUAL_ENV') or 'python3 on PATH'}", file=sys.stderr)
 
+    carbons = bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
     specs = KernelSpecManager().get_all_specs()
-    for name in (args.carbon, args.peer):
+    for name in (*carbons, args.peer):
         if name not in specs:
             parser.error(f"no kernelspec {name!r} (have {sorted(specs)}); run install/setup.sh first")
-    print(f"carbon: {specs[args.carbon]['spec']['argv'][0]}", file=sys.stderr)
+    for name in carbons:
+        print(f"{name}: {specs[name]['spec']['argv'][0]}", file=sys.stderr)
     print(f"peer:   {' '.join(specs[args.peer]['spec']['argv'][:3])}", file=sys.stderr)
 
-    results = measure([args.carbon, args.peer], args)
-    text = report(results, args.carbon, args.peer)
-    print(f"# kernel_bench on {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}")
+    load = os.getloadavg()
+    results = measure([*carbons, args.peer], args)
+    text = report(results, carbons, args.peer)
+    print(f"# kernel_bench on {platform.node()} ({os.cpu_count()} CPUs), python {platform.python_version()}, "
+          f"load average {load[0]:.2f} before / {os.getloadavg()[0]:.2f} after")
     print(text)
     if args.json:
         args.json.write_text(json.dumps({k: asdict(v) for k, v in results.items()}, indent=1))

@@ -3,8 +3,9 @@
 //!
 //! Per cell: start the runtime, `meter.start(pids)` (two boundary reads, no sampling thread for
 //! short cells), run it with a publisher that forwards compile/run phase marks to the meter, a
-//! small live thread that shows progress after ~1 s and enforces `--timeout`, `meter.stop()`,
-//! one CSV row (failing, interrupted and timed-out runs too, with their status), the report.
+//! live thread (reused from cell to cell) that shows progress after ~1 s and enforces
+//! `--timeout`, `meter.stop()`, one CSV row (failing, interrupted and timed-out runs too, with
+//! their status), the report.
 //! What needs the kernel stays here: runtimes, interrupts, the live display thread, child
 //! processes of `%carbon run` / `exec`.
 
@@ -22,8 +23,7 @@ use carbon_magics::report::cell::{self as report, RunReport};
 use carbon_magics::{MimeBundle, UsageError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 /// Options of one metered execution.
@@ -67,19 +67,143 @@ impl Publish for PhasePublish<'_> {
     }
 }
 
-/// The live display + timeout thread of one run. It sleeps until `live_after` (no sampling for
-/// short cells), then samples the meter about once a second.
+/// What the executor and the live thread of one run share.
+struct LiveShared {
+    state: Mutex<LiveState>,
+    /// Wakes the live thread when the run ends.
+    wake: Condvar,
+    timed_out: AtomicBool,
+}
+
+struct LiveState {
+    /// The run ended: the live thread must not display anything any more.
+    stopped: bool,
+    /// The live display's id, once shown (the report replaces it).
+    shown: Option<String>,
+}
+
+impl LiveShared {
+    fn lock(&self) -> MutexGuard<'_, LiveState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One run's live display and timeout, served by a thread of [`LIVE_THREADS`].
+struct LiveJob {
+    shared: Arc<LiveShared>,
+    meter: Meter,
+    out: Box<dyn Publish>,
+    live_after: f64,
+    timeout: Option<f64>,
+    on_timeout: Box<dyn Fn() + Send>,
+    pue: f64,
+    g_per_kwh: f64,
+}
+
+/// Idle live-display threads, reused from run to run. A thread created per cell cost a
+/// `clone` and, since it allocates a pid, made the meter's next `/proc` snapshot list every
+/// process (see `ProcReader::snapshot_with`): most of what `%%carbon` added to a short cell.
+static LIVE_THREADS: Mutex<Vec<mpsc::Sender<LiveJob>>> = Mutex::new(Vec::new());
+
+fn idle_live_threads() -> MutexGuard<'static, Vec<mpsc::Sender<LiveJob>>> {
+    LIVE_THREADS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hands `job` to an idle live thread, or to a new one.
+fn submit_live(mut job: LiveJob) {
+    loop {
+        let Some(tx) = idle_live_threads().pop() else {
+            break;
+        };
+        match tx.send(job) {
+            Ok(()) => return,
+            Err(mpsc::SendError(j)) => job = j, // that thread is gone
+        }
+    }
+    let (tx, rx) = mpsc::channel::<LiveJob>();
+    let me = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("carbon-live".into())
+        .spawn(move || {
+            // `me` keeps the channel open: the thread waits for the next run when idle.
+            for job in rx.iter() {
+                job.run();
+                idle_live_threads().push(me.clone());
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = tx.send(job);
+        }
+        Err(e) => log::warn!("%%carbon: no live display or --timeout for this run: {e}"),
+    }
+}
+
+impl LiveJob {
+    /// Sleeps until `live_after` (no sampling for short cells), then samples the meter about
+    /// once a second; enforces the timeout; returns as soon as the run is stopped.
+    fn run(mut self) {
+        let t0 = Instant::now();
+        let sh = &*self.shared;
+        let live_at = Duration::from_secs_f64(self.live_after);
+        let deadline = self.timeout.map(Duration::from_secs_f64);
+        let mut next_live = live_at;
+        let mut st = sh.lock();
+        loop {
+            if st.stopped {
+                return;
+            }
+            let mut wake = next_live;
+            if let Some(d) = deadline
+                && !sh.timed_out.load(Ordering::SeqCst)
+            {
+                wake = wake.min(d);
+            }
+            let wait = wake.saturating_sub(t0.elapsed());
+            if !wait.is_zero() {
+                st = match sh.wake.wait_timeout(st, wait) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                };
+                continue;
+            }
+            // Still holding the lock: the run cannot end (and miss the display id) meanwhile.
+            let el = t0.elapsed();
+            if let Some(d) = deadline
+                && el >= d
+                && !sh.timed_out.swap(true, Ordering::SeqCst)
+            {
+                (self.on_timeout)();
+            }
+            if el >= next_live {
+                if let Some(s) = self.meter.sample() {
+                    let b = report::live(&s, self.pue, self.g_per_kwh);
+                    match &st.shown {
+                        Some(id) => self.out.update_display(b, id),
+                        None => {
+                            let id = format!("carbon-{}", uuid::Uuid::new_v4());
+                            self.out.display(b, Some(&id));
+                            st.shown = Some(id);
+                        }
+                    }
+                }
+                next_live = el + Duration::from_secs(1);
+            }
+        }
+    }
+}
+
+/// The live display + timeout of one run, on a reused thread. It sleeps until `live_after`
+/// (no sampling for short cells), then samples the meter about once a second.
 struct Live {
-    stop: mpsc::Sender<()>,
-    handle: JoinHandle<Option<String>>,
-    timed_out: Arc<AtomicBool>,
+    shared: Arc<LiveShared>,
 }
 
 impl Live {
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         meter: Meter,
-        mut out: Box<dyn Publish>,
+        out: Box<dyn Publish>,
         shown: Option<String>,
         live_after: f64,
         timeout: Option<f64>,
@@ -87,63 +211,43 @@ impl Live {
         pue: f64,
         g_per_kwh: f64,
     ) -> Live {
-        let (tx, rx) = mpsc::channel::<()>();
-        let timed_out = Arc::new(AtomicBool::new(false));
-        let flag = timed_out.clone();
-        let handle = std::thread::spawn(move || {
-            let t0 = Instant::now();
-            let mut shown = shown;
-            let live_at = Duration::from_secs_f64(live_after);
-            let deadline = timeout.map(Duration::from_secs_f64);
-            let mut next_live = live_at;
-            loop {
-                let mut wake = next_live;
-                if let Some(d) = deadline
-                    && !flag.load(Ordering::SeqCst)
-                {
-                    wake = wake.min(d);
-                }
-                let wait = wake.saturating_sub(t0.elapsed());
-                match rx.recv_timeout(wait) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => break,
-                }
-                let el = t0.elapsed();
-                if let Some(d) = deadline
-                    && el >= d
-                    && !flag.swap(true, Ordering::SeqCst)
-                {
-                    on_timeout();
-                }
-                if el >= next_live {
-                    if let Some(s) = meter.sample() {
-                        let b = report::live(&s, pue, g_per_kwh);
-                        match &shown {
-                            Some(id) => out.update_display(b, id),
-                            None => {
-                                let id = format!("carbon-{}", uuid::Uuid::new_v4());
-                                out.display(b, Some(&id));
-                                shown = Some(id);
-                            }
-                        }
-                    }
-                    next_live = el + Duration::from_secs(1);
-                }
-            }
-            shown
+        let shared = Arc::new(LiveShared {
+            state: Mutex::new(LiveState {
+                stopped: false,
+                shown,
+            }),
+            wake: Condvar::new(),
+            timed_out: AtomicBool::new(false),
         });
-        Live {
-            stop: tx,
-            handle,
-            timed_out,
-        }
+        submit_live(LiveJob {
+            shared: shared.clone(),
+            meter,
+            out,
+            live_after,
+            timeout,
+            on_timeout,
+            pue,
+            g_per_kwh,
+        });
+        Live { shared }
     }
 
-    /// Stops the thread; returns the live display's id (if shown) and whether it timed out.
+    /// True once the timeout fired.
+    fn timed_out(&self) -> bool {
+        self.shared.timed_out.load(Ordering::SeqCst)
+    }
+
+    /// Stops the live display; returns its id (if shown) and whether the run timed out. Does
+    /// not wait for the thread to wake: once `stopped` is set under the lock, it displays
+    /// nothing more (a display in progress finishes first, holding the lock).
     fn finish(self) -> (Option<String>, bool) {
-        let _ = self.stop.send(());
-        let shown = self.handle.join().unwrap_or(None);
-        (shown, self.timed_out.load(Ordering::SeqCst))
+        let shown = {
+            let mut st = self.shared.lock();
+            st.stopped = true;
+            st.shown.take()
+        };
+        self.shared.wake.notify_all();
+        (shown, self.timed_out())
     }
 }
 
@@ -457,7 +561,7 @@ fn run_commands(
         *group.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
         meter.add_root(pid);
         // SIGINT/SIGTERM come from the handlers above; SIGKILL follows if they are ignored.
-        run.wait_exited(|| ints.requested() || live.timed_out.load(Ordering::SeqCst));
+        run.wait_exited(|| ints.requested() || live.timed_out());
         // Read it while it is an unreaped zombie (its stat still holds its and its reaped
         // children's CPU time), then let it leave the tree before reaping it. The handlers
         // forget the group first: it must not be signalled once its id may be reused.
@@ -467,11 +571,11 @@ fn run_commands(
             failure = Some((e.ename().into(), e.to_string()));
             break;
         }
-        if ints.requested() || live.timed_out.load(Ordering::SeqCst) {
+        if ints.requested() || live.timed_out() {
             break;
         }
     }
-    let timed_out_now = live.timed_out.load(Ordering::SeqCst);
+    let timed_out_now = live.timed_out();
     let (shown, timed_out) = live.finish();
     let meas = meter.stop();
     let interrupted = ints.requested();

@@ -183,18 +183,30 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             Some(&s.display_id),
         );
     }
-    let rx = run::spawn(&args, providers, cancel.clone());
+    let (rx, streams) = run::spawn(&args, providers, cancel.clone());
     let mut interrupted = false;
     let redact = |s: &str| ex.settings.redact(&cfg.redact(s));
     while slots.iter().any(|s| s.result.is_none()) {
-        match rx.recv_timeout(POLL) {
-            Ok(Event::Delta { idx, text }) => {
-                let s = &mut slots[idx];
-                s.text.push_str(&text);
-                s.dirty = true;
+        // Wake for the next due refresh of a pending stream, else every POLL for interrupts.
+        let wait = slots
+            .iter()
+            .filter(|s| s.dirty && s.result.is_none())
+            .filter_map(|s| {
+                s.last_update
+                    .map(|t| STREAM_REFRESH.saturating_sub(t.elapsed()))
+            })
+            .fold(POLL, Duration::min);
+        match rx.recv_timeout(wait) {
+            Ok(Event::Delta { idx }) => {
+                // the text stays in `streams` until it is shown: the thread does not wake us
+                // again for more pieces meanwhile
+                if let Some(s) = slots.get_mut(idx) {
+                    s.dirty = true;
+                }
             }
             Ok(Event::Done { idx, result }) => {
                 let s = &mut slots[idx];
+                s.text.push_str(&streams.take(idx));
                 s.result = Some(match *result {
                     Ok(r) => Ok(r),
                     Err(e) => Err(RequestError::new(e.kind(), redact(&e.to_string()))),
@@ -202,7 +214,11 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                for s in slots.iter_mut().filter(|s| s.result.is_none()) {
+                for (idx, s) in slots.iter_mut().enumerate() {
+                    if s.result.is_some() {
+                        continue;
+                    }
+                    s.text.push_str(&streams.take(idx));
                     s.result = Some(Err(RequestError::new(
                         ProviderErrorKind::Api,
                         format!("{}: the request thread ended without an answer", s.spec),
@@ -213,7 +229,11 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
         if ex.interrupts.requested() {
             cancel.store(true, Ordering::SeqCst);
             interrupted = true;
-            for s in slots.iter_mut().filter(|s| s.result.is_none()) {
+            for (idx, s) in slots.iter_mut().enumerate() {
+                if s.result.is_some() {
+                    continue;
+                }
+                s.text.push_str(&streams.take(idx));
                 s.result = Some(Err(RequestError::new(
                     ProviderErrorKind::Cancelled,
                     format!(
@@ -224,8 +244,12 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             }
         }
         // streaming refresh (the first piece at once, then at most every STREAM_REFRESH)
-        for s in slots.iter_mut().filter(|s| s.dirty && s.result.is_none()) {
+        for (idx, s) in slots.iter_mut().enumerate() {
+            if !s.dirty || s.result.is_some() {
+                continue;
+            }
             if s.last_update.is_none_or(|t| t.elapsed() >= STREAM_REFRESH) {
+                s.text.push_str(&streams.take(idx));
                 out.update_display(
                     report::answer_bundle(&s.spec, &s.text, "streaming…"),
                     &s.display_id,

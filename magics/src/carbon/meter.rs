@@ -5,7 +5,7 @@
 
 use super::gpu::{Gpus, NvmlChoice};
 use super::hardware::{self, Machine};
-use super::procfs::{ProcReader, ProcSnapshot};
+use super::procfs::{ProcReader, ProcSnapshot, TreeCache};
 use super::rapl::Domains;
 use super::sensor::{
     Component, Interval, NvmlSensor, RamModel, RaplSensor, Scope, Sensor, SensorKind, TdpModel,
@@ -183,6 +183,9 @@ struct Inner {
     cfg: MeterConfig,
     sensors: Vec<Box<dyn Sensor>>,
     proc: ProcReader,
+    /// The tree found by the last snapshot: kept across cells, so a cell that starts no
+    /// process re-reads only its members, not all of `/proc`.
+    tree: TreeCache,
     setup: MeterSetup,
     run: Option<Run>,
 }
@@ -384,6 +387,7 @@ impl Meter {
                 cfg,
                 sensors,
                 proc,
+                tree: TreeCache::default(),
                 setup,
                 run: None,
             })),
@@ -451,7 +455,8 @@ impl Meter {
             }
             None => return,
         };
-        let snap = g.proc.snapshot(&roots);
+        let inner = &mut *g;
+        let snap = inner.proc.snapshot_with(&roots, &mut inner.tree);
         if let Some(r) = g.run.as_mut() {
             r.last.proc = snap;
         }
@@ -540,7 +545,7 @@ impl Meter {
 
 impl Inner {
     fn point(&mut self, roots: &[u32]) -> Point {
-        let proc = self.proc.snapshot(roots);
+        let proc = self.proc.snapshot_with(roots, &mut self.tree);
         let readings = self.sensors.iter_mut().map(|s| s.read().ok()).collect();
         Point {
             t: Instant::now(),

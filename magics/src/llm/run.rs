@@ -9,9 +9,9 @@ use super::client::{
 use super::footprint::{EcoEstimate, SeedEstimate};
 use super::providers::{LlmConfig, ModelSpec};
 use crate::carbon::record::RowStatus;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One model's request, finished (answer or error), with both footprints when it succeeded.
 #[derive(Debug, Clone)]
@@ -90,12 +90,12 @@ impl std::fmt::Debug for Http {
 /// What the request threads report.
 #[derive(Debug)]
 pub enum Event {
-    /// More text of model `idx`.
+    /// Model `idx` has streamed text waiting in [`Streams`]. Sent only when its buffer was
+    /// empty: a caller that takes the text less often than pieces arrive (a display refreshed
+    /// at most every 50 ms) is woken once per take, not once per piece.
     Delta {
         /// index in the model list
         idx: usize,
-        /// the new text
-        text: String,
     },
     /// Model `idx` is done.
     Done {
@@ -125,14 +125,50 @@ pub fn providers_for(
         .collect()
 }
 
+/// The streamed text of each model not yet taken by the caller (see [`Event::Delta`]).
+#[derive(Debug, Clone)]
+pub struct Streams(Arc<Vec<Mutex<String>>>);
+
+impl Streams {
+    fn new(n: usize) -> Streams {
+        Streams(Arc::new(
+            (0..n).map(|_| Mutex::new(String::new())).collect(),
+        ))
+    }
+
+    fn buf(&self, idx: usize) -> Option<MutexGuard<'_, String>> {
+        self.0
+            .get(idx)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Takes the text model `idx` streamed since the last take (all of it once its
+    /// [`Event::Done`] has arrived: a thread adds its last piece before it reports done).
+    pub fn take(&self, idx: usize) -> String {
+        self.buf(idx)
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default()
+    }
+
+    /// Appends `text` to model `idx`'s buffer; true when it was empty (the caller is told).
+    fn push(&self, idx: usize, text: &str) -> bool {
+        self.buf(idx).is_some_and(|mut b| {
+            let was_empty = b.is_empty();
+            b.push_str(text);
+            was_empty && !text.is_empty()
+        })
+    }
+}
+
 /// Starts one thread per model. Threads stop early once `cancel` is set; their events are then
-/// ignored by dropping the receiver.
+/// ignored by dropping the receiver. Streamed text goes to the returned [`Streams`].
 pub fn spawn(
     args: &AskArgs,
     providers: Vec<Arc<dyn Provider>>,
     cancel: Arc<AtomicBool>,
-) -> Receiver<Event> {
+) -> (Receiver<Event>, Streams) {
     let (tx, rx) = channel();
+    let streams = Streams::new(args.models.len());
     for (idx, (spec, p)) in args.models.iter().zip(providers).enumerate() {
         let req = LlmRequest {
             model: spec.model.clone(),
@@ -145,14 +181,14 @@ pub fn spawn(
         };
         let ttx: Sender<Event> = tx.clone();
         let cancel = cancel.clone();
+        let bufs = streams.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("llm-{}", spec.provider.key()))
             .spawn(move || {
                 let mut on_delta = |t: &str| {
-                    let _ = ttx.send(Event::Delta {
-                        idx,
-                        text: t.to_string(),
-                    });
+                    if bufs.push(idx, t) {
+                        let _ = ttx.send(Event::Delta { idx });
+                    }
                 };
                 let result = p.complete(&req, &cancel, &mut on_delta);
                 let _ = ttx.send(Event::Done {
@@ -170,13 +206,29 @@ pub fn spawn(
             });
         }
     }
-    rx
+    (rx, streams)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::llm::providers::ProviderKind;
+
+    #[test]
+    fn streams_tell_once_per_take() {
+        let s = Streams::new(2);
+        assert!(s.push(1, "a"));
+        assert!(!s.push(1, "b"));
+        assert!(!s.push(1, ""));
+        assert_eq!(s.take(1), "ab");
+        assert!(!s.push(0, ""));
+        assert!(s.push(1, "c"));
+        assert_eq!(
+            (s.take(0), s.take(1), s.take(1)),
+            (String::new(), "c".into(), String::new())
+        );
+        assert!(!s.push(7, "x") && s.take(7).is_empty());
+    }
 
     #[test]
     fn row_status_follows_the_error_kind_and_the_interrupt() {

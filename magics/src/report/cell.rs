@@ -187,38 +187,75 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
     out
 }
 
+/// The report's horizontal bar chart, written by hand: a few `<rect>`/`<text>` elements (about
+/// 1 KB) instead of plotters' mesh, axes and per-glyph attributes (about 8 KB, most of the
+/// report message). Every metered cell sends it through iopub, so its size and build time are
+/// part of what `%%carbon` adds to a cell's round trip (issue 9, performance).
 fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
+    use std::fmt::Write as _;
+    const W: f64 = 360.0;
+    const LEFT: f64 = 66.0; // label column
+    const RIGHT: f64 = 12.0;
+    const TOP: f64 = 24.0; // title
+    const ROW: f64 = 28.0;
     let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let max = if max > 0.0 { max * 1.15 } else { 1.0 };
-    svg(360, 40 + 28 * items.len() as u32, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 13))
-            .margin(6)
-            .x_label_area_size(18)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..max, 0..items.len())
-            .map_err(chart_err)?;
-        let labels: Vec<String> = items.iter().map(|(l, _)| l.to_string()).collect();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(items.len())
-            .y_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
-            .x_label_formatter(&|v| sig3(*v))
-            .x_labels(4)
-            .label_style(("sans-serif", 11))
-            .draw()
-            .map_err(chart_err)?;
-        chart
-            .draw_series(items.iter().enumerate().map(|(i, (_, v))| {
-                let mut r = Rectangle::new([(0.0, i), (*v, i + 1)], PALETTE[i % 8].filled());
-                r.set_margin(4, 4, 0, 0);
-                r
-            }))
-            .map_err(chart_err)?;
-        Ok(())
-    })
-    .unwrap_or_default()
+    let height = 40 + 28 * items.len() as u32;
+    let plot_w = W - LEFT - RIGHT;
+    let axis_y = TOP + ROW * items.len() as f64;
+    let mut s = String::with_capacity(400 + 160 * items.len());
+    let _ = write!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{height}\" \
+         viewBox=\"0 0 {W} {height}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\
+         <text x=\"{}\" y=\"15\" font-size=\"13\" text-anchor=\"middle\">{}</text>",
+        W / 2.0,
+        esc(title)
+    );
+    for (i, (label, v)) in items.iter().enumerate() {
+        let y = TOP + ROW * i as f64;
+        let w = (v.max(0.0) / max * plot_w).max(0.0);
+        let c = PALETTE[i % 8];
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
+             fill=\"rgb({},{},{})\"><title>{} {}</title></rect>",
+            LEFT - 4.0,
+            y + ROW / 2.0 + 4.0,
+            esc(label),
+            y + 4.0,
+            ROW - 8.0,
+            c.0,
+            c.1,
+            c.2,
+            esc(label),
+            sig3(*v)
+        );
+    }
+    let _ = write!(
+        s,
+        "<line x1=\"{LEFT}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"#000\"/>",
+        W - RIGHT
+    );
+    for k in 0..=3 {
+        let v = max * k as f64 / 3.0;
+        let x = LEFT + plot_w * k as f64 / 3.0;
+        let anchor = match k {
+            0 => "start",
+            3 => "end",
+            _ => "middle",
+        };
+        let _ = write!(
+            s,
+            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
+            axis_y + 13.0,
+            sig3(v)
+        );
+    }
+    s.push_str("</svg>");
+    s
 }
 
 /// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.
