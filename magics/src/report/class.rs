@@ -319,6 +319,15 @@ impl Totals {
         self.emissions_kg += r.emissions_kg;
     }
 
+    fn merge(&mut self, o: &Totals) {
+        self.cells += o.cells;
+        self.llm_requests += o.llm_requests;
+        self.runs += o.runs;
+        self.duration_s += o.duration_s;
+        self.energy_kwh += o.energy_kwh;
+        self.emissions_kg += o.emissions_kg;
+    }
+
     /// Rows summed.
     pub fn count(&self) -> usize {
         self.cells + self.llm_requests + self.runs
@@ -539,6 +548,9 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
         }
     };
     let mut rec = csv::ByteRecord::new();
+    // A file holds a handful of language words: each is read once (reading one lower-cases a
+    // copy), then found here.
+    let mut languages: Vec<(String, RowLanguage)> = Vec::new();
     loop {
         match rdr.read_byte_record(&mut rec) {
             Ok(true) => {}
@@ -605,9 +617,16 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
                 .unwrap_or_default(),
             timestamp: parse_timestamp(field(&rec, c_ts)),
             kind,
-            language: c_lang
-                .map(|i| RowLanguage::from(field(&rec, i)))
-                .unwrap_or_default(),
+            language: c_lang.map_or(RowLanguage::None, |i| {
+                let w = field(&rec, i);
+                if let Some((_, l)) = languages.iter().find(|(k, _)| k == w) {
+                    l.clone()
+                } else {
+                    let l = RowLanguage::from(w);
+                    languages.push((w.to_string(), l.clone()));
+                    l
+                }
+            }),
             provider: text(c_provider),
             model: text(c_model),
             duration_s,
@@ -749,10 +768,25 @@ impl ClassReport {
         name: impl Fn(K) -> String,
     ) -> Vec<Totals> {
         let mut map: BTreeMap<K, Totals> = BTreeMap::new();
+        // Rows come file by file, so neighbours mostly share a key (student, day): sum a run of
+        // them before looking the key up, which keeps the map out of the per-row cost.
+        let mut run: Option<(K, Totals)> = None;
         for r in &self.rows {
-            if let Some(k) = key(r) {
-                map.entry(k).or_default().add(r);
+            let Some(k) = key(r) else { continue };
+            match &mut run {
+                Some((rk, t)) if *rk == k => t.add(r),
+                _ => {
+                    if let Some((rk, t)) = run.take() {
+                        map.entry(rk).or_default().merge(&t);
+                    }
+                    let mut t = Totals::default();
+                    t.add(r);
+                    run = Some((k, t));
+                }
             }
+        }
+        if let Some((rk, t)) = run {
+            map.entry(rk).or_default().merge(&t);
         }
         let mut v: Vec<Totals> = map
             .into_iter()
@@ -967,17 +1001,18 @@ impl ClassReport {
         } else {
             "Per student (project_name)"
         };
+        let (languages, models) = (self.by_language(), self.by_model());
         let sections = [
-            (who, students, "emissions per student", "students"),
+            (who, &students, "emissions per student", "students"),
             (
                 "Per language (code only: prompts are per model below)",
-                self.by_language(),
+                &languages,
                 "emissions per language",
                 "languages",
             ),
             (
                 "Per LLM model",
-                self.by_model(),
+                &models,
                 "emissions per LLM model",
                 "models",
             ),
@@ -1000,7 +1035,7 @@ impl ClassReport {
         }
         h.push_str("<h2>Over time</h2>\n");
         if let Some(bucket) = self.time_bucket() {
-            h.push_str(&self.time_chart(bucket)?);
+            h.push_str(&self.time_chart(bucket, &students)?);
             let days = self.by_day();
             let shown = &days[..days.len().min(MAX_HTML_DAYS)];
             h.push_str(&html_table(shown));
@@ -1135,9 +1170,8 @@ impl ClassReport {
     /// Cumulative emissions per student over time, summed per `bucket` (one point per hour or
     /// day, at the bucket's end), one line for each of the [`MAX_CHART_SERIES`] most emitting
     /// students; x in hours since the first bucket starts.
-    fn time_chart(&self, bucket: TimeBucket) -> Result<String, ReportError> {
-        let students = self.by_student();
-        let TimeSeries { series, b0, b1 } = self.time_series(bucket, &students);
+    fn time_chart(&self, bucket: TimeBucket, students: &[Totals]) -> Result<String, ReportError> {
+        let TimeSeries { series, b0, b1 } = self.time_series(bucket, students);
         let hours_per_bucket = bucket.seconds() as f64 / 3600.0;
         let x_of = |b: i64| (b - b0 + 1) as f64 * hours_per_bucket;
         let buckets = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
