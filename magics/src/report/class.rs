@@ -9,6 +9,12 @@
 //! Output: [`ClassReport::text_table`] (totals for a terminal), [`ClassReport::html`] (one
 //! self-contained page: inline CSS and plotters SVG charts, no script, no external link) and
 //! [`ClassReport::totals_json`] (the same totals, exact, for scripts and tests).
+//!
+//! A semester (hundreds of students, thousands of rows each) is the size this is built for: rows
+//! are read through one reused byte record; the HTML stays a page that can be mailed (tables and
+//! bar charts list the [`MAX_HTML_GROUPS`] most emitting, the over-time chart sums per hour or per
+//! day, [`TimeBucket`]), while the JSON lists everything. [`Period`] limits the rows to a lab
+//! session or a week (`--since`, `--until`).
 
 use super::chart::{self, ChartError, PALETTE, chart_err};
 use super::esc;
