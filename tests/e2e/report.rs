@@ -460,3 +460,134 @@ fn readme_magics_reference_matches_the_registry() {
          cargo run -p carbon-kernel -- magics --update README.md"
     );
 }
+
+/// A semester: `students` folders of `rows` cell rows each, one row every 97 minutes from
+/// 2026-09-07 (so about 33 days for 500 rows), emissions known per row. Returns each student's
+/// (name, emissions, rows).
+fn lay_out_semester(dir: &Path, students: usize, rows: usize) -> Vec<(String, f64, u64)> {
+    let start = chrono::NaiveDate::from_ymd_opt(2026, 9, 7)
+        .unwrap()
+        .and_hms_opt(8, 0, 0)
+        .unwrap();
+    (0..students)
+        .map(|s| {
+            let name = format!("s{s:03}");
+            let mut text = format!("{CC38},{OURS}\n");
+            let mut total = 0.0;
+            for k in 0..rows {
+                let ts = start + chrono::Duration::minutes(97 * k as i64 + s as i64);
+                let emissions = (1 + (s * 7 + k) % 13) as f64 * 1e-7;
+                total += emissions;
+                let r = Fx {
+                    student: "",
+                    ts: "",
+                    kind: "cell",
+                    language: "python",
+                    model: "",
+                    duration: 0.5,
+                    energy: emissions * 20.0,
+                    emissions,
+                };
+                let mut f = cc_fields(&r, "carbon-kernel");
+                f[0] = ts.format("%Y-%m-%dT%H:%M:%S").to_string();
+                text.push_str(&format!("{},cell,python,cell {k},rapl,,,,\n", f.join(",")));
+            }
+            let p = dir.join(&name).join("emissions.csv");
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            (name, total, rows as u64)
+        })
+        .collect()
+}
+
+/// Hundreds of students (here 120 × 500 rows): the HTML stays small (drawing every row, as the
+/// report did, made it several MB), lists the 30 most emitting and counts the others; the JSON
+/// keeps every student with exact totals; --since/--until keep a period and say what they left out.
+#[test]
+fn semester_report_stays_small_and_the_json_keeps_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("class");
+    let want = lay_out_semester(&data, 120, 500);
+    let html = dir.path().join("class.html");
+    let json = dir.path().join("totals.json");
+    let out = run(&[
+        "report".as_ref(),
+        data.as_os_str(),
+        "--out".as_ref(),
+        html.as_os_str(),
+        "--json".as_ref(),
+        json.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.len() < 600_000,
+        "HTML is {} bytes for 60,000 rows",
+        page.len()
+    );
+    assert!(page.contains("… and 90 more students"), "no 'more' line");
+    assert!(
+        page.contains("per day"),
+        "a month of rows is charted per day"
+    );
+    assert_eq!(page.matches("<svg").count(), 3, "students, languages, time");
+
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let got = groups(&v, "students");
+    assert_eq!(got.len(), want.len(), "every student is in the JSON");
+    for (name, emissions, rows) in &want {
+        let g = got[name];
+        assert!(
+            (g.0 - emissions).abs() <= 1e-9 * emissions && g.3 == *rows,
+            "{name}: got {g:?}, want {emissions} over {rows} rows"
+        );
+    }
+    assert_eq!(v["files"].as_array().unwrap().len(), 120);
+
+    // One lab session: 2026-09-10 from 10:00 (included) to 12:00 (excluded). Student s rows are
+    // at 08:00 + 97 k + s minutes; count them here the same way.
+    let since = chrono::NaiveDate::from_ymd_opt(2026, 9, 10)
+        .unwrap()
+        .and_hms_opt(10, 0, 0)
+        .unwrap();
+    let until = since + chrono::Duration::hours(2);
+    let start = since - chrono::Duration::days(3) - chrono::Duration::hours(2);
+    let in_period: u64 = (0..120i64)
+        .flat_map(|s| (0..500i64).map(move |k| start + chrono::Duration::minutes(97 * k + s)))
+        .filter(|t| *t >= since && *t < until)
+        .count() as u64;
+    assert!(in_period > 0);
+    let out = run(&[
+        "report".as_ref(),
+        data.as_os_str(),
+        "--out".as_ref(),
+        html.as_os_str(),
+        "--json".as_ref(),
+        json.as_os_str(),
+        "--since".as_ref(),
+        "2026-09-10T10:00".as_ref(),
+        "--until".as_ref(),
+        "2026-09-10T12:00".as_ref(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let t = &v["total"];
+    assert_eq!(t["cells"].as_u64().unwrap(), in_period, "{t}");
+    assert_eq!(
+        v["period"]["rows_outside"].as_u64().unwrap(),
+        120 * 500 - in_period
+    );
+    assert!(
+        stdout.contains(&format!(
+            "Left out: {} row(s) outside it, 0 row(s) without a readable timestamp",
+            120 * 500 - in_period
+        )),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&html).unwrap().contains("per hour"));
+}

@@ -9,6 +9,12 @@
 //! Output: [`ClassReport::text_table`] (totals for a terminal), [`ClassReport::html`] (one
 //! self-contained page: inline CSS and plotters SVG charts, no script, no external link) and
 //! [`ClassReport::totals_json`] (the same totals, exact, for scripts and tests).
+//!
+//! A semester (hundreds of students, thousands of rows each) is the size this is built for: rows
+//! are read through one reused byte record; the HTML stays a page that can be mailed (tables and
+//! bar charts list the [`MAX_HTML_GROUPS`] most emitting, the over-time chart sums per hour or per
+//! day, [`TimeBucket`]), while the JSON lists everything. [`Period`] limits the rows to a lab
+//! session or a week (`--since`, `--until`).
 
 use super::chart::{self, ChartError, PALETTE, chart_err};
 use super::esc;
@@ -17,6 +23,7 @@ use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, sig3};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use plotters::prelude::*;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,6 +43,175 @@ const DEFAULT_PROJECT: &str = "codecarbon";
 /// At most this many problems are listed per file (the rest are counted), so one broken file cannot
 /// flood the report.
 const MAX_LISTED_PROBLEMS: usize = 5;
+
+/// The HTML lists at most this many students, languages, models or files (table and bar chart);
+/// the rest are counted on a line under the table, and all of them are in the JSON. A class of
+/// hundreds stays a page that can be mailed.
+pub const MAX_HTML_GROUPS: usize = 30;
+
+/// At most this many days in the HTML's per-day table (a year of daily rows); the rest are counted.
+pub const MAX_HTML_DAYS: usize = 370;
+
+/// The over-time chart draws one line for each of at most this many students (the most emitting);
+/// up to this many, every student has a line and a legend entry, as before.
+pub const MAX_CHART_SERIES: usize = 12;
+
+/// At most this many skipped files and rows are listed in the HTML; the rest are counted.
+const MAX_HTML_SKIPPED: usize = 60;
+
+/// Up to this span the over-time chart sums rows per hour; above it, per day (at most a few
+/// hundred points per line either way).
+pub const HOURLY_UP_TO: chrono::TimeDelta = chrono::TimeDelta::days(8);
+
+/// Below this many buckets the over-time chart marks each one with a dot.
+const MAX_DOTTED_BUCKETS: usize = 48;
+
+/// How the over-time chart sums rows: the bucket follows the length of the period shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeBucket {
+    /// One point per hour (UTC hours, or the files' local hours for timestamps without offset).
+    Hour,
+    /// One point per calendar day.
+    Day,
+}
+
+impl TimeBucket {
+    /// The bucket for rows spanning `span` (last timestamp minus first): hours up to
+    /// [`HOURLY_UP_TO`], days above.
+    pub fn for_span(span: chrono::TimeDelta) -> Self {
+        if span <= HOURLY_UP_TO {
+            TimeBucket::Hour
+        } else {
+            TimeBucket::Day
+        }
+    }
+
+    /// Length of one bucket, seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            TimeBucket::Hour => 3600,
+            TimeBucket::Day => 86_400,
+        }
+    }
+
+    /// The word used in the report ("hour", "day").
+    pub fn word(self) -> &'static str {
+        match self {
+            TimeBucket::Hour => "hour",
+            TimeBucket::Day => "day",
+        }
+    }
+
+    /// Index of the bucket holding `t` (buckets start on whole hours or at midnight).
+    fn index(self, t: DateTime<Utc>) -> i64 {
+        t.timestamp().div_euclid(self.seconds())
+    }
+}
+
+/// A period of time the report is limited to (`--since`, `--until`): a lab session, a week.
+///
+/// Bounds compare with the rows' timestamps as the report reads them: UTC for timestamps written
+/// with an offset, the time as written for those without one (CodeCarbon and carbon-kernel write
+/// the machine's local time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// First instant included (`--since`), if any.
+    pub since: Option<NaiveDateTime>,
+    /// First instant excluded (`--until`), if any.
+    pub until: Option<NaiveDateTime>,
+}
+
+/// A `--since`/`--until` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    /// Not a date or date-time.
+    #[error(
+        "not a date or date-time: \"{0}\" (use 2026-12-01, 2026-12-01T14:00 or 2026-12-01T14:00:30)"
+    )]
+    Unreadable(String),
+    /// The period ends before it starts.
+    #[error("the period is empty: --until {until} is not after --since {since}")]
+    Empty {
+        /// `--since`.
+        since: NaiveDateTime,
+        /// `--until`.
+        until: NaiveDateTime,
+    },
+}
+
+impl Period {
+    /// The period from `since` (included) to `until` (excluded); either may be open.
+    pub fn new(since: Option<&str>, until: Option<&str>) -> Result<Self, PeriodError> {
+        let p = Period {
+            since: since.map(Self::parse_bound).transpose()?,
+            until: until.map(Self::parse_bound).transpose()?,
+        };
+        if let (Some(since), Some(until)) = (p.since, p.until)
+            && until <= since
+        {
+            return Err(PeriodError::Empty { since, until });
+        }
+        Ok(p)
+    }
+
+    /// Reads a bound: a date (`2026-12-01`, its midnight), a date-time to the minute or second
+    /// (`2026-12-01T14:00`, `2026-12-01 14:00:30`), or an RFC 3339 time with an offset (converted
+    /// to UTC).
+    pub fn parse_bound(s: &str) -> Result<NaiveDateTime, PeriodError> {
+        let t = s.trim();
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+            return Ok(d.and_time(chrono::NaiveTime::MIN));
+        }
+        for fmt in ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+            if let Ok(v) = NaiveDateTime::parse_from_str(t, fmt) {
+                return Ok(v);
+            }
+        }
+        parse_timestamp(t)
+            .map(|v| v.naive_utc())
+            .ok_or_else(|| PeriodError::Unreadable(s.to_string()))
+    }
+
+    /// Whether neither bound is set (every row, dated or not, is kept).
+    pub fn is_all(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// Whether a row with this timestamp is in the period (rows without one are not, unless the
+    /// period is [all](Period::is_all)).
+    pub fn contains(&self, t: Option<DateTime<Utc>>) -> bool {
+        if self.is_all() {
+            return true;
+        }
+        let Some(t) = t.map(|t| t.naive_utc()) else {
+            return false;
+        };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+
+    /// The period in words, for the report ("from … until …").
+    pub fn describe(&self) -> String {
+        let f = |t: NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        match (self.since, self.until) {
+            (None, None) => "all rows".into(),
+            (Some(s), None) => format!("from {} (included)", f(s)),
+            (None, Some(u)) => format!("until {} (excluded)", f(u)),
+            (Some(s), Some(u)) => format!("from {} (included) until {} (excluded)", f(s), f(u)),
+        }
+    }
+}
+
+/// What `--since`/`--until` left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PeriodFilter {
+    /// The period asked for.
+    pub period: Period,
+    /// Dated rows before or after it.
+    pub rows_outside: usize,
+    /// Rows without a readable timestamp (left out whenever a period is given).
+    pub undated_excluded: usize,
+}
 
 /// One valid row of one file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,6 +325,15 @@ impl Totals {
         self.emissions_kg += r.emissions_kg;
     }
 
+    fn merge(&mut self, o: &Totals) {
+        self.cells += o.cells;
+        self.llm_requests += o.llm_requests;
+        self.runs += o.runs;
+        self.duration_s += o.duration_s;
+        self.energy_kwh += o.energy_kwh;
+        self.emissions_kg += o.emissions_kg;
+    }
+
     /// Rows summed.
     pub fn count(&self) -> usize {
         self.cells + self.llm_requests + self.runs
@@ -166,6 +351,8 @@ pub struct ClassReport {
     pub rows: Vec<Row>,
     /// Whether students are the files (true) or project names (false), after `GroupBy::Auto`.
     pub students_are_files: bool,
+    /// The period the rows were limited to, and what it left out.
+    pub period: PeriodFilter,
 }
 
 /// Errors of the report itself (never caused by an input file: those are skipped).
@@ -234,6 +421,9 @@ fn file_label(path: &Path) -> String {
 /// written: the writer's zone is not recorded) and RFC 3339 ones (converted to UTC).
 fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
+    if let Some(t) = fast_timestamp(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -245,7 +435,66 @@ fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     None
 }
 
+/// The common shapes, `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM]`, read by hand: chrono's
+/// format-string parser is most of the loader's time on a semester of rows. Anything else (or an
+/// impossible date) returns `None` and goes to the general parser, so this only ever agrees with it.
+fn fast_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(digits(&b[0..4])?).ok()?,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )?;
+    let (h, m, sec) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some((b'.', tail)) = rest.split_first() {
+        let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        nanos = digits(&tail[..n])? * 10u32.pow(9 - n as u32);
+        rest = &tail[n..];
+    }
+    let t = date.and_hms_nano_opt(h, m, sec, nanos)?;
+    let offset_s = match rest {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), hh @ .., b':', m1, m2] if hh.len() == 2 => {
+            let v = i64::from(digits(hh)? * 3600 + digits(&[*m1, *m2])? * 60);
+            if *sign == b'+' { v } else { -v }
+        }
+        _ => return None,
+    };
+    Some((t - chrono::Duration::seconds(offset_s)).and_utc())
+}
+
+/// A field of a byte record as trimmed text; empty when absent or not UTF-8 (the whole file was
+/// checked to be UTF-8 before, so the latter does not happen).
+fn field(rec: &csv::ByteRecord, i: usize) -> &str {
+    rec.get(i)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+        .trim()
+}
+
 /// Reads one file. `Err` is the one-line reason it is skipped.
+///
+/// Rows go through one reused [`csv::ByteRecord`]: numbers and timestamps are parsed from the
+/// field's bytes, and only the texts a row keeps (project, model) are allocated.
 fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -263,11 +512,11 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
         .iter()
         .map(|h| h.trim().trim_start_matches('\u{feff}').to_string())
         .collect();
-    let col = |name: &str| header.iter().position(|h| h == name);
+    let col = |c: Column| header.iter().position(|h| h == c.name());
     let missing: Vec<&str> = REQUIRED
         .iter()
+        .filter(|c| col(**c).is_none())
         .map(|c| c.name())
-        .filter(|c| col(c).is_none())
         .collect();
     if !missing.is_empty() {
         let start: String = header.join(",").chars().take(40).collect();
@@ -276,13 +525,14 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
             missing.join(", ")
         ));
     }
-    let [c_ts, c_dur, c_em, c_en] = REQUIRED.map(|c| col(c.name()).unwrap_or_default());
-    let c_project = col(Column::ProjectName.name());
-    let c_kind = col(Column::Kind.name());
-    let c_lang = col(Column::Language.name());
+    let [c_ts, c_dur, c_em, c_en] = REQUIRED.map(|c| col(c).unwrap_or_default());
+    let c_project = col(Column::ProjectName);
+    let c_kind = col(Column::Kind);
+    let c_lang = col(Column::Language);
     // `provider`/`model`: the seed app's LLM logs.
-    let c_provider = col(Column::LlmProvider.name()).or_else(|| col("provider"));
-    let c_model = col(Column::LlmModel.name()).or_else(|| col("model"));
+    let by_word = |w: &str| header.iter().position(|h| h == w);
+    let c_provider = col(Column::LlmProvider).or_else(|| by_word("provider"));
+    let c_model = col(Column::LlmModel).or_else(|| by_word("model"));
     let format = if c_kind.is_some() {
         FileFormat::CarbonKernel
     } else {
@@ -303,17 +553,24 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
             info.problems.push(msg);
         }
     };
-    for rec in rdr.records() {
-        let rec = match rec {
-            Ok(r) => r,
+    let mut rec = csv::ByteRecord::new();
+    // A file holds a handful of language words: each is read once (reading one lower-cases a
+    // copy), then found here.
+    let mut languages: Vec<(String, RowLanguage)> = Vec::new();
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
+                // Reading bytes from memory in flexible mode has no error that a further read
+                // would get past: name it and stop.
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
                 problem(&mut info, format!("line {line}: {e}"));
-                continue;
+                break;
             }
-        };
+        }
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        if rec.iter().all(|f| f.trim().is_empty()) {
+        if rec.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
         if rec.len() != header.len() {
@@ -328,13 +585,12 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
             continue;
         }
         let text = |c: Option<usize>| {
-            c.and_then(|i| rec.get(i))
-                .map(str::trim)
+            c.map(|i| field(&rec, i))
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
         let num = |c: usize, name: &str| -> Result<f64, String> {
-            let raw = rec.get(c).unwrap_or("").trim();
+            let raw = field(&rec, c);
             match raw.parse::<f64>() {
                 Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
                 _ => Err(format!("line {line}: bad {name} value \"{raw}\"")),
@@ -354,18 +610,29 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
                 continue;
             }
         };
-        let kind = text(c_kind).as_deref().map(RowKind::from);
+        let kind = c_kind
+            .map(|i| field(&rec, i))
+            .filter(|s| !s.is_empty())
+            .map(RowKind::from);
         rows.push(Row {
             file: index,
             line,
             student: String::new(),
-            project: text(c_project).unwrap_or_default(),
-            timestamp: rec.get(c_ts).and_then(parse_timestamp),
-            kind,
-            language: text(c_lang)
-                .as_deref()
-                .map(RowLanguage::from)
+            project: c_project
+                .map(|i| field(&rec, i).to_string())
                 .unwrap_or_default(),
+            timestamp: parse_timestamp(field(&rec, c_ts)),
+            kind,
+            language: c_lang.map_or(RowLanguage::None, |i| {
+                let w = field(&rec, i);
+                if let Some((_, l)) = languages.iter().find(|(k, _)| k == w) {
+                    l.clone()
+                } else {
+                    let l = RowLanguage::from(w);
+                    languages.push((w.to_string(), l.clone()));
+                    l
+                }
+            }),
             provider: text(c_provider),
             model: text(c_model),
             duration_s,
@@ -387,6 +654,13 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
 impl ClassReport {
     /// Reads every file (folders expanded, see [`expand_inputs`]); bad files are skipped and named.
     pub fn load(inputs: &[PathBuf], by: GroupBy) -> Self {
+        Self::load_period(inputs, by, Period::default())
+    }
+
+    /// [`ClassReport::load`], keeping only the rows of `period` (rows without a timestamp are
+    /// left out when a period is given; [`ClassReport::period`] counts what was left out).
+    /// Students are told apart on every row of the files, so a period never changes who is who.
+    pub fn load_period(inputs: &[PathBuf], by: GroupBy, period: Period) -> Self {
         let mut report = ClassReport::default();
         for dir in inputs.iter().filter(|p| p.is_dir()) {
             if expand_inputs(std::slice::from_ref(dir)).is_empty() {
@@ -407,6 +681,23 @@ impl ClassReport {
         }
         report.disambiguate_labels();
         report.assign_students(by);
+        report.period.period = period;
+        if !period.is_all() {
+            let (mut outside, mut undated) = (0, 0);
+            report.rows.retain(|r| {
+                let keep = period.contains(r.timestamp);
+                if !keep {
+                    if r.timestamp.is_some() {
+                        outside += 1;
+                    } else {
+                        undated += 1;
+                    }
+                }
+                keep
+            });
+            report.period.rows_outside = outside;
+            report.period.undated_excluded = undated;
+        }
         report
     }
 
@@ -474,19 +765,42 @@ impl ClassReport {
         t
     }
 
-    fn group(&self, key: impl Fn(&Row) -> Option<String>) -> Vec<Totals> {
-        let mut map: BTreeMap<String, Totals> = BTreeMap::new();
+    /// Sums rows by `key` (rows where it is `None` are left out), most emitting first. Keys are
+    /// borrowed or small values while summing and named once per group at the end, so a
+    /// semester of rows costs no string per row.
+    fn group<'a, K: Ord>(
+        &'a self,
+        key: impl Fn(&'a Row) -> Option<K>,
+        name: impl Fn(K) -> String,
+    ) -> Vec<Totals> {
+        let mut map: BTreeMap<K, Totals> = BTreeMap::new();
+        // Rows come file by file, so neighbours mostly share a key (student, day): sum a run of
+        // them before looking the key up, which keeps the map out of the per-row cost.
+        let mut run: Option<(K, Totals)> = None;
         for r in &self.rows {
-            if let Some(k) = key(r) {
-                map.entry(k.clone())
-                    .or_insert_with(|| Totals {
-                        key: k,
-                        ..Totals::default()
-                    })
-                    .add(r);
+            let Some(k) = key(r) else { continue };
+            match &mut run {
+                Some((rk, t)) if *rk == k => t.add(r),
+                _ => {
+                    if let Some((rk, t)) = run.take() {
+                        map.entry(rk).or_default().merge(&t);
+                    }
+                    let mut t = Totals::default();
+                    t.add(r);
+                    run = Some((k, t));
+                }
             }
         }
-        let mut v: Vec<Totals> = map.into_values().collect();
+        if let Some((rk, t)) = run {
+            map.entry(rk).or_default().merge(&t);
+        }
+        let mut v: Vec<Totals> = map
+            .into_iter()
+            .map(|(k, mut t)| {
+                t.key = name(k);
+                t
+            })
+            .collect();
         v.sort_by(|a, b| {
             b.emissions_kg
                 .total_cmp(&a.emissions_kg)
@@ -497,41 +811,66 @@ impl ClassReport {
 
     /// Per student, most emitting first.
     pub fn by_student(&self) -> Vec<Totals> {
-        self.group(|r| Some(r.student.clone()))
+        self.group(|r| Some(r.student.as_str()), str::to_string)
     }
 
     /// Per language of the code that ran: metered cells by their `language`, CodeCarbon runs (which
     /// record none) under `not recorded (CodeCarbon)`. LLM requests are not code: see
     /// [`ClassReport::by_model`].
     pub fn by_language(&self) -> Vec<Totals> {
-        self.group(|r| {
-            Some(match r.kind {
-                Some(RowKind::Llm) => return None,
-                _ if r.language != RowLanguage::None => r.language.as_str().to_ascii_lowercase(),
-                Some(RowKind::Cell) => "not recorded".into(),
-                None | Some(RowKind::Other(_)) => "not recorded (CodeCarbon)".into(),
-            })
-        })
+        self.group(
+            |r| -> Option<Cow<'_, str>> {
+                Some(match r.kind {
+                    Some(RowKind::Llm) => return None,
+                    _ if r.language != RowLanguage::None => {
+                        let w = r.language.as_str();
+                        if w.bytes().any(|b| b.is_ascii_uppercase()) {
+                            Cow::Owned(w.to_ascii_lowercase())
+                        } else {
+                            Cow::Borrowed(w)
+                        }
+                    }
+                    Some(RowKind::Cell) => Cow::Borrowed("not recorded"),
+                    None | Some(RowKind::Other(_)) => Cow::Borrowed("not recorded (CodeCarbon)"),
+                })
+            },
+            Cow::into_owned,
+        )
     }
 
     /// Per LLM model (`provider:model`), LLM requests only.
     pub fn by_model(&self) -> Vec<Totals> {
-        self.group(|r| {
-            (r.kind == Some(RowKind::Llm)).then(|| match (&r.provider, &r.model) {
-                (Some(p), Some(m)) => format!("{p}:{m}"),
-                (None, Some(m)) => m.clone(),
-                (Some(p), None) => format!("{p}:?"),
-                (None, None) => "unknown model".into(),
-            })
-        })
+        self.group(
+            |r| {
+                (r.kind == Some(RowKind::Llm)).then(|| match (&r.provider, &r.model) {
+                    (Some(p), Some(m)) => format!("{p}:{m}"),
+                    (None, Some(m)) => m.clone(),
+                    (Some(p), None) => format!("{p}:?"),
+                    (None, None) => "unknown model".into(),
+                })
+            },
+            |k| k,
+        )
     }
 
     /// Per calendar day of the rows' timestamps, oldest first; rows without a readable
     /// timestamp are left out (counted by [`ClassReport::undated_rows`]).
     pub fn by_day(&self) -> Vec<Totals> {
-        let mut v = self.group(|r| r.timestamp.map(|t| t.format("%Y-%m-%d").to_string()));
+        let mut v = self.group(
+            |r| r.timestamp.map(|t| t.date_naive()),
+            |d| d.format("%Y-%m-%d").to_string(),
+        );
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+
+    /// The over-time chart's bucket for these rows (see [`TimeBucket::for_span`]); `None` when no
+    /// row has a timestamp.
+    pub fn time_bucket(&self) -> Option<TimeBucket> {
+        let mut stamps = self.rows.iter().filter_map(|r| r.timestamp);
+        let first = stamps.next()?;
+        let (lo, hi) = stamps.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        Some(TimeBucket::for_span(hi - lo))
     }
 
     /// Rows whose timestamp did not parse.
@@ -540,7 +879,7 @@ impl ClassReport {
     }
 
     /// The totals as JSON (exact numbers): `total`, `students`, `languages`, `models`, `days`,
-    /// `files`, `skipped`.
+    /// `period`, `files`, `skipped`. Unlike the HTML, every student, file and day is listed.
     pub fn totals_json(&self) -> Result<String, ReportError> {
         Ok(serde_json::to_string_pretty(&serde_json::json!({
             "total": self.total(),
@@ -549,6 +888,7 @@ impl ClassReport {
             "models": self.by_model(),
             "days": self.by_day(),
             "students_are_files": self.students_are_files,
+            "period": self.period,
             "files": self.files,
             "skipped": self.skipped,
         }))?)
@@ -575,6 +915,9 @@ impl ClassReport {
             fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s)
         );
+        if let Some(note) = self.period_note() {
+            let _ = writeln!(out, "{note}\n");
+        }
         let who = if self.students_are_files {
             "student (file)"
         } else {
@@ -619,8 +962,13 @@ impl ClassReport {
     }
 
     /// The self-contained HTML page: inline CSS and SVG charts, no script and no external resource.
+    ///
+    /// Its size is bounded whatever the number of rows: tables and bar charts list at most
+    /// [`MAX_HTML_GROUPS`] groups (the most emitting; the rest are counted, and listed in the
+    /// JSON), and the over-time chart sums rows per hour or per day ([`TimeBucket`]).
     pub fn html(&self) -> Result<String, ReportError> {
         let t = self.total();
+        let students = self.by_student();
         let mut h = String::new();
         h.push_str(concat!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -641,7 +989,7 @@ impl ClassReport {
             fmt_co2(KgCo2(t.emissions_kg)),
             fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s),
-            self.by_student().len(),
+            students.len(),
             t.count(),
             self.files.len(),
         );
@@ -651,33 +999,53 @@ impl ClassReport {
              in their <code>method</code> column; LLM rows are estimates; CodeCarbon's own runs are \
              machine-wide by default and record no language.</p>\n",
         );
+        if let Some(note) = self.period_note() {
+            let _ = writeln!(h, "<p class=\"note\"><b>{}</b></p>", esc(&note));
+        }
         let who = if self.students_are_files {
             "Per student (one file each)"
         } else {
             "Per student (project_name)"
         };
+        let (languages, models) = (self.by_language(), self.by_model());
         let sections = [
-            (who, self.by_student(), "emissions per student"),
+            (who, &students, "emissions per student", "students"),
             (
                 "Per language (code only: prompts are per model below)",
-                self.by_language(),
+                &languages,
                 "emissions per language",
+                "languages",
             ),
-            ("Per LLM model", self.by_model(), "emissions per LLM model"),
+            (
+                "Per LLM model",
+                &models,
+                "emissions per LLM model",
+                "models",
+            ),
         ];
-        for (title, groups, caption) in sections {
+        for (title, groups, caption, what) in sections {
             let _ = writeln!(h, "<h2>{}</h2>", esc(title));
             if groups.is_empty() {
                 h.push_str("<p class=\"note\">No rows of this kind in these files.</p>\n");
                 continue;
             }
-            h.push_str(&bar_chart(caption, &groups)?);
-            h.push_str(&html_table(&groups));
+            let shown = &groups[..groups.len().min(MAX_HTML_GROUPS)];
+            let caption = if shown.len() < groups.len() {
+                format!("{caption}, the {} most emitting", shown.len())
+            } else {
+                caption.to_string()
+            };
+            h.push_str(&bar_chart(&caption, shown)?);
+            h.push_str(&html_table(shown));
+            h.push_str(&more_line(groups.len() - shown.len(), what));
         }
         h.push_str("<h2>Over time</h2>\n");
-        if self.rows.iter().any(|r| r.timestamp.is_some()) {
-            h.push_str(&self.time_chart()?);
-            h.push_str(&html_table(&self.by_day()));
+        if let Some(bucket) = self.time_bucket() {
+            h.push_str(&self.time_chart(bucket, &students)?);
+            let days = self.by_day();
+            let shown = &days[..days.len().min(MAX_HTML_DAYS)];
+            h.push_str(&html_table(shown));
+            h.push_str(&more_line(days.len() - shown.len(), "days"));
         } else {
             h.push_str("<p class=\"note\">No readable timestamps.</p>\n");
         }
@@ -689,7 +1057,10 @@ impl ClassReport {
             );
         }
         h.push_str("<h2>Files</h2>\n<table><tr><th>file</th><th>written by</th><th>rows</th><th>skipped rows</th></tr>\n");
-        for f in &self.files {
+        // Files with skipped rows first: those are the ones a teacher has to look at.
+        let mut files: Vec<&FileInfo> = self.files.iter().collect();
+        files.sort_by_key(|f| f.skipped_rows == 0);
+        for f in files.iter().take(MAX_HTML_GROUPS) {
             let _ = writeln!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -703,25 +1074,39 @@ impl ClassReport {
             );
         }
         h.push_str("</table>\n");
+        h.push_str(&more_line(
+            files.len().saturating_sub(MAX_HTML_GROUPS),
+            "files",
+        ));
         if !self.skipped.is_empty() || self.files.iter().any(|f| f.skipped_rows > 0) {
             h.push_str("<h2 class=\"bad\">Skipped</h2>\n<ul>\n");
-            for s in &self.skipped {
-                let _ = writeln!(
-                    h,
+            let skipped_files = self.skipped.iter().map(|s| {
+                format!(
                     "<li><code>{}</code>: {}</li>",
                     esc(&s.path.display().to_string()),
                     esc(&s.reason)
-                );
-            }
-            for f in &self.files {
-                for p in &f.problems {
-                    let _ = writeln!(
-                        h,
+                )
+            });
+            let skipped_rows = self.files.iter().flat_map(|f| {
+                f.problems.iter().map(move |p| {
+                    format!(
                         "<li>row of <code>{}</code>: {}</li>",
                         esc(&f.path.display().to_string()),
                         esc(p)
-                    );
-                }
+                    )
+                })
+            });
+            let mut items = skipped_files.chain(skipped_rows);
+            for item in items.by_ref().take(MAX_HTML_SKIPPED) {
+                h.push_str(&item);
+                h.push('\n');
+            }
+            let rest = items.count();
+            if rest > 0 {
+                let _ = writeln!(
+                    h,
+                    "<li>… and {rest} more (every one is on the terminal and in the JSON)</li>"
+                );
             }
             h.push_str("</ul>\n");
         }
@@ -729,38 +1114,81 @@ impl ClassReport {
         Ok(h)
     }
 
-    /// Cumulative emissions per student over time (one line each), x in hours since the first row.
-    fn time_chart(&self) -> Result<String, ReportError> {
-        let dated: Vec<&Row> = self.rows.iter().filter(|r| r.timestamp.is_some()).collect();
-        let t0 = dated
+    /// The over-time chart's lines: for each of the first [`MAX_CHART_SERIES`] of `students`
+    /// (most emitting first), cumulative grams at the end of each `bucket` holding some of its
+    /// rows, x in hours from the start of the first bucket of the class.
+    fn time_series<'a>(&self, bucket: TimeBucket, students: &'a [Totals]) -> TimeSeries<'a> {
+        let drawn: BTreeMap<&str, usize> = students
             .iter()
-            .filter_map(|r| r.timestamp)
-            .min()
-            .unwrap_or_default();
-        let t1 = dated
-            .iter()
-            .filter_map(|r| r.timestamp)
-            .max()
-            .unwrap_or_default();
-        let hours = |t: DateTime<Utc>| (t - t0).num_milliseconds() as f64 / 3.6e6;
-        let span = hours(t1).max(1e-3);
-        let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
-        let mut sorted = dated.clone();
-        sorted.sort_by_key(|r| r.timestamp);
-        for r in sorted {
-            let s = series.entry(r.student.as_str()).or_default();
-            let prev = s.last().map(|p| p.1).unwrap_or(0.0);
-            s.push((
-                hours(r.timestamp.unwrap_or(t0)),
-                prev + r.emissions_kg * 1000.0,
-            ));
+            .take(MAX_CHART_SERIES)
+            .enumerate()
+            .map(|(i, s)| (s.key.as_str(), i))
+            .collect();
+        // Per drawn student: bucket index -> grams in that bucket.
+        let mut sums: Vec<BTreeMap<i64, f64>> = vec![BTreeMap::new(); drawn.len()];
+        let (mut b0, mut b1) = (i64::MAX, i64::MIN);
+        for r in &self.rows {
+            let Some(t) = r.timestamp else { continue };
+            let b = bucket.index(t);
+            b0 = b0.min(b);
+            b1 = b1.max(b);
+            if let Some(&i) = drawn.get(r.student.as_str()) {
+                *sums[i].entry(b).or_default() += r.emissions_kg * 1000.0;
+            }
         }
+        if b0 > b1 {
+            (b0, b1) = (0, 0);
+        }
+        let hours_per_bucket = bucket.seconds() as f64 / 3600.0;
+        let series = students
+            .iter()
+            .zip(sums)
+            .map(|(s, per)| {
+                let mut acc = 0.0;
+                let pts = per
+                    .into_iter()
+                    .map(|(b, g)| {
+                        acc += g;
+                        ((b - b0 + 1) as f64 * hours_per_bucket, acc)
+                    })
+                    .collect();
+                (s.key.as_str(), pts)
+            })
+            .collect();
+        TimeSeries { series, b0, b1 }
+    }
+
+    /// The period line of the report ("Period: from … until …: N rows outside it left out, M
+    /// without a timestamp"), or `None` when every row is kept.
+    fn period_note(&self) -> Option<String> {
+        let p = &self.period;
+        if p.period.is_all() {
+            return None;
+        }
+        Some(format!(
+            "Period: {}. Left out: {} row(s) outside it, {} row(s) without a readable timestamp.",
+            p.period.describe(),
+            p.rows_outside,
+            p.undated_excluded
+        ))
+    }
+
+    /// Cumulative emissions per student over time, summed per `bucket` (one point per hour or
+    /// day, at the bucket's end), one line for each of the [`MAX_CHART_SERIES`] most emitting
+    /// students; x in hours since the first bucket starts.
+    fn time_chart(&self, bucket: TimeBucket, students: &[Totals]) -> Result<String, ReportError> {
+        let TimeSeries { series, b0, b1 } = self.time_series(bucket, students);
+        let hours_per_bucket = bucket.seconds() as f64 / 3600.0;
+        let x_of = |b: i64| (b - b0 + 1) as f64 * hours_per_bucket;
+        let buckets = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
+        let span = x_of(b1);
         let ymax = series
-            .values()
-            .filter_map(|s| s.last().map(|p| p.1))
+            .iter()
+            .filter_map(|(_, s)| s.last().map(|p| p.1))
             .fold(0.0, f64::max)
             .max(1e-9)
             * 1.1;
+        let t0 = DateTime::<Utc>::from_timestamp(b0 * bucket.seconds(), 0).unwrap_or_default();
         let label_of = move |x: &f64| {
             let t = t0 + chrono::Duration::milliseconds((x * 3.6e6) as i64);
             if span > 48.0 {
@@ -769,12 +1197,22 @@ impl ClassReport {
                 t.format("%m-%d %H:%M").to_string()
             }
         };
+        let caption = if students.len() > series.len() {
+            format!(
+                "cumulative emissions per {}, the {} most emitting of {} students (g CO₂eq)",
+                bucket.word(),
+                series.len(),
+                students.len()
+            )
+        } else {
+            format!(
+                "cumulative emissions per student, per {} (g CO₂eq)",
+                bucket.word()
+            )
+        };
         let svg = chart::svg(860, 380, |root| {
             let mut c = ChartBuilder::on(root)
-                .caption(
-                    "cumulative emissions per student (g CO₂eq)",
-                    ("sans-serif", 18),
-                )
+                .caption(caption, ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(70)
@@ -790,29 +1228,46 @@ impl ClassReport {
                 .map_err(chart_err)?;
             for (i, (name, pts)) in series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
-                let drawn = c
-                    .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                    .map_err(chart_err)?;
-                if series.len() <= 12 {
-                    drawn.label(*name).legend(move |(x, y)| {
+                c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                    .map_err(chart_err)?
+                    .label(*name)
+                    .legend(move |(x, y)| {
                         PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
                     });
+                if buckets <= MAX_DOTTED_BUCKETS {
+                    c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                        .map_err(chart_err)?;
                 }
-                c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
-                    .map_err(chart_err)?;
             }
-            if series.len() <= 12 {
-                c.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.3))
-                    .draw()
-                    .map_err(chart_err)?;
-            }
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(chart_err)?;
             Ok(())
         })?;
         Ok(svg)
     }
+}
+
+/// The lines of the over-time chart ([`ClassReport::time_series`]).
+struct TimeSeries<'a> {
+    /// (student, points (hours, cumulative g CO₂eq)), most emitting first.
+    series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    /// First and last bucket index of the class's dated rows.
+    b0: i64,
+    b1: i64,
+}
+
+/// "… and K more students (see the JSON)" under a bounded table; empty when nothing was left out.
+fn more_line(rest: usize, what: &str) -> String {
+    if rest == 0 {
+        return String::new();
+    }
+    format!(
+        "<p class=\"note\">… and {rest} more {what} (see the JSON: <code>--json</code> lists every one)</p>\n"
+    )
 }
 
 /// A horizontal bar chart of emissions (g CO₂eq) per group, as SVG.
@@ -1219,6 +1674,263 @@ mod tests {
         assert_eq!(keys, ["eve", "dana"]);
         assert_eq!(r.undated_rows(), 1);
         assert!(r.html().unwrap().contains("without a readable timestamp"));
+    }
+
+    /// `n` students in one folder each, `rows` cell rows each, an hour apart from `start`; student
+    /// `i` emits `(i + 1)` µg per row so the ranking is known.
+    fn class(dir: &Path, n: usize, rows: usize, start: &str) -> Vec<PathBuf> {
+        let t0 = parse_timestamp(start).unwrap();
+        (0..n)
+            .map(|i| {
+                let mut text = ours_header();
+                for k in 0..rows {
+                    let ts = (t0 + chrono::Duration::hours(k as i64)).format("%Y-%m-%dT%H:%M:%S");
+                    text.push('\n');
+                    text.push_str(&ours_row(
+                        &ts.to_string(),
+                        "",
+                        1.0,
+                        (i + 1) as f64 * 1e-9,
+                        1e-6,
+                        "cell,python,,,,,,",
+                    ));
+                }
+                write(dir, &format!("st{i}x/emissions.csv"), &text)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_hand_parser_agrees_with_chrono() {
+        let chrono_only = |s: &str| -> Option<DateTime<Utc>> {
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Some(t.with_timezone(&Utc));
+            }
+            ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+                .map(|t| t.and_utc())
+        };
+        for s in [
+            "2026-01-05T10:00:00",
+            "2026-01-05 10:00:00",
+            "2026-01-05T10:00:00.5",
+            "2026-01-05T10:00:00.123456789",
+            "2026-01-05T10:00:00Z",
+            "2026-01-05T10:00:00.25+01:00",
+            "2026-01-05T00:30:00-02:30",
+            "2024-02-29T23:59:59",
+        ] {
+            let fast = fast_timestamp(s.as_bytes());
+            assert!(fast.is_some(), "{s}");
+            assert_eq!(fast, chrono_only(s), "{s}");
+        }
+        // Impossible or other shapes: the hand parser declines, the general one decides.
+        for s in [
+            "2026-02-30T10:00:00",
+            "2026-01-05T25:00:00",
+            "2026-01-05T10:00",
+            "2026-01-05T10:00:00+0100",
+            "2026-01-05T10:00:00.",
+            "not a date at all, really",
+        ] {
+            assert_eq!(fast_timestamp(s.as_bytes()), None, "{s}");
+        }
+        assert_eq!(
+            parse_timestamp("2026-01-05T10:00:00+0100"),
+            chrono_only("2026-01-05T10:00:00+0100")
+        );
+    }
+
+    #[test]
+    fn the_time_bucket_follows_the_span() {
+        let d = chrono::TimeDelta::days;
+        assert_eq!(
+            TimeBucket::for_span(chrono::TimeDelta::zero()),
+            TimeBucket::Hour
+        );
+        assert_eq!(TimeBucket::for_span(d(8)), TimeBucket::Hour);
+        assert_eq!(
+            TimeBucket::for_span(d(8) + chrono::TimeDelta::seconds(1)),
+            TimeBucket::Day
+        );
+        assert_eq!(TimeBucket::for_span(d(120)), TimeBucket::Day);
+
+        let dir = tempfile::tempdir().unwrap();
+        // 3 rows an hour apart: a lab session, hourly.
+        let lab = ClassReport::load(
+            &class(dir.path(), 1, 3, "2026-01-05T10:00:00"),
+            GroupBy::Auto,
+        );
+        assert_eq!(lab.time_bucket(), Some(TimeBucket::Hour));
+        // 300 hours: 12.5 days, daily.
+        let term = tempfile::tempdir().unwrap();
+        let long = ClassReport::load(
+            &class(term.path(), 1, 300, "2026-01-05T10:00:00"),
+            GroupBy::Auto,
+        );
+        assert_eq!(long.time_bucket(), Some(TimeBucket::Day));
+        assert!(long.html().unwrap().contains("per day"));
+        assert_eq!(ClassReport::default().time_bucket(), None);
+    }
+
+    #[test]
+    fn the_time_chart_sums_rows_per_bucket() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |ts: &str, em: f64| ours_row(ts, "", 1.0, em, 1e-6, "cell,python,,,,,,");
+        let f = write(
+            d.path(),
+            "kim/emissions.csv",
+            &[
+                ours_header(),
+                row("2026-01-05T10:05:00", 1e-3),
+                row("2026-01-05T10:59:59", 2e-3),
+                row("2026-01-05T12:00:00", 4e-3),
+                row("not a date", 8e-3),
+            ]
+            .join("\n"),
+        );
+        let r = ClassReport::load(&[f], GroupBy::Auto);
+        let students = r.by_student();
+        let hourly = r.time_series(TimeBucket::Hour, &students);
+        assert_eq!((hourly.b1 - hourly.b0), 2);
+        // Points at the end of 10:00-11:00 and of 12:00-13:00, in hours since 10:00; grams.
+        let pts = &hourly.series[0].1;
+        assert_eq!(pts.len(), 2, "{pts:?}");
+        assert_eq!(pts[0].0, 1.0);
+        assert!((pts[0].1 - 3.0).abs() < 1e-9, "{pts:?}");
+        assert_eq!(pts[1].0, 3.0);
+        assert!((pts[1].1 - 7.0).abs() < 1e-9, "{pts:?}");
+        let daily = r.time_series(TimeBucket::Day, &students);
+        assert_eq!(daily.series[0].1, vec![(24.0, daily.series[0].1[0].1)]);
+        assert!((daily.series[0].1[0].1 - 7.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn html_tables_are_bounded_and_the_json_keeps_everyone() {
+        let d = tempfile::tempdir().unwrap();
+        let n = MAX_HTML_GROUPS + 15;
+        let r = ClassReport::load(&class(d.path(), n, 2, "2026-01-05T10:00:00"), GroupBy::Auto);
+        assert_eq!(r.by_student().len(), n);
+        let html = r.html().unwrap();
+        // The most emitting student is shown; the least emitting ones are only counted.
+        assert!(html.contains(&format!("st{}x", n - 1)));
+        assert!(
+            !html.contains(">st0x<"),
+            "the least emitting student is listed"
+        );
+        assert!(html.contains("… and 15 more students"), "no 'more' line");
+        assert!(
+            html.contains("… and 15 more files"),
+            "no 'more' line for files"
+        );
+        let student_rows = html.matches("<tr><td>st").count();
+        assert_eq!(student_rows, MAX_HTML_GROUPS, "student table rows");
+        assert!(html.contains(&format!(
+            "the {MAX_CHART_SERIES} most emitting of {n} students"
+        )));
+        let v: serde_json::Value = serde_json::from_str(&r.totals_json().unwrap()).unwrap();
+        assert_eq!(v["students"].as_array().unwrap().len(), n);
+        assert_eq!(v["files"].as_array().unwrap().len(), n);
+
+        // A small class: nothing left out, no such line.
+        let small = tempfile::tempdir().unwrap();
+        let r = ClassReport::load(
+            &class(small.path(), 3, 2, "2026-01-05T10:00:00"),
+            GroupBy::Auto,
+        );
+        let html = r.html().unwrap();
+        assert!(!html.contains("more students") && !html.contains("most emitting of"));
+        for i in 0..3 {
+            assert!(html.contains(&format!("<tr><td>st{i}x</td>")), "st{i}x");
+        }
+    }
+
+    #[test]
+    fn period_bounds_parse_and_refuse() {
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").unwrap();
+        assert_eq!(
+            Period::parse_bound("2026-12-01"),
+            Ok(at("2026-12-01 00:00:00"))
+        );
+        assert_eq!(
+            Period::parse_bound("2026-12-01T14:00"),
+            Ok(at("2026-12-01 14:00:00"))
+        );
+        assert_eq!(
+            Period::parse_bound(" 2026-12-01 14:00 "),
+            Ok(at("2026-12-01 14:00:00"))
+        );
+        assert_eq!(
+            Period::parse_bound("2026-12-01T14:00:30"),
+            Ok(at("2026-12-01 14:00:30"))
+        );
+        assert_eq!(
+            Period::parse_bound("2026-12-01T14:00:00+01:00"),
+            Ok(at("2026-12-01 13:00:00"))
+        );
+        assert!(matches!(
+            Period::parse_bound("last week"),
+            Err(PeriodError::Unreadable(_))
+        ));
+        assert!(matches!(
+            Period::new(Some("2026-12-02"), Some("2026-12-02")),
+            Err(PeriodError::Empty { .. })
+        ));
+        let p = Period::new(Some("2026-12-01T14:00"), Some("2026-12-01T16:00")).unwrap();
+        let t = |s: &str| Some(at(s).and_utc());
+        assert!(!p.contains(t("2026-12-01 13:59:59")));
+        assert!(p.contains(t("2026-12-01 14:00:00")), "--since is included");
+        assert!(p.contains(t("2026-12-01 15:59:59")));
+        assert!(!p.contains(t("2026-12-01 16:00:00")), "--until is excluded");
+        assert!(!p.contains(None), "undated rows are out of a period");
+        assert!(
+            Period::default().contains(None),
+            "no period keeps every row"
+        );
+        let open = Period::new(None, Some("2026-12-01")).unwrap();
+        assert!(open.contains(t("1999-01-01 00:00:00")));
+        assert!(!open.contains(t("2026-12-01 00:00:00")));
+    }
+
+    #[test]
+    fn a_period_keeps_its_rows_and_counts_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |ts: &str, p: &str| ours_row(ts, p, 1.0, 1e-6, 1e-6, "cell,python,,,,,,");
+        let f = write(
+            d.path(),
+            "lab.csv",
+            &[
+                ours_header(),
+                row("2026-12-01T13:59:59", "ann"),
+                row("2026-12-01T14:00:00", "ann"),
+                row("2026-12-01T15:00:00+01:00", "ben"), // 14:00 UTC: in
+                row("2026-12-01T16:00:00", "ben"),
+                row("", "ben"),
+                row("someday", "cy"),
+            ]
+            .join("\n"),
+        );
+        let p = Period::new(Some("2026-12-01T14:00"), Some("2026-12-01T16:00")).unwrap();
+        let r = ClassReport::load_period(std::slice::from_ref(&f), GroupBy::Auto, p);
+        assert_eq!(r.rows.len(), 2, "{:?}", r.rows);
+        assert_eq!(r.period.rows_outside, 2);
+        assert_eq!(r.period.undated_excluded, 2);
+        assert_eq!(r.undated_rows(), 0);
+        let keys: Vec<_> = r.by_student().into_iter().map(|t| t.key).collect();
+        assert_eq!(keys, ["ann", "ben"]);
+        // The file still says how many valid rows it holds.
+        assert_eq!(r.files[0].rows, 6);
+        let note = "Left out: 2 row(s) outside it, 2 row(s) without a readable timestamp";
+        assert!(r.text_table().contains(note), "{}", r.text_table());
+        assert!(r.html().unwrap().contains(note));
+        let v: serde_json::Value = serde_json::from_str(&r.totals_json().unwrap()).unwrap();
+        assert_eq!(v["period"]["undated_excluded"], 2);
+        assert_eq!(v["period"]["period"]["since"], "2026-12-01T14:00:00");
+        // No period: every row, no period line.
+        let all = ClassReport::load(&[f], GroupBy::Auto);
+        assert_eq!(all.rows.len(), 6);
+        assert!(!all.text_table().contains("Period:"));
     }
 
     #[test]
