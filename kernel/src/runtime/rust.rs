@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -85,6 +85,10 @@ struct Shared {
     busy: AtomicBool,
     /// The cell's code has started running (the pump saw [`RUN_MARKER`]).
     running: AtomicBool,
+    /// The child that runs the cell's code (its pid when the cell started; 0: unknown): an
+    /// interrupt kills that one only, never the child evcxr starts in its place while the cell
+    /// winds down.
+    run_pid: AtomicU32,
 }
 
 impl Shared {
@@ -105,7 +109,13 @@ impl Shared {
             let slot = self.child.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(child) = slot.as_ref() {
                 // try_lock: evcxr holds this lock only while it reaps a child that already died.
-                if let Ok(mut c) = child.try_lock() {
+                // The pid check: the pump re-applies the interrupt every tick until the cell ends,
+                // and by then evcxr may have respawned the child we killed (seen under load: the
+                // next cell found its fresh child SIGKILLed).
+                let run_pid = self.run_pid.load(Ordering::SeqCst);
+                if let Ok(mut c) = child.try_lock()
+                    && (run_pid == 0 || c.id() == run_pid)
+                {
                     let _ = c.kill();
                 }
             }
@@ -498,6 +508,9 @@ impl RustRuntime {
         let with_hook = child_pid.is_none() || self.hook_pid != child_pid;
         let session = self.session()?;
         let (body, shift) = instrument(code, with_hook);
+        shared
+            .run_pid
+            .store(child_pid.unwrap_or(0), Ordering::SeqCst);
         shared.running.store(false, Ordering::SeqCst);
         shared.busy.store(true, Ordering::SeqCst);
         out.phase(Phase::Compile);
