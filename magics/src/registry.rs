@@ -72,6 +72,17 @@ impl MagicSpec {
     /// `%llm help me …` stays a prompt.
     pub fn help_for_args(&self, kind: MagicKind, args: &str) -> Option<String> {
         let words: Vec<&str> = args.split_whitespace().collect();
+        // Every magic call passes here (each `%%carbon` cell): look at the words before building
+        // the clap command, which only a help request needs.
+        let may_ask = match words.as_slice() {
+            [first, ..] if is_help_flag(first) => true,
+            [_, flag] => is_help_flag(flag) || words[0] == "help",
+            ["help"] => true,
+            _ => false,
+        };
+        if !may_ask {
+            return None;
+        }
         let cmd = (self.command)();
         let sub_help = |sub: &str| -> Option<String> {
             let sc = cmd.find_subcommand(sub)?.clone();
