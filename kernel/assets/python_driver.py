@@ -420,6 +420,10 @@ class _SourceLoader:
 # ---------------------------------------------------------------- helpers
 
 _TOKEN_RE = re.compile(r"[A-Za-z_][\w.]*$")
+# `name?` / `name??` help requests (IPython syntax) of a whole line.
+_HELP_RE = re.compile(r"^[A-Za-z_%][\w.%]*\?\??$")
+_NO_IPYTHON = ("this Python has no IPython (the plain Python runner takes Python only; "
+               "pip install ipython in the kernel's Python for IPython's magics)")
 
 
 def _token_at(code, cursor):
@@ -486,7 +490,7 @@ class PlainEngine:
         try:
             tree = ast.parse(code, filename, "exec")
         except (SyntaxError, ValueError, OverflowError) as e:
-            return None, self._error(e, None)
+            return None, self.foreign_syntax(code) or self._error(e, None)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
@@ -571,6 +575,23 @@ class PlainEngine:
     def pager(self):
         return None
 
+    def magics(self):
+        return None
+
+    def foreign_syntax(self, code):
+        """The first IPython-only line of code that does not parse (`%magic`, `!cmd`, `obj?`),
+        as an error, or None: the user reads why, not a SyntaxError."""
+        for line in code.splitlines():
+            s = line.strip()
+            if line.startswith("%") or s.startswith("!") or s.startswith("?") or (
+                    s.endswith("?") and _HELP_RE.match(s)):
+                word = s.split()[0] if s.split() else s
+                return {"ename": "UsageError",
+                        "evalue": "%s needs IPython, and %s" % (word, _NO_IPYTHON),
+                        "traceback": ["\x1b[0;31mUsageError: %s needs IPython, and %s\x1b[0m"
+                                      % (word, _NO_IPYTHON)]}
+        return None
+
 
 class IPythonEngine:
     """IPython's InteractiveShell, with its display machinery pointed at the channel."""
@@ -616,6 +637,15 @@ class IPythonEngine:
                     "ename": getattr(etype, "__name__", str(etype)),
                     "evalue": str(evalue),
                     "traceback": list(stb),
+                }
+
+            def show_usage_error(self, exc):
+                # IPython prints "UsageError: ..." on stderr and fails the cell; the cell's
+                # error carries it instead (ename UsageError, as the kernel's own magics).
+                engine.error = {
+                    "ename": "UsageError",
+                    "evalue": str(exc),
+                    "traceback": ["\x1b[0;31mUsageError: %s\x1b[0m" % exc],
                 }
 
             def ask_exit(self):
@@ -705,6 +735,10 @@ class IPythonEngine:
         status, indent = self.tm.check_complete(code)
         return status, (" " * indent if indent else "")
 
+    def magics(self):
+        listing = str(self.shell.run_line_magic("lsmagic", ""))
+        return "IPython's magics (python cells):\n" + listing
+
 
 # ---------------------------------------------------------------- main loop
 
@@ -731,6 +765,12 @@ class Driver:
             elif op == "is_complete":
                 status, indent = self.engine.is_complete(msg["code"])
                 _chan.send({"t": "reply", "id": rid, "status": status, "indent": indent})
+            elif op == "magics":
+                text = self.engine.magics()
+                if text is None:
+                    _chan.send({"t": "reply", "id": rid, "error": _NO_IPYTHON})
+                else:
+                    _chan.send({"t": "reply", "id": rid, "text": text})
             elif op == "execute":
                 _chan.send_ordered({"t": "done", "id": rid, "status": "error", "result": None,
                                     "error": {"ename": "RuntimeError", "evalue": "busy",

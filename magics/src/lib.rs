@@ -9,6 +9,7 @@
 
 pub mod builtin;
 pub mod carbon;
+pub mod complete;
 pub mod config;
 pub mod error;
 pub mod lang;

@@ -6,8 +6,13 @@
 //! `%` operator at line start inside expressions is never mistaken for a magic; IPython has the same
 //! rule). A line `%name?` or `%%name?` asks for help. `?name` / `name?` help requests for the
 //! language are left to the runtime.
+//!
+//! Only the kernel's own magics are taken out of the cell (the caller says which names are its
+//! own): every other `%`/`%%` line stays in the body, where the cell's language takes it as its
+//! own kernel would (IPython's `%timeit`, `%%time`, …), errors included.
 
 use crate::error::UsageError;
+use crate::registry::MagicKind;
 use thiserror::Error;
 
 /// One magic invocation: name and raw argument string.
@@ -48,14 +53,6 @@ pub struct CellPlan {
 /// Malformed magic syntax (shown to the user as a [`UsageError`]).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseError {
-    /// `%` or `%%` without a name.
-    #[error("line {line}: a magic needs a name after '{prefix}' (see %lsmagic)")]
-    EmptyName {
-        /// The prefix (`%` or `%%`).
-        prefix: &'static str,
-        /// 1-based line.
-        line: usize,
-    },
     /// `%%name` not on the first line.
     #[error("line {line}: cell magic '%%{name}' must be the first line of the cell (see %lsmagic)")]
     CellMagicNotFirst {
@@ -85,7 +82,8 @@ impl From<ParseError> for UsageError {
     }
 }
 
-fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCall, ParseError> {
+/// The call on a line after its `%`/`%%`; `None` when the line names no magic (a bare `%`).
+fn split_magic(rest: &str, line: usize) -> Option<MagicCall> {
     let rest = rest.trim_end();
     let (head, args) = match rest.find(char::is_whitespace) {
         Some(i) => (&rest[..i], rest[i..].trim()),
@@ -96,12 +94,9 @@ fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCal
         None => (head, false),
     };
     if name.is_empty() {
-        return Err(ParseError::EmptyName {
-            prefix,
-            line: line + 1,
-        });
+        return None;
     }
-    Ok(MagicCall {
+    Some(MagicCall {
         name: name.to_string(),
         args: args.to_string(),
         line,
@@ -109,34 +104,54 @@ fn split_magic(rest: &str, line: usize, prefix: &'static str) -> Result<MagicCal
     })
 }
 
-/// Splits a cell into cell magic, line magics and body.
+/// Splits a cell into cell magic, line magics and body. `own(call, form)` says whether the call
+/// (in the form [`MagicKind::Line`] or [`MagicKind::Cell`]) is one of the kernel's magics; a line
+/// naming any other magic stays in the body for the language.
 ///
 /// When a cell magic is present, the rest of the cell is its body verbatim (a `%%llm` prompt or a
 /// `%%java` cell may legitimately contain `%`), so line magics are only recognised in plain cells.
-pub fn parse_cell(code: &str) -> Result<CellPlan, ParseError> {
+pub fn parse_cell(
+    code: &str,
+    own: impl Fn(&MagicCall, MagicKind) -> bool,
+) -> Result<CellPlan, ParseError> {
+    let own_call =
+        |rest: &str, line: usize, form: MagicKind| split_magic(rest, line).filter(|c| own(c, form));
     let mut plan = CellPlan::default();
     // Leading blank lines before a cell magic are tolerated (front-ends sometimes add them).
     let first_nonblank = code.lines().position(|l| !l.trim().is_empty());
     if let Some(idx) = first_nonblank {
         let first = code.lines().nth(idx).unwrap_or_default();
-        if let Some(rest) = first.strip_prefix("%%") {
-            plan.cell_magic = Some(split_magic(rest, idx, "%%")?);
+        if let Some(call) = first
+            .strip_prefix("%%")
+            .and_then(|r| own_call(r, idx, MagicKind::Cell))
+        {
+            plan.cell_magic = Some(call);
             plan.body = code.split_inclusive('\n').skip(idx + 1).collect::<String>();
+            return Ok(plan);
+        }
+        if first.starts_with("%%") {
+            // The language's own cell magic (IPython's `%%time`): the whole cell is its code.
+            plan.body = code.to_string();
             return Ok(plan);
         }
     }
     let mut body = String::with_capacity(code.len());
     for (i, raw) in code.split_inclusive('\n').enumerate() {
         let line = raw.trim_end_matches(['\n', '\r']);
-        if let Some(rest) = line.strip_prefix("%%") {
-            let call = split_magic(rest, i, "%%")?;
+        if let Some(call) = line
+            .strip_prefix("%%")
+            .and_then(|r| own_call(r, i, MagicKind::Cell))
+        {
             return Err(ParseError::CellMagicNotFirst {
                 name: call.name,
                 line: i + 1,
             });
         }
-        if let Some(rest) = line.strip_prefix('%') {
-            plan.line_magics.push(split_magic(rest, i, "%")?);
+        if let Some(call) = line
+            .strip_prefix('%')
+            .and_then(|r| own_call(r, i, MagicKind::Line))
+        {
+            plan.line_magics.push(call);
             // keep line numbering stable for runtime error messages
             if raw.ends_with('\n') {
                 body.push('\n');
@@ -153,9 +168,16 @@ pub fn parse_cell(code: &str) -> Result<CellPlan, ParseError> {
 mod tests {
     use super::*;
 
+    fn own(call: &MagicCall, form: MagicKind) -> bool {
+        match form {
+            MagicKind::Cell => ["carbon", "llm", "java"].contains(&call.name.as_str()),
+            _ => ["carbon", "lang", "llm"].contains(&call.name.as_str()),
+        }
+    }
+
     #[test]
     fn plain_cell_has_no_magics() {
-        let p = parse_cell("x = 1\nprint(x)\n").unwrap();
+        let p = parse_cell("x = 1\nprint(x)\n", own).unwrap();
         assert!(p.cell_magic.is_none());
         assert!(p.line_magics.is_empty());
         assert_eq!(p.body, "x = 1\nprint(x)\n");
@@ -163,7 +185,11 @@ mod tests {
 
     #[test]
     fn cell_magic_takes_rest_verbatim() {
-        let p = parse_cell("%%carbon java --country FRA\nint x = 10 % 3;\n%notmagic\n").unwrap();
+        let p = parse_cell(
+            "%%carbon java --country FRA\nint x = 10 % 3;\n%notmagic\n",
+            own,
+        )
+        .unwrap();
         let m = p.cell_magic.unwrap();
         assert_eq!(m.name, "carbon");
         assert_eq!(m.args, "java --country FRA");
@@ -172,7 +198,7 @@ mod tests {
 
     #[test]
     fn line_magics_removed_but_lines_kept() {
-        let p = parse_cell("%carbon on\nx = 1\n%lang java").unwrap();
+        let p = parse_cell("%carbon on\nx = 1\n%lang java", own).unwrap();
         assert_eq!(p.line_magics.len(), 2);
         assert_eq!(p.line_magics[1].name, "lang");
         assert_eq!(p.line_magics[1].args, "java");
@@ -181,20 +207,39 @@ mod tests {
 
     #[test]
     fn help_suffix_and_errors() {
-        let p = parse_cell("%carbon?").unwrap();
+        let p = parse_cell("%carbon?", own).unwrap();
         assert!(p.line_magics[0].help);
         assert_eq!(
-            parse_cell("x=1\n%%carbon\n").unwrap_err(),
+            parse_cell("x=1\n%%carbon\n", own).unwrap_err(),
             ParseError::CellMagicNotFirst {
                 name: "carbon".into(),
                 line: 2
             }
         );
-        assert!(matches!(
-            parse_cell("% foo").unwrap_err(),
-            ParseError::EmptyName { .. }
-        ));
-        let p = parse_cell("%llm \"unbalanced").unwrap();
+        let p = parse_cell("%llm \"unbalanced", own).unwrap();
         assert!(p.line_magics[0].argv().is_err());
+    }
+
+    #[test]
+    fn foreign_magics_stay_in_the_body() {
+        let p = parse_cell("%carbon on\n%timeit f()\n%foo?\n% x\n!ls\n", own).unwrap();
+        assert_eq!(p.line_magics.len(), 1);
+        assert_eq!(p.body, "\n%timeit f()\n%foo?\n% x\n!ls\n");
+        // a foreign cell magic: the whole cell is the language's
+        let p = parse_cell("%%time\nx = 1\n%carbon on\n", own).unwrap();
+        assert!(p.cell_magic.is_none() && p.line_magics.is_empty());
+        assert_eq!(p.body, "%%time\nx = 1\n%carbon on\n");
+        // a foreign `%%` further down is the language's business, an own one an error
+        assert_eq!(
+            parse_cell("x=1\n%%bash\n", own).unwrap().body,
+            "x=1\n%%bash\n"
+        );
+        assert!(parse_cell("x=1\n%%java\n", own).is_err());
+        // the line form of a cell-only magic is not ours
+        assert_eq!(parse_cell("%java\n", own).unwrap().body, "%java\n");
+        // our cell magic keeps a foreign one in its body
+        let p = parse_cell("%%carbon\n%%time\nx\n", own).unwrap();
+        assert_eq!(p.cell_magic.unwrap().name, "carbon");
+        assert_eq!(p.body, "%%time\nx\n");
     }
 }

@@ -437,6 +437,16 @@ public final class CarbonJShell {
         this.output = new UserOutput(wire);
     }
 
+    /** Ids of the snippets the helper evaluates at start (hidden from /list, as jshell's
+     * start-up snippets are). */
+    final Set<String> startupIds = new java.util.HashSet<>();
+
+    void startup(List<SnippetEvent> events) {
+        for (SnippetEvent ev : events) {
+            startupIds.add(ev.snippet().id());
+        }
+    }
+
     void phase(String p) {
         if (!p.equals(lastPhase)) {
             lastPhase = p;
@@ -486,14 +496,14 @@ public final class CarbonJShell {
         shell.onShutdown(s -> shellClosed = true);
         sca = shell.sourceCodeAnalysis();
         for (String imp : DEFAULT_IMPORTS) {
-            shell.eval("import " + imp + ";");
+            startup(shell.eval("import " + imp + ";"));
         }
         if (engine.equals("local")) {
             // display(mime, data) and clearOutput() for cells: snippets cannot name this class
             // (it is in the unnamed package), so they reach it through a system property object
             System.getProperties().put(DISPLAY_KEY, (java.util.function.BiConsumer<String, Object>) this::display);
             for (String def : DISPLAY_API) {
-                shell.eval(def);
+                startup(shell.eval(def));
             }
         }
 
@@ -517,6 +527,8 @@ public final class CarbonJShell {
                 case "COMPLETE" -> complete(f.text());
                 case "ISCOMPLETE" -> isComplete(f.text());
                 case "INSPECT" -> inspect(f.text());
+                case "COMMANDS" -> wire.send(
+                        "REPLY", new Json().obj().key("text").str(commandsHelp()).end().toString());
                 case "QUIT" -> {
                     output.drain(2000);
                     Runtime.getRuntime().halt(0);
@@ -634,6 +646,14 @@ public final class CarbonJShell {
                     offset++;
                 }
                 String rest = cell.substring(offset);
+                if (isCommand(rest)) {
+                    // a jshell tool command (/vars, /imports, ...): one line, answered here
+                    int eol = rest.indexOf('\n');
+                    String line = eol < 0 ? rest : rest.substring(0, eol);
+                    error = command(line.strip());
+                    offset += eol < 0 ? rest.length() : eol + 1;
+                    continue;
+                }
                 SourceCodeAnalysis.CompletionInfo ci = sca.analyzeCompletion(rest);
                 SourceCodeAnalysis.Completeness c = ci.completeness();
                 if (c == SourceCodeAnalysis.Completeness.EMPTY) {
@@ -720,6 +740,92 @@ public final class CarbonJShell {
             done.raw(error.toString());
         }
         wire.send("DONE", done.end().toString());
+    }
+
+    // ---- jshell tool commands -------------------------------------------------------------
+    // The JShell API evaluates Java only; the jshell tool's `/` commands are built here from the
+    // API's snippet lists, printed in the tool's layout ("|    int x = 1").
+
+    /** The commands answered, with what they show (for /help and %lsmagic). */
+    static final String[][] COMMANDS = {
+        {"/vars", "list the declared variables and their values"},
+        {"/methods", "list the declared methods and their signatures"},
+        {"/types", "list the declared types (class, interface, enum, record)"},
+        {"/imports", "list the imports"},
+        {"/list", "list the snippets typed in this session"},
+        {"/help", "list these commands"},
+    };
+
+    /** A cell line that is a command: `/` then a letter (Java code never starts so). */
+    static String commandsHelp() {
+        StringBuilder out = new StringBuilder();
+        for (String[] c : COMMANDS) {
+            out.append(String.format("|  %-10s %s%n", c[0], c[1]));
+        }
+        return out.toString();
+    }
+
+    static boolean isCommand(String rest) {
+        return rest.length() > 1
+                && rest.charAt(0) == '/'
+                && (Character.isLetter(rest.charAt(1)) || rest.charAt(1) == '?');
+    }
+
+    /** Runs one command line; the error of an unknown one, else null. */
+    Json command(String line) {
+        String name = line.split("\\s+", 2)[0];
+        StringBuilder out = new StringBuilder();
+        switch (name) {
+            case "/vars" -> shell.variables().forEach(v -> {
+                String value;
+                try {
+                    value = shell.varValue(v);
+                } catch (IllegalArgumentException | IllegalStateException e) {
+                    value = "(not initialized)";
+                }
+                out.append("|    ").append(v.typeName()).append(' ').append(v.name())
+                        .append(" = ").append(value).append('\n');
+            });
+            case "/methods" -> shell.methods().forEach(m -> {
+                String sig = m.signature();
+                String ret = sig.substring(sig.lastIndexOf(')') + 1);
+                out.append("|    ").append(ret).append(' ').append(m.name())
+                        .append('(').append(m.parameterTypes()).append(")\n");
+            });
+            case "/types" -> shell.types().forEach(t -> out.append("|    ")
+                    .append(typeKind(t.subKind())).append(' ').append(t.name()).append('\n'));
+            case "/imports" -> shell.imports().forEach(i -> out.append("|    ")
+                    .append(i.source().strip().replaceAll(";$", "")).append('\n'));
+            case "/list" -> shell.snippets()
+                    .filter(sn -> shell.status(sn).isActive() && !startupIds.contains(sn.id()))
+                    .forEach(sn -> out.append(String.format("%4s : ", sn.id()))
+                            .append(sn.source().strip().replace("\n", "\n       "))
+                            .append('\n'));
+            case "/help", "/?" -> out.append(commandsHelp());
+            default -> {
+                String msg = "Invalid command: " + name + " (carbon-kernel answers "
+                        + String.join(", ", java.util.Arrays.stream(COMMANDS).map(c -> c[0]).toList())
+                        + ")";
+                return new Json()
+                        .obj()
+                        .key("ename").str("InvalidCommand")
+                        .key("evalue").str(msg)
+                        .key("traceback").arr().str("|  " + msg).end()
+                        .end();
+            }
+        }
+        System.out.print(out);
+        System.out.flush();
+        return null;
+    }
+
+    static String typeKind(Snippet.SubKind k) {
+        return switch (k) {
+            case INTERFACE_SUBKIND -> "interface";
+            case ENUM_SUBKIND -> "enum";
+            case ANNOTATION_TYPE_SUBKIND -> "@interface";
+            default -> k.name().startsWith("RECORD") ? "record" : "class";
+        };
     }
 
     static boolean isExpression(Snippet sn) {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 pub mod carbon;
+pub mod complete;
 pub mod llm;
 
 /// Runs `%name ARGS` (a line magic).
@@ -68,12 +69,24 @@ pub struct Magic {
     pub spec: MagicSpec,
     /// Its line and/or cell handler.
     pub handlers: Handlers,
+    /// The parser of the cell form's arguments when it is not the spec's command (`%%carbon`
+    /// takes options, `%carbon` sub-commands); completion offers what this parser accepts.
+    pub cell_command: Option<fn() -> clap::Command>,
 }
 
 impl Magic {
     /// The forms of this magic (from its handlers).
     pub fn kind(&self) -> MagicKind {
         self.handlers.kind()
+    }
+
+    /// The parser of the arguments of the form `form` ([`MagicKind::Line`] or
+    /// [`MagicKind::Cell`]).
+    pub fn command(&self, form: MagicKind) -> clap::Command {
+        match (form, self.cell_command) {
+            (MagicKind::Cell, Some(cmd)) => cmd(),
+            _ => (self.spec.command)(),
+        }
     }
 
     /// `%name?`.
@@ -93,24 +106,29 @@ pub static MAGICS: LazyLock<Vec<Magic>> = LazyLock::new(|| {
         .map(|l| Magic {
             spec: builtin::language_cell_spec(l),
             handlers: Handlers::Cell(language_cell),
+            cell_command: None,
         })
         .collect();
     v.extend([
         Magic {
             spec: builtin::lang_spec(),
             handlers: Handlers::Line(lang_magic),
+            cell_command: None,
         },
         Magic {
             spec: builtin::lsmagic_spec(),
             handlers: Handlers::Line(lsmagic),
+            cell_command: None,
         },
         Magic {
             spec: carbon_magics::carbon::magic_spec(),
             handlers: Handlers::Both(carbon::line_magic, carbon::cell_magic),
+            cell_command: Some(carbon_magics::carbon::magic::cell_cmd),
         },
         Magic {
             spec: carbon_magics::llm::magic_spec(),
             handlers: Handlers::Both(llm::line_magic, llm::cell_magic),
+            cell_command: None,
         },
     ]);
     v
@@ -123,6 +141,14 @@ pub fn find_magic(name: &str) -> Option<&'static Magic> {
 
 fn listing() -> Vec<(MagicKind, &'static MagicSpec)> {
     MAGICS.iter().map(|m| (m.kind(), &m.spec)).collect()
+}
+
+/// Whether a `%name`/`%%name` line (in the form `form`) is one of the kernel's magics, which
+/// the kernel runs itself; every other magic line goes to the cell's language. A help request
+/// (`%name?`) is ours whatever the form.
+pub fn is_own_magic(call: &MagicCall, form: MagicKind) -> bool {
+    find_magic(&call.name)
+        .is_some_and(|m| call.help || m.kind() == MagicKind::Both || m.kind() == form)
 }
 
 /// The `%lsmagic` text.
@@ -342,7 +368,7 @@ impl Executor {
 
     /// Runs one cell (magics included).
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
-        let plan = match parse_cell(code) {
+        let plan = match parse_cell(code, is_own_magic) {
             Ok(p) => p,
             Err(e) => return usage_error(e.into()),
         };
@@ -465,10 +491,25 @@ fn language_cell(
     ex.run_plain(lang, body, out)
 }
 
-/// `%lsmagic`.
-fn lsmagic(_ex: &mut Executor, _call: &MagicCall, _out: &mut dyn Publish) -> ExecOutcome {
+/// `%lsmagic`: the kernel's magics, then those of the language of plain cells (IPython's
+/// `%lsmagic`, evcxr's `:help`, the JShell commands the Java runtime answers).
+fn lsmagic(ex: &mut Executor, _call: &MagicCall, _out: &mut dyn Publish) -> ExecOutcome {
+    let mut text = lsmagic_text();
+    let lang = ex.default_language;
+    let own = ex.runtime(lang).language_magics();
+    // The runtime's block starts with its own heading ("IPython's magics (python cells):").
+    match own {
+        Ok(listing) => text.push_str(&format!("\n{listing}")),
+        Err(why) => text.push_str(&format!(
+            "\n{} cells: no list of the language's own magics ({why})",
+            lang.name()
+        )),
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     ExecOutcome {
-        result: Some(MimeBundle::plain(lsmagic_text())),
+        result: Some(MimeBundle::plain(text)),
         ..Default::default()
     }
 }

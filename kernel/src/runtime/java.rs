@@ -1140,6 +1140,15 @@ impl Runtime for JavaRuntime {
         }
     }
 
+    fn language_magics(&mut self) -> Result<String, String> {
+        // The helper answers the jshell tool's commands itself (the JShell API has none).
+        self.start().map_err(|e| e.to_string())?;
+        self.request("COMMANDS", "")
+            .and_then(|v| v.get("text")?.as_str().map(str::to_string))
+            .map(|t| format!("JShell commands (java cells, one per line):\n{t}"))
+            .ok_or_else(|| "the JShell helper did not answer".to_string())
+    }
+
     fn interrupt_handle(&self) -> InterruptHandle {
         let control = Arc::clone(&self.control);
         Arc::new(move || control.interrupt())

@@ -239,6 +239,13 @@ pub trait Runtime: Send {
     fn inspect(&mut self, _code: &str, _cursor: usize, _detail: u8) -> Inspection {
         Inspection::default()
     }
+    /// The language's own magics or commands, as its kernel lists them (for `%lsmagic`, after
+    /// the kernel's): IPython's `%lsmagic`, evcxr's `:help`, the JShell commands answered.
+    /// Starts the child if the list needs it; the text starts with its own heading line. `Err`
+    /// says why there is no list.
+    fn language_magics(&mut self) -> Result<String, String> {
+        Err("this runtime has no magics of its own".into())
+    }
     /// A handle that interrupts the cell running now (callable while `execute` blocks).
     fn interrupt_handle(&self) -> InterruptHandle;
     /// Stops the child (kernel shutdown or restart).

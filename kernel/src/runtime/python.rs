@@ -1087,6 +1087,17 @@ impl Runtime for PythonRuntime {
         }
     }
 
+    fn language_magics(&mut self) -> Result<String, String> {
+        let r = self
+            .side_request(json!({"op": "magics"}))
+            .ok_or("the Python worker did not answer")?;
+        match (r["text"].as_str(), r["error"].as_str()) {
+            (Some(t), _) => Ok(t.to_string()),
+            (None, Some(e)) => Err(e.to_string()),
+            (None, None) => Err("the Python worker sent no list".into()),
+        }
+    }
+
     fn interrupt_handle(&self) -> InterruptHandle {
         let shared = self.shared.clone();
         Arc::new(move || {

@@ -917,6 +917,23 @@ impl Runtime for RustRuntime {
         }
     }
 
+    fn language_magics(&mut self) -> Result<String, String> {
+        // evcxr's `:help` lists its `:` commands; it runs no code and compiles nothing.
+        let session = self.session().map_err(|e| e.to_string())?;
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.ctx.execute(":help")
+        }));
+        match found {
+            Ok(Ok(o)) => o
+                .content_by_mime_type
+                .get("text/plain")
+                .map(|t| format!("evcxr's commands (rust cells):\n{t}"))
+                .ok_or_else(|| "evcxr's :help returned no text".to_string()),
+            Ok(Err(e)) => Err(first_line(&e.to_string())),
+            Err(_) => Err("evcxr panicked listing its commands".into()),
+        }
+    }
+
     fn interrupt_handle(&self) -> InterruptHandle {
         let shared = Arc::clone(&self.shared);
         Arc::new(move || {

@@ -194,25 +194,12 @@ fn run(
                 false
             }
             Job::Complete(code, cursor, done) => {
-                let rt = ex.default_runtime();
-                let c = match rt.start() {
-                    Ok(()) => rt.complete(&code, cursor),
-                    Err(_) => Completions {
-                        matches: vec![],
-                        cursor_start: cursor,
-                        cursor_end: cursor,
-                    },
-                };
-                let _ = done.send(c);
+                // Magic lines from the magic table, code from the cell's language.
+                let _ = done.send(crate::exec::complete::complete(ex, &code, cursor));
                 false
             }
             Job::Inspect(code, cursor, detail, done) => {
-                let rt = ex.default_runtime();
-                let i = match rt.start() {
-                    Ok(()) => rt.inspect(&code, cursor, detail),
-                    Err(_) => Inspection::default(),
-                };
-                let _ = done.send(i);
+                let _ = done.send(crate::exec::complete::inspect(ex, &code, cursor, detail));
                 false
             }
             Job::Restart(done) => {
