@@ -298,13 +298,22 @@ fn kill_cargo_trees(parent: u32) {
 /// lines were added. Cells of only `:commands`, `!shell` lines, comments and blank lines run
 /// nothing, so they get no prelude (they have no run phase).
 fn instrument(code: &str, with_hook: bool) -> (String, usize) {
-    let has_code = code.lines().any(|l| {
+    let not_code = |l: &str| {
         let t = l.trim_start();
-        !(t.is_empty() || t.starts_with(':') || t.starts_with('!') || t.starts_with("//"))
-    });
+        t.is_empty() || t.starts_with(':') || t.starts_with('!') || t.starts_with("//")
+    };
+    let has_code = code.lines().any(|l| !not_code(l));
     if has_code {
         let hook = if with_hook { HOOK_PRELUDE } else { "" };
-        (format!("{hook}{RUN_PRELUDE}\n{code}"), 1)
+        // evcxr takes `:commands` only before the first line of code (`:dep x` then code in
+        // one cell), so the generated line goes after them.
+        let lead: usize = code
+            .split_inclusive('\n')
+            .take_while(|l| not_code(l))
+            .map(str::len)
+            .sum();
+        let (head, rest) = code.split_at(lead);
+        (format!("{head}{hook}{RUN_PRELUDE}\n{rest}"), 1)
     } else {
         (code.to_string(), 0)
     }
@@ -1091,6 +1100,10 @@ mod tests {
         assert!(code.contains("set_hook") && code.contains(RUN_PRELUDE));
         let (code, _) = instrument("1 + 1", false);
         assert_eq!(code, format!("{RUN_PRELUDE}\n1 + 1"));
+        // evcxr reads `:commands` only before the code: the generated line goes after them
+        let (code, shift) = instrument("// c\n:dep x = \"1\"\nx::f()", false);
+        assert_eq!(shift, 1);
+        assert_eq!(code, format!("// c\n:dep x = \"1\"\n{RUN_PRELUDE}\nx::f()"));
     }
 
     /// One evcxr session for every check that needs a compiler (each eval compiles, ~0.3–3 s).
