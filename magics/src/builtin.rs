@@ -52,7 +52,7 @@ pub fn lang_spec() -> MagicSpec {
 pub fn lsmagic_spec() -> MagicSpec {
     MagicSpec {
         name: "lsmagic",
-        summary: "List every magic with a one-line summary",
+        summary: "List the kernel's magics with a one-line summary, then the language's own (IPython's magics, evcxr's :commands, JShell's /commands)",
         command: lsmagic_cmd,
     }
 }

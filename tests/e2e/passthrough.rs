@@ -445,3 +445,35 @@ fn evcxr_commands_and_completion_in_rust_cells() {
     assert!(ours.is_some() && theirs.is_some() && ours < theirs, "{ls}");
     assert!(ls.contains(":vars"), "{ls}");
 }
+
+#[test]
+fn without_ipython_a_foreign_magic_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let py = dir.path().join("python-no-ipython");
+    let python3 = carbon_kernel::runtime::child::find_program("python3").expect("python3 on PATH");
+    // -S: no site-packages, so IPython cannot be imported
+    std::fs::write(
+        &py,
+        format!("#!/bin/sh\nexec '{}' -S \"$@\"\n", python3.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut k = kernel(Opts::default().env("CARBON_PYTHON", py.to_string_lossy()));
+    for cell in ["%timeit 1 + 1", "x = 1\n!echo hi", "len?"] {
+        let r = k.execute(cell);
+        assert_eq!(r.status(), "error", "{cell}");
+        let e = error_text(&r);
+        assert!(
+            e.contains("UsageError")
+                && e.contains("needs IPython")
+                && e.contains("pip install ipython"),
+            "{cell}: {e}"
+        );
+    }
+    // plain Python still runs, and %lsmagic says why there is no IPython list
+    let r = k.execute("6 * 7");
+    assert_eq!(r.result_text().as_deref(), Some("42"));
+    let ls = k.execute("%lsmagic").result_text().unwrap_or_default();
+    assert!(ls.contains("%%carbon") && ls.contains("no IPython"), "{ls}");
+}
