@@ -377,6 +377,11 @@ fn jshell_commands_completion_and_inspection_in_java_cells() {
     ok(&k, &r);
     let (m, _, _) = complete(&mut k, "Math.ab");
     assert!(has(&m, "abs("), "{m:?}");
+    // a /command line is complete by itself (a console runs it on Enter)
+    let ic = k.request("is_complete_request", json!({"code": "/vars"}));
+    assert_eq!(ic["status"], "complete", "{ic}");
+    let ic = k.request("is_complete_request", json!({"code": "/vars\nvoid f() {"}));
+    assert_eq!(ic["status"], "incomplete", "{ic}");
     let r = k.execute("%lsmagic");
     ok(&k, &r);
     let ls = r.result_text().unwrap_or_default();

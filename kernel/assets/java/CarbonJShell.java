@@ -1051,6 +1051,16 @@ public final class CarbonJShell {
         String rest = code;
         try {
             while (true) {
+                String lead = rest.stripLeading();
+                if (isCommand(lead)) {
+                    // a /command line is complete by itself; judge what follows it
+                    int eol = lead.indexOf('\n');
+                    if (eol < 0) {
+                        break;
+                    }
+                    rest = lead.substring(eol + 1);
+                    continue;
+                }
                 SourceCodeAnalysis.CompletionInfo ci = sca.analyzeCompletion(rest);
                 switch (ci.completeness()) {
                     case EMPTY -> {}
