@@ -70,11 +70,18 @@ fn target(ex: &Executor, code: &str) -> Target {
     let language = match Language::parse(&call.name) {
         Some(l) => Some(l),
         // `%%carbon [LANG] [options]`: the cell is in LANG, else in the default language.
+        // Its parser decides (`--label java` names no language); half-typed options: the
+        // first word.
         None if call.name == "carbon" => Some(
-            call.args
-                .split_whitespace()
-                .find_map(Language::parse)
-                .unwrap_or(ex.default_language),
+            match carbon_magics::carbon::magic::parse_cell_args(&call.args) {
+                Ok(a) => a.language.as_deref().and_then(Language::parse),
+                Err(_) => call
+                    .args
+                    .split_whitespace()
+                    .next()
+                    .and_then(Language::parse),
+            }
+            .unwrap_or(ex.default_language),
         ),
         None => None,
     };
