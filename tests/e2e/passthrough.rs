@@ -377,6 +377,10 @@ fn jshell_commands_completion_and_inspection_in_java_cells() {
     ok(&k, &r);
     let (m, _, _) = complete(&mut k, "Math.ab");
     assert!(has(&m, "abs("), "{m:?}");
+    // a magic neither side knows: JShell's own error (it is not Java), not the kernel's
+    let r = k.execute("%nosuchmagic");
+    assert_eq!(r.status(), "error");
+    assert!(!error_text(&r).contains("%lsmagic"), "{}", error_text(&r));
     // a /command line is complete by itself (a console runs it on Enter)
     let ic = k.request("is_complete_request", json!({"code": "/vars"}));
     assert_eq!(ic["status"], "complete", "{ic}");
@@ -428,6 +432,15 @@ fn evcxr_commands_and_completion_in_rust_cells() {
     assert!(
         vars.contains("counter_value") && vars.contains("u64"),
         "{vars}"
+    );
+
+    // a command evcxr does not know: evcxr's error
+    let r = k.execute("%%rust\n:nosuchcommand");
+    assert_eq!(r.status(), "error");
+    assert!(
+        error_text(&r).contains(":nosuchcommand"),
+        "{}",
+        error_text(&r)
     );
 
     // completion in a %%rust cell and after %lang rust, offsets past the magic line
