@@ -33,13 +33,14 @@ fn opts_from(session: &CarbonSession, args: Option<&magic::CellArgs>) -> Result<
     session.opts(args)
 }
 
-/// Forwards everything, and phase marks to the meter too.
-struct PhasePublish<'a> {
-    inner: &'a mut dyn Publish,
+/// Forwards everything, and phase marks to the meter too. `P` is `&mut dyn Publish` for the
+/// executor's own publisher and `Box<dyn Publish>` for its clones.
+struct PhasePublish<P> {
+    inner: P,
     meter: Meter,
 }
 
-impl Publish for PhasePublish<'_> {
+impl<'a, P: std::ops::DerefMut<Target = dyn Publish + 'a> + Send> Publish for PhasePublish<P> {
     fn stream(&mut self, name: StreamName, text: &str) {
         self.inner.stream(name, text)
     }
@@ -62,8 +63,13 @@ impl Publish for PhasePublish<'_> {
         });
         self.inner.phase(phase)
     }
+    /// The clone marks phases too: Rust's pump thread reports the start of the compiled code
+    /// through a clone (without the meter, a Rust cell's run energy was counted as compiling).
     fn boxed_clone(&self) -> Box<dyn Publish> {
-        self.inner.boxed_clone()
+        Box::new(PhasePublish {
+            inner: self.inner.boxed_clone(),
+            meter: self.meter.clone(),
+        })
     }
 }
 
