@@ -283,8 +283,14 @@ fn record(
     session.record(meas, opts, language, status, repeat_index)
 }
 
-fn show_report(out: &mut dyn Publish, runs: &[RunReport], where_: &str, shown: Option<String>) {
-    let b = report::cell_report(runs, where_);
+fn show_report(
+    out: &mut dyn Publish,
+    runs: &[RunReport],
+    startup: Option<&RunReport>,
+    where_: &str,
+    shown: Option<String>,
+) {
+    let b = report::cell_report_with_startup(runs, startup, where_);
     match shown {
         Some(id) => out.update_display(b, &id),
         None => out.display(b, None),
@@ -307,7 +313,38 @@ fn metered(
     let mut wheres = Vec::new();
     let mut shown: Option<String> = None;
     let mut last = ExecOutcome::default();
+    let mut startup: Option<RunReport> = None;
     for i in 0..repeat {
+        let rt = ex.runtimes.get(lang, &ex.settings);
+        if rt.needs_start() {
+            // The start is this cell's cost too (JVM and JShell, evcxr's warm-up compile): meter
+            // it as its own row, rooted at the kernel (the runtime's processes are its children,
+            // and evcxr's analysis runs in it), so the cell's own figures stay comparable.
+            meter.start(&[std::process::id()]);
+            let started = rt.start();
+            let status = if started.is_ok() {
+                RowStatus::Ok
+            } else {
+                RowStatus::RuntimeError
+            };
+            if let Some(meas) = meter.stop() {
+                let (r, w) = ex.carbon.record_startup(&meas, &opts, lang.into(), status);
+                startup = Some(r);
+                wheres.push(w);
+            }
+            if let Err(e) = started {
+                if let Some(s) = &startup {
+                    show_report(
+                        out,
+                        std::slice::from_ref(s),
+                        None,
+                        &summarize_wheres(&wheres),
+                        None,
+                    );
+                }
+                return runtime_failure(&e);
+            }
+        }
         let rt = ex.runtimes.get(lang, &ex.settings);
         if let Err(e) = rt.start() {
             return runtime_failure(&e);
@@ -362,7 +399,7 @@ fn metered(
     }
     if !runs.is_empty() {
         let where_ = summarize_wheres(&wheres);
-        show_report(out, &runs, &where_, shown);
+        show_report(out, &runs, startup.as_ref(), &where_, shown);
     }
     last
 }
@@ -601,7 +638,7 @@ fn run_commands(
     let mut outcome = ExecOutcome::default();
     if let Some(meas) = meas {
         let (r, w) = record(&mut ex.carbon, &meas, &opts, language, status.clone(), None);
-        show_report(out, &[r], &w, shown);
+        show_report(out, &[r], None, &w, shown);
     }
     let err = match status {
         RowStatus::Timeout => Some((
