@@ -585,6 +585,8 @@ fn run_commands(
         opts.zone.g_per_kwh,
     );
     let mut failure: Option<(String, String)> = None;
+    // A program that could not start: the report says why, next to its `error` status.
+    let mut not_started: Option<String> = None;
     let mut cleanups = Vec::new();
     for step in steps {
         if let Some(c) = step.cleanup.clone() {
@@ -596,6 +598,7 @@ fn run_commands(
         let mut run = match CommandRun::start(&step.argv, &ex.workdir, out) {
             Ok(r) => r,
             Err(e) => {
+                not_started = Some(e.to_string());
                 failure = Some((e.ename().into(), e.to_string()));
                 break;
             }
@@ -638,6 +641,10 @@ fn run_commands(
     let mut outcome = ExecOutcome::default();
     if let Some(meas) = meas {
         let (r, w) = record(&mut ex.carbon, &meas, &opts, language, status.clone(), None);
+        let w = match &not_started {
+            Some(why) => format!("{why}; {w}"),
+            None => w,
+        };
         show_report(out, &[r], None, &w, shown);
     }
     let err = match status {
