@@ -34,31 +34,53 @@ pub const LED_W: f64 = 10.0;
 /// Laptop: 30 W in use, the seed app's factor.
 pub const LAPTOP_W: f64 = 30.0;
 
-/// Equivalents of an energy (PUE included) and its emissions.
+/// Shortest car trip worth naming: 100 m (below it, "0.0003 km by car" means nothing to a reader).
+const CAR_MIN_M: f64 = 100.0;
+/// Fewest smartphone charges worth naming: a tenth of a charge (1 Wh).
+const PHONE_MIN_CHARGES: f64 = 0.1;
+/// Shortest laptop time worth naming: one second (a cell's millijoules are LED-bulb milliseconds,
+/// which say the same thing once).
+const LAPTOP_MIN_S: f64 = 1.0;
+
+/// Everyday equivalents of an energy (PUE included) and its emissions, chosen by magnitude: an
+/// equivalent is named only when its amount is one a person pictures (a car trip of at least
+/// 100 m, at least a tenth of a smartphone charge, at least a second of a laptop), so a cell reads
+/// "4 ms of a 10 W LED bulb" and a semester "12 km driven by an average car · 30 smartphone
+/// charges · …" instead of `0.00000335 smartphone charges`. The LED bulb's time is always named
+/// (it reads well from milliseconds to days), so there is always one.
 pub fn equivalents(energy: Joules, co2: KgCo2) -> Vec<Equivalent> {
     let wh = energy.0 / 3600.0;
-    vec![
-        Equivalent {
+    let car_m = co2.grams() / CAR_G_PER_KM * 1000.0;
+    let charges = wh / PHONE_WH_PER_CHARGE;
+    let laptop_s = energy.0 / LAPTOP_W;
+    let mut out = Vec::new();
+    if car_m >= CAR_MIN_M {
+        out.push(Equivalent {
             what: "driven by an average car",
-            amount: fmt_length(co2.grams() / CAR_G_PER_KM * 1000.0),
+            amount: fmt_length(car_m),
             source: "120 gCO₂/km (seed app; EEA new-car average 2019 ≈ 122 g/km)",
-        },
-        Equivalent {
+        });
+    }
+    if charges >= PHONE_MIN_CHARGES {
+        out.push(Equivalent {
             what: "smartphone charges",
-            amount: sig3(wh / PHONE_WH_PER_CHARGE),
+            amount: sig3(charges),
             source: "10 Wh per charge (seed app)",
-        },
-        Equivalent {
-            what: "of a 10 W LED bulb",
-            amount: fmt_duration(energy.0 / LED_W),
-            source: "10 W LED (seed app)",
-        },
-        Equivalent {
+        });
+    }
+    out.push(Equivalent {
+        what: "of a 10 W LED bulb",
+        amount: fmt_duration(energy.0 / LED_W),
+        source: "10 W LED (seed app; a 60 W-equivalent LED bulb draws 8–10 W)",
+    });
+    if laptop_s >= LAPTOP_MIN_S {
+        out.push(Equivalent {
             what: "of a laptop in use",
-            amount: fmt_duration(energy.0 / LAPTOP_W),
+            amount: fmt_duration(laptop_s),
             source: "30 W laptop (seed app)",
-        },
-    ]
+        });
+    }
+    out
 }
 
 /// One metered run as the report needs it.
@@ -936,7 +958,7 @@ mod tests {
             "<svg",
             "<details>",
             "How this was computed",
-            "smartphone",
+            "LED bulb",
             "France",
             "50.0 W",
         ] {
@@ -959,6 +981,33 @@ mod tests {
         assert_eq!(e[0].amount, "1.00 km");
         assert_eq!(e[1].amount, "1.00");
         assert_eq!(e[2].amount, "60.0 min");
+        assert_eq!(e[3].amount, "20.0 min");
+    }
+
+    #[test]
+    fn equivalents_are_chosen_by_magnitude() {
+        // a cell: 40 mJ, 5 µg → only the LED bulb, in milliseconds
+        let cell = equivalents(Joules(0.04), KgCo2(5e-9));
+        assert_eq!(cell.len(), 1, "{cell:?}");
+        assert_eq!(cell[0].amount, "4.00 ms");
+        assert!(cell[0].what.contains("LED"));
+        // a long cell: 60 J → LED and laptop seconds, no car, no phone
+        let whats: Vec<_> = equivalents(Joules(60.0), KgCo2(8e-6))
+            .iter()
+            .map(|e| e.what)
+            .collect();
+        assert_eq!(whats, ["of a 10 W LED bulb", "of a laptop in use"]);
+        // a semester: 20 MJ at 475 g/kWh → km by car, charges, hours
+        let sem = equivalents(Joules(2e7), KgCo2::of(Joules(2e7), 475.0));
+        assert_eq!(sem[0].amount, "22.0 km", "{sem:?}");
+        assert_eq!(sem[1].amount, "556");
+        for e in cell.iter().chain(&sem) {
+            assert!(
+                !e.amount.contains('e') && !e.amount.starts_with('-'),
+                "{e:?}"
+            );
+            assert!(!e.source.is_empty());
+        }
     }
 
     #[test]

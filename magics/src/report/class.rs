@@ -940,6 +940,7 @@ impl ClassReport {
             fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s)
         );
+        let _ = writeln!(out, "≈ {}\n", self.equivalents_text());
         if let Some(note) = self.period_note() {
             let _ = writeln!(out, "{note}\n");
         }
@@ -991,6 +992,17 @@ impl ClassReport {
         out
     }
 
+    /// The class's total in everyday terms, chosen by magnitude (km by car for a semester),
+    /// with the factors' sources: `22.0 km driven by an average car (120 gCO₂/km …) · …`.
+    pub fn equivalents_text(&self) -> String {
+        let t = self.total();
+        crate::report::cell::equivalents(Joules::from_kwh(t.energy_kwh), KgCo2(t.emissions_kg))
+            .iter()
+            .map(|e| format!("{} {} ({})", e.amount, e.what, e.source))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+
     /// The self-contained HTML page: inline CSS and SVG charts, no script and no external resource.
     ///
     /// Its size is bounded whatever the number of rows: tables and bar charts list at most
@@ -1029,6 +1041,7 @@ impl ClassReport {
              in their <code>method</code> column; LLM rows are estimates; CodeCarbon's own runs are \
              machine-wide by default and record no language.</p>\n",
         );
+        let _ = writeln!(h, "<p>That is about {}.</p>", esc(&self.equivalents_text()));
         if let Some(note) = self.period_note() {
             let _ = writeln!(h, "<p class=\"note\"><b>{}</b></p>", esc(&note));
         }
