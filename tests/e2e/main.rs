@@ -10,6 +10,7 @@ mod harness;
 mod java;
 mod llm;
 mod metrics;
+mod numbers;
 mod protocol;
 mod python;
 mod report;
