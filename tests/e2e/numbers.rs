@@ -57,8 +57,7 @@ fn report_text(e: &Exec) -> String {
         .iter()
         .chain(e.updates().iter())
         .filter_map(|d| d["data"]["text/plain"].as_str())
-        .filter(|t| t.starts_with('⚡'))
-        .next_back()
+        .rfind(|t| t.starts_with('⚡'))
         .unwrap_or_else(|| panic!("no report: {:?}", e.types()))
         .to_string()
 }
