@@ -151,6 +151,11 @@ fn exec_runs_no_shell_unless_asked_and_a_missing_program_is_an_error_row() {
     let r = k.execute("%carbon exec echo a && echo b");
     assert_eq!(r.status(), "ok", "{:?}", r.errors());
     assert_eq!(r.stdout(), "a && echo b\n");
+    assert!(
+        r.stderr().contains("runs no shell") && r.stderr().contains("--shell"),
+        "{}",
+        r.stderr()
+    );
     let r = k.execute("%carbon exec --shell 'echo a && echo b | tr b c'");
     assert_eq!(r.status(), "ok", "{:?}", r.errors());
     assert_eq!(r.stdout(), "a\nc\n");

@@ -432,6 +432,16 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
         LineCommand::Summary => result(ex.carbon.summary()),
         LineCommand::Csv { rows } => result(ex.carbon.csv_view(rows)),
         LineCommand::Exec { argv, timeout } => {
+            if let Some(word) = shell_word(&argv) {
+                out.stream(
+                    StreamName::Stderr,
+                    &format!(
+                        "note: %carbon exec runs no shell, so `{word}` reaches the program as an \
+                         argument; for a shell line write %carbon exec --shell '{}'\n",
+                        argv.join(" ")
+                    ),
+                );
+            }
             let label = argv.join(" ");
             let steps = vec![Step {
                 argv,
@@ -446,6 +456,15 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
             timeout,
         } => run_file(ex, &file, &args, timeout, out),
     }
+}
+
+/// The first word of `argv` (after the program) that only a shell would act on: an operator
+/// (`&&`, `|`, `>`, `;`, …), a `$VAR` or a glob. `None` for `sh -c LINE` and plain arguments.
+fn shell_word(argv: &[String]) -> Option<&str> {
+    const OPERATORS: [&str; 10] = ["&&", "||", "|", ";", ">", ">>", "<", "2>", "2>&1", "&"];
+    argv.iter().skip(1).map(String::as_str).find(|w| {
+        OPERATORS.contains(w) || w.starts_with('$') || w.contains('*') || w.starts_with('~')
+    })
 }
 
 fn result(b: MimeBundle) -> ExecOutcome {
@@ -819,5 +838,16 @@ mod tests {
         assert!(s.text("text/plain").unwrap().contains("command"));
         let s = ex.execute("%carbon csv", &mut c).result.unwrap();
         assert!(s.text("text/plain").unwrap().contains("2 row(s)"));
+    }
+
+    #[test]
+    fn shell_words_are_named() {
+        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(shell_word(&v("echo a && echo b")), Some("&&"));
+        assert_eq!(shell_word(&v("ls *.py")), Some("*.py"));
+        assert_eq!(shell_word(&v("echo $HOME")), Some("$HOME"));
+        assert_eq!(shell_word(&v("python3 -c print(1)")), None);
+        let sh = vec!["sh".into(), "-c".into(), "a && b".into()];
+        assert_eq!(shell_word(&sh), None);
     }
 }
