@@ -434,9 +434,10 @@ pub fn cell_report_with_startup(
     if let Some(c) = &compile_s {
         t.push_str(&format!("             {c}\n"));
     }
+    // The start-up preceded the first run: "with start-up" is that run's wall time and cost.
     let startup_s = startup.map(|s| {
         let [d, e, c] = run_figures(s);
-        let with = runs.last().map(|r| {
+        let with = runs.first().map(|r| {
             let both = [s, r];
             let sum = |f: &dyn Fn(&RunReport) -> f64| both.iter().map(|x| f(x)).sum::<f64>();
             format!(
@@ -454,10 +455,15 @@ pub fn cell_report_with_startup(
             with,
         )
     });
+    let with_key = if runs.len() > 1 {
+        "run 1 + start-up"
+    } else {
+        "with start-up"
+    };
     if let Some((s, with)) = &startup_s {
         t.push_str(&format!("  start-up   {s}\n"));
         if let Some(w) = with {
-            t.push_str(&format!("  with start-up {w}\n"));
+            t.push_str(&format!("  {with_key} {w}\n"));
         }
     }
     let runs_table: Vec<[String; 4]> = if runs.len() > 1 {
@@ -523,7 +529,7 @@ pub fn cell_report_with_startup(
     if let Some((s, with)) = &startup_s {
         h.push_str(&row("start-up", &esc(s)));
         if let Some(w) = with {
-            h.push_str(&row("with start-up", &esc(w)));
+            h.push_str(&row(with_key, &esc(w)));
         }
     }
     if !runs_table.is_empty() {
