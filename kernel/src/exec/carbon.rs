@@ -321,7 +321,20 @@ fn metered(
             // it as its own row, rooted at the kernel (the runtime's processes are its children,
             // and evcxr's analysis runs in it), so the cell's own figures stay comparable.
             meter.start(&[std::process::id()]);
+            // the JVM or evcxr takes seconds to start: the live line shows it meanwhile, and the
+            // cell's own live line then updates the same display
+            let live = Live::spawn(
+                meter.clone(),
+                out.boxed_clone(),
+                shown.take(),
+                live_after,
+                None,
+                Box::new(|| {}),
+                opts.pue,
+                opts.zone.g_per_kwh,
+            );
             let started = rt.start();
+            shown = live.finish().0;
             let status = if started.is_ok() {
                 RowStatus::Ok
             } else {
@@ -339,7 +352,7 @@ fn metered(
                         std::slice::from_ref(s),
                         None,
                         &summarize_wheres(&wheres),
-                        None,
+                        shown.take(),
                     );
                 }
                 return runtime_failure(&e);
