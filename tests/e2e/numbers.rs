@@ -310,3 +310,45 @@ fn a_failed_llm_request_shows_its_error_once_and_no_empty_method() {
         .count();
     assert_eq!(mentions, 1, "{final_texts:?}");
 }
+
+#[test]
+fn a_failed_request_beside_an_answer_is_named_once_in_the_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(|_, _| Reply::json(wire::openai("gpt-4o-mini", "hello", 3, 4)));
+    let mut o = Opts::default()
+        .test_runtime()
+        .workdir(dir.path())
+        .without_provider_env();
+    for k in ["LLM_DEFAULT", "LLM_PROFILES_FILE", "LLM_MODELS_FILE"] {
+        o = o.env_remove(k);
+    }
+    let mut k = start(
+        o.env("LLM_RETRY_BASE_MS", "20")
+            .env("OPENAI_API_KEY", "sk-e2e-numbers")
+            .env("OPENAI_BASE_URL", server.url("/v1"))
+            .env("GROQ_API_KEY", "gsk-e2e-numbers")
+            .env("GROQ_BASE_URL", refused_url("/v1")),
+    );
+    let r = k.execute("%%llm --models openai:gpt-4o-mini,groq:m\nhi");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let texts: Vec<&str> = r
+        .displays()
+        .iter()
+        .chain(r.updates().iter())
+        .filter_map(|d| d["data"]["text/plain"].as_str())
+        .collect();
+    let table = texts
+        .iter()
+        .find(|t| t.contains("How this was computed"))
+        .unwrap_or_else(|| panic!("{texts:?}"));
+    assert!(
+        table.contains("failed (see its message above)") && !table.contains("cannot connect"),
+        "{table}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("groq:m") && t.contains("cannot connect")),
+        "{texts:?}"
+    );
+}

@@ -114,8 +114,8 @@ fn row(r: &RequestResult) -> Vec<String> {
             );
         }
         None => {
-            let err = r.error.as_ref().map(|e| e.message.as_str());
-            v.push(format!("error: {}", err.unwrap_or_default()));
+            // the message is shown once, in the model's place above the table
+            v.push("failed (see its message above)".into());
             v.extend((0..3).map(|_| dash()));
         }
     }
