@@ -1478,6 +1478,43 @@ mod tests {
     }
 
     #[test]
+    fn cells_repeat_runs_commands_and_startups_are_counted_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let header = format!("{},repeat_index", ours_header());
+        let row = |tail: &str, rep: &str| {
+            format!(
+                "{},{rep}",
+                ours_row("2026-01-05T10:00:00Z", "lab", 1.0, 1e-6, 2e-6, tail)
+            )
+        };
+        let rows = [
+            row("startup,java,start-up,,,,,", ""),
+            row("cell,java,,,,,,", ""),
+            row("cell,python,,,,,,", "1"),
+            row("cell,python,,,,,,", "2"),
+            row("cell,python,,,,,,", "3"),
+            row("cell,command,echo,,,,,", ""),
+        ];
+        let p = write(
+            d.path(),
+            "emissions.csv",
+            &format!("{header}\n{}\n", rows.join("\n")),
+        );
+        let r = ClassReport::load(&[p], GroupBy::Auto);
+        let t = r.total();
+        assert_eq!(
+            (t.cells, t.repeat_runs, t.commands, t.startups, t.count()),
+            (2, 2, 1, 1, 6)
+        );
+        let text = r.text_table();
+        assert!(
+            text.contains("2 cells, 2 further --repeat runs, 1 commands, 1 runtime start-ups"),
+            "{text}"
+        );
+        assert!(text.contains("≈ ") && text.contains("LED"), "{text}");
+    }
+
+    #[test]
     fn reads_both_formats_and_groups() {
         let d = tempfile::tempdir().unwrap();
         let a = write(
