@@ -323,9 +323,12 @@ impl Metrics {
                         .inc_by(n.unwrap_or(0));
                 }
             } else {
-                self.cells
-                    .get_or_create(&vec![("language", language), ("status", status)])
-                    .inc();
+                // A runtime's start-up is not a cell (its energy is counted, under kind="startup").
+                if r.kind != RowKind::Startup {
+                    self.cells
+                        .get_or_create(&vec![("language", language), ("status", status)])
+                        .inc();
+                }
                 let mut info = self.info.lock().unwrap_or_else(|e| e.into_inner());
                 *info = InfoValues {
                     sensor: label_value(&r.cpu_method),

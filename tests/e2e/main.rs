@@ -10,6 +10,7 @@ mod harness;
 mod java;
 mod llm;
 mod metrics;
+mod numbers;
 mod passthrough;
 mod protocol;
 mod python;

@@ -33,13 +33,14 @@ fn opts_from(session: &CarbonSession, args: Option<&magic::CellArgs>) -> Result<
     session.opts(args)
 }
 
-/// Forwards everything, and phase marks to the meter too.
-struct PhasePublish<'a> {
-    inner: &'a mut dyn Publish,
+/// Forwards everything, and phase marks to the meter too. `P` is `&mut dyn Publish` for the
+/// executor's own publisher and `Box<dyn Publish>` for its clones.
+struct PhasePublish<P> {
+    inner: P,
     meter: Meter,
 }
 
-impl Publish for PhasePublish<'_> {
+impl<'a, P: std::ops::DerefMut<Target = dyn Publish + 'a> + Send> Publish for PhasePublish<P> {
     fn stream(&mut self, name: StreamName, text: &str) {
         self.inner.stream(name, text)
     }
@@ -62,8 +63,13 @@ impl Publish for PhasePublish<'_> {
         });
         self.inner.phase(phase)
     }
+    /// The clone marks phases too: Rust's pump thread reports the start of the compiled code
+    /// through a clone (without the meter, a Rust cell's run energy was counted as compiling).
     fn boxed_clone(&self) -> Box<dyn Publish> {
-        self.inner.boxed_clone()
+        Box::new(PhasePublish {
+            inner: self.inner.boxed_clone(),
+            meter: self.meter.clone(),
+        })
     }
 }
 
@@ -277,8 +283,14 @@ fn record(
     session.record(meas, opts, language, status, repeat_index)
 }
 
-fn show_report(out: &mut dyn Publish, runs: &[RunReport], where_: &str, shown: Option<String>) {
-    let b = report::cell_report(runs, where_);
+fn show_report(
+    out: &mut dyn Publish,
+    runs: &[RunReport],
+    startup: Option<&RunReport>,
+    where_: &str,
+    shown: Option<String>,
+) {
+    let b = report::cell_report_with_startup(runs, startup, where_);
     match shown {
         Some(id) => out.update_display(b, &id),
         None => out.display(b, None),
@@ -301,7 +313,51 @@ fn metered(
     let mut wheres = Vec::new();
     let mut shown: Option<String> = None;
     let mut last = ExecOutcome::default();
+    let mut startup: Option<RunReport> = None;
     for i in 0..repeat {
+        let rt = ex.runtimes.get(lang, &ex.settings);
+        if rt.needs_start() {
+            // The start is this cell's cost too (JVM and JShell, evcxr's warm-up compile): meter
+            // it as its own row, rooted at the kernel (the runtime's processes are its children,
+            // and evcxr's analysis runs in it), so the cell's own figures stay comparable.
+            meter.start(&[std::process::id()]);
+            // the JVM or evcxr takes seconds to start: the live line shows it meanwhile, and the
+            // cell's own live line then updates the same display
+            let live = Live::spawn(
+                meter.clone(),
+                out.boxed_clone(),
+                shown.take(),
+                live_after,
+                None,
+                Box::new(|| {}),
+                opts.pue,
+                opts.zone.g_per_kwh,
+            );
+            let started = rt.start();
+            shown = live.finish().0;
+            let status = if started.is_ok() {
+                RowStatus::Ok
+            } else {
+                RowStatus::RuntimeError
+            };
+            if let Some(meas) = meter.stop() {
+                let (r, w) = ex.carbon.record_startup(&meas, &opts, lang.into(), status);
+                startup = Some(r);
+                wheres.push(w);
+            }
+            if let Err(e) = started {
+                if let Some(s) = &startup {
+                    show_report(
+                        out,
+                        std::slice::from_ref(s),
+                        None,
+                        &summarize_wheres(&wheres),
+                        shown.take(),
+                    );
+                }
+                return runtime_failure(&e);
+            }
+        }
         let rt = ex.runtimes.get(lang, &ex.settings);
         if let Err(e) = rt.start() {
             return runtime_failure(&e);
@@ -356,7 +412,7 @@ fn metered(
     }
     if !runs.is_empty() {
         let where_ = summarize_wheres(&wheres);
-        show_report(out, &runs, &where_, shown);
+        show_report(out, &runs, startup.as_ref(), &where_, shown);
     }
     last
 }
@@ -389,6 +445,16 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
         LineCommand::Summary => result(ex.carbon.summary()),
         LineCommand::Csv { rows } => result(ex.carbon.csv_view(rows)),
         LineCommand::Exec { argv, timeout } => {
+            if let Some(word) = shell_word(&argv) {
+                out.stream(
+                    StreamName::Stderr,
+                    &format!(
+                        "note: %carbon exec runs no shell, so `{word}` reaches the program as an \
+                         argument; for a shell line write %carbon exec --shell '{}'\n",
+                        argv.join(" ")
+                    ),
+                );
+            }
             let label = argv.join(" ");
             let steps = vec![Step {
                 argv,
@@ -403,6 +469,15 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
             timeout,
         } => run_file(ex, &file, &args, timeout, out),
     }
+}
+
+/// The first word of `argv` (after the program) that only a shell would act on: an operator
+/// (`&&`, `|`, `>`, `;`, …), a `$VAR` or a glob. `None` for `sh -c LINE` and plain arguments.
+fn shell_word(argv: &[String]) -> Option<&str> {
+    const OPERATORS: [&str; 10] = ["&&", "||", "|", ";", ">", ">>", "<", "2>", "2>&1", "&"];
+    argv.iter().skip(1).map(String::as_str).find(|w| {
+        OPERATORS.contains(w) || w.starts_with('$') || w.contains('*') || w.starts_with('~')
+    })
 }
 
 fn result(b: MimeBundle) -> ExecOutcome {
@@ -542,6 +617,8 @@ fn run_commands(
         opts.zone.g_per_kwh,
     );
     let mut failure: Option<(String, String)> = None;
+    // A program that could not start: the report says why, next to its `error` status.
+    let mut not_started: Option<String> = None;
     let mut cleanups = Vec::new();
     for step in steps {
         if let Some(c) = step.cleanup.clone() {
@@ -553,6 +630,7 @@ fn run_commands(
         let mut run = match CommandRun::start(&step.argv, &ex.workdir, out) {
             Ok(r) => r,
             Err(e) => {
+                not_started = Some(e.to_string());
                 failure = Some((e.ename().into(), e.to_string()));
                 break;
             }
@@ -595,7 +673,11 @@ fn run_commands(
     let mut outcome = ExecOutcome::default();
     if let Some(meas) = meas {
         let (r, w) = record(&mut ex.carbon, &meas, &opts, language, status.clone(), None);
-        show_report(out, &[r], &w, shown);
+        let w = match &not_started {
+            Some(why) => format!("{why}; {w}"),
+            None => w,
+        };
+        show_report(out, &[r], None, &w, shown);
     }
     let err = match status {
         RowStatus::Timeout => Some((
@@ -769,5 +851,16 @@ mod tests {
         assert!(s.text("text/plain").unwrap().contains("command"));
         let s = ex.execute("%carbon csv", &mut c).result.unwrap();
         assert!(s.text("text/plain").unwrap().contains("2 row(s)"));
+    }
+
+    #[test]
+    fn shell_words_are_named() {
+        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(shell_word(&v("echo a && echo b")), Some("&&"));
+        assert_eq!(shell_word(&v("ls *.py")), Some("*.py"));
+        assert_eq!(shell_word(&v("echo $HOME")), Some("$HOME"));
+        assert_eq!(shell_word(&v("python3 -c print(1)")), None);
+        let sh = vec!["sh".into(), "-c".into(), "a && b".into()];
+        assert_eq!(shell_word(&sh), None);
     }
 }

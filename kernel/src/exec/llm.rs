@@ -93,11 +93,12 @@ fn dispatch(
         }
         LlmCommand::History { clear } => {
             if clear {
-                ex.llm.clear_history();
+                return result_bundle(MimeBundle::plain(ex.llm.clear_history()));
             }
             let h = ex.llm.history();
             result_bundle(report::history_bundle(
-                &h.entries,
+                &h.read_all(),
+                &h.session,
                 &h.path().display().to_string(),
             ))
         }
@@ -287,7 +288,11 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
     if let Some(c) = report::chart_bundle(&results) {
         out.display(c, None);
     }
-    out.display(report::comparison_bundle(&results, &tables), None);
+    // With no answer there is nothing to compare or explain: each error is already in its
+    // model's place (a table of dashes and an empty "How this was computed" said it again).
+    if results.iter().any(|r| r.response.is_some()) {
+        out.display(report::comparison_bundle(&results, &tables), None);
+    }
     if let Err(e) = ex.llm.record_history(&args.prompt, &results) {
         out.stream(
             StreamName::Stderr,
@@ -309,10 +314,23 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
         ),
     }
     match session::ask_error(&results, interrupted) {
-        Some((ename, evalue)) => ExecOutcome {
-            error: Some(ExecError::new(ename, evalue)),
-            ..Default::default()
-        },
+        Some((ename, evalue)) => {
+            // Every request failed: the cell fails, naming the models whose message is shown
+            // above rather than repeating each message.
+            let evalue = if ename == "LlmError" {
+                let specs: Vec<String> = results.iter().map(|r| r.spec.to_string()).collect();
+                format!(
+                    "no answer from {} (the error is shown in its place above)",
+                    specs.join(", ")
+                )
+            } else {
+                evalue
+            };
+            ExecOutcome {
+                error: Some(ExecError::new(ename, evalue)),
+                ..Default::default()
+            }
+        }
         None => ExecOutcome::default(),
     }
 }

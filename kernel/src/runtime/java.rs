@@ -1020,6 +1020,10 @@ impl Runtime for JavaRuntime {
         self.spawn()
     }
 
+    fn needs_start(&mut self) -> bool {
+        !self.alive()
+    }
+
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
         self.start()?;
         if let Some(target) = pager_target(code) {

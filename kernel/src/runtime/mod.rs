@@ -215,6 +215,13 @@ pub trait Runtime: Send {
     /// finds it ready; a failure is reported by the next [`Runtime::start`]. Default: nothing
     /// (the child starts with the first cell).
     fn prestart(&mut self) {}
+    /// Whether [`Runtime::start`] would start a child now (the JVM and JShell, evcxr's
+    /// context): a metered cell then meters that start-up as its own row, so its figures cover
+    /// the cell's whole wall time. Default: `false` (runtimes that start in well under a second,
+    /// or before the first cell, are not worth a row of their own).
+    fn needs_start(&mut self) -> bool {
+        false
+    }
     /// Runs one cell, streaming outputs through `out`. Returns when the cell is done.
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError>;
     /// Whether [`Runtime::is_complete`] needs the child process. Runtimes that judge completeness

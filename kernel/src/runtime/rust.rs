@@ -858,6 +858,10 @@ impl Runtime for RustRuntime {
         Ok(())
     }
 
+    fn needs_start(&mut self) -> bool {
+        self.session.is_none()
+    }
+
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
         self.run_cell(code, out)
     }

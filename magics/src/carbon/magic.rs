@@ -205,6 +205,18 @@ fn line_cmd() -> Command {
         .subcommand(
             Command::new("exec")
                 .about("Run any program metered (its whole process tree), output streamed live")
+                .after_help(
+                    "No shell runs the command: `&&`, `|`, `>`, `*` and `$VAR` reach the program \
+                     as they are written. To run a shell line, use --shell: \
+                     %carbon exec --shell 'make && ./a.out > out.txt' (it runs `sh -c LINE`). \
+                     A program that cannot start (not found, not executable) is an error row.",
+                )
+                .arg(
+                    Arg::new("shell")
+                        .long("shell")
+                        .action(ArgAction::SetTrue)
+                        .help("Run COMMAND as one line of `sh -c` (for &&, pipes, redirections, globs, $VARS)"),
+                )
                 .arg(
                     Arg::new("timeout")
                         .long("timeout")
@@ -380,13 +392,21 @@ pub fn parse_line_args(args: &str) -> Result<LineCommand, UsageError> {
                 .unwrap_or_default(),
             timeout: sub.get_one::<f64>("timeout").copied(),
         },
-        _ => LineCommand::Exec {
-            argv: sub
+        _ => {
+            let words: Vec<String> = sub
                 .get_many::<String>("command")
                 .map(|a| a.cloned().collect())
-                .unwrap_or_default(),
-            timeout: sub.get_one::<f64>("timeout").copied(),
-        },
+                .unwrap_or_default();
+            let argv = if sub.get_flag("shell") {
+                vec!["sh".into(), "-c".into(), words.join(" ")]
+            } else {
+                words
+            };
+            LineCommand::Exec {
+                argv,
+                timeout: sub.get_one::<f64>("timeout").copied(),
+            }
+        }
     })
 }
 
@@ -525,6 +545,13 @@ mod tests {
             parse_line_args("exec sh -c 'echo hi' --x").unwrap(),
             LineCommand::Exec {
                 argv: vec!["sh".into(), "-c".into(), "echo hi".into(), "--x".into()],
+                timeout: None
+            }
+        );
+        assert_eq!(
+            parse_line_args("exec --shell 'echo a && echo b' 'c'").unwrap(),
+            LineCommand::Exec {
+                argv: vec!["sh".into(), "-c".into(), "echo a && echo b c".into()],
                 timeout: None
             }
         );

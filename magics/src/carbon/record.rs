@@ -72,6 +72,9 @@ word_enum! {
         Cell = "cell",
         /// An LLM request (`llm`).
         Llm = "llm",
+        /// The start of a language runtime (the JVM and JShell, evcxr's context) that a metered
+        /// cell triggered (`startup`); its `language` is the runtime's.
+        Startup = "startup",
     }
 }
 
@@ -601,7 +604,7 @@ mod tests {
 
     #[test]
     fn words_read_back_and_unknown_words_are_kept() {
-        for k in [RowKind::Cell, RowKind::Llm] {
+        for k in [RowKind::Cell, RowKind::Llm, RowKind::Startup] {
             assert_eq!(RowKind::from(k.as_str()), k);
         }
         for st in [

@@ -10,7 +10,7 @@
 use super::intensity::{self, Zone};
 use super::magic::{CarbonConfig, CellArgs};
 use super::meter::{Measurement, Meter, MeterConfig, MeterPhase};
-use super::record::{EmissionRecord, RowLanguage, RowStatus};
+use super::record::{EmissionRecord, RowKind, RowLanguage, RowStatus};
 use super::sink::{self, CsvSink, Sink, SinkError, Written};
 use crate::MimeBundle;
 use crate::config::Settings;
@@ -129,6 +129,9 @@ impl EmissionsSink {
         }
     }
 }
+
+/// The `label` of a runtime's start-up row.
+pub const STARTUP_LABEL: &str = "start-up";
 
 /// Options of one metered run (a cell, a file, a command).
 #[derive(Debug, Clone)]
@@ -370,6 +373,35 @@ impl CarbonSession {
         status: RowStatus,
         repeat_index: Option<u32>,
     ) -> (RunReport, String) {
+        self.record_row(meas, opts, language, status, repeat_index, RowKind::Cell)
+    }
+
+    /// Records the start of `language`'s runtime that a metered cell triggered: a row of kind
+    /// `startup` labelled [`STARTUP_LABEL`], so the cell's own row stays comparable with the
+    /// cells after it and the notebook's total still covers the start.
+    pub fn record_startup(
+        &mut self,
+        meas: &Measurement,
+        opts: &RunOpts,
+        language: RowLanguage,
+        status: RowStatus,
+    ) -> (RunReport, String) {
+        let opts = RunOpts {
+            label: STARTUP_LABEL.into(),
+            ..opts.clone()
+        };
+        self.record_row(meas, &opts, language, status, None, RowKind::Startup)
+    }
+
+    fn record_row(
+        &mut self,
+        meas: &Measurement,
+        opts: &RunOpts,
+        language: RowLanguage,
+        status: RowStatus,
+        repeat_index: Option<u32>,
+        kind: RowKind,
+    ) -> (RunReport, String) {
         let mut rec = EmissionRecord::from_measurement(
             meas,
             &self.cfg.project,
@@ -378,6 +410,7 @@ impl CarbonSession {
             opts.pue,
         );
         rec.status = status;
+        rec.kind = kind.clone();
         rec.language = language;
         rec.label = opts.label.clone();
         rec.repeat_index = repeat_index;
@@ -393,6 +426,8 @@ impl CarbonSession {
             "not recorded (--no-csv)".to_string()
         };
         self.entries.push(SessionEntry {
+            kind,
+            repeat_index,
             language: rec.language.to_string(),
             label: opts.label.clone(),
             parts: meas.energy.scaled(opts.pue),
@@ -454,7 +489,7 @@ impl CarbonSession {
             .unwrap_or_else(|e| e);
         let total: f64 = self.entries.iter().map(|e| e.emissions).sum();
         let mut s = format!(
-            "carbon metering: {}\n  CPU sensor  {}\n  RAM sensor  {}\n  GPU sensor  {}\n  machine     {} ({} logical CPUs, {:.1} GiB)\n  zone        {zone}\n  PUE         {}\n  scope       {}\n  output      {}\n  session     {} metered cell(s), {}\n",
+            "carbon metering: {}\n  CPU sensor  {}\n  RAM sensor  {}\n  GPU sensor  {}\n  machine     {} ({} logical CPUs, {:.1} GiB)\n  zone        {zone}\n  PUE         {}\n  scope       {}\n  output      {}\n  session     {}, {}\n",
             if self.auto {
                 "on (every cell)"
             } else {
@@ -473,7 +508,7 @@ impl CarbonSession {
             self.cfg.pue,
             mc.scope.name(),
             self.sink.path().display(),
-            self.entries.len(),
+            report::Counts::of(&self.entries).describe(),
             crate::units::fmt_co2(crate::units::KgCo2(total))
         );
         s.push_str(extra);
@@ -564,7 +599,7 @@ mod tests {
         let t = s.status_text();
         assert!(t.starts_with("carbon metering: off"), "{t}");
         assert!(t.contains("CPU sensor") && t.contains("France"), "{t}");
-        assert!(t.contains("0 metered cell(s)"), "{t}");
+        assert!(t.contains("0 cells in 0 runs"), "{t}");
         s.set_auto(true);
         assert!(s.status_text().starts_with("carbon metering: on"));
         let c = s.config_text(true);

@@ -103,9 +103,20 @@ impl History {
             .collect()
     }
 
-    /// Forgets this session's entries (the file keeps them).
-    pub fn clear(&mut self) {
+    /// Empties the history: this session's entries and the file (every session's). Returns how
+    /// many requests the file held. A missing file is an empty history.
+    pub fn clear(&mut self) -> Result<usize, std::io::Error> {
+        let n = self.read_all().len();
         self.entries.clear();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.path)
+        {
+            Ok(_) => Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -151,8 +162,16 @@ mod tests {
             ["a", "b", "c"]
         );
         assert_eq!(h.entries.len(), 3);
-        h.clear();
+        // a new session (kernel restart) reads the earlier ones
+        let mut again = History::new(d.path(), "t".into());
+        assert_eq!(again.read_all().len(), 3);
+        assert!(again.entries.is_empty());
+        assert_eq!(again.clear().unwrap(), 3);
+        assert!(again.read_all().is_empty());
+        assert_eq!(h.clear().unwrap(), 0);
         assert!(h.entries.is_empty());
-        assert_eq!(h.read_all().len(), 3);
+        assert_eq!(h.clear().unwrap(), 0);
+        let fresh = tempfile::tempdir().unwrap();
+        assert_eq!(History::new(fresh.path(), "u".into()).clear().unwrap(), 0);
     }
 }

@@ -158,12 +158,12 @@ fn estimate_cmd() -> Command {
 fn history_cmd() -> Command {
     Command::new("history")
         .no_binary_name(true)
-        .about("This notebook's prompts and results (also in data/llm_history.jsonl)")
+        .about("This notebook's prompts and results, across kernel restarts (kept in data/llm_history.jsonl; this session's are marked)")
         .arg(
             Arg::new("clear")
                 .long("clear")
                 .action(ArgAction::SetTrue)
-                .help("Forget this session's history (the file keeps earlier sessions)"),
+                .help("Empty data/llm_history.jsonl (every session's requests; emissions.csv keeps its rows)"),
         )
 }
 
@@ -236,7 +236,7 @@ pub enum LlmCommand {
     },
     /// `%llm history`.
     History {
-        /// forget this session's entries
+        /// empty the history file
         clear: bool,
     },
     /// `%llm summary`.

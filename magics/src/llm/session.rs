@@ -88,9 +88,15 @@ impl LlmSession {
         &self.history
     }
 
-    /// `%llm history --clear`.
-    pub fn clear_history(&mut self) {
-        self.history.clear();
+    /// `%llm history --clear`: empties the history file; says what it did, in words.
+    pub fn clear_history(&mut self) -> String {
+        let path = self.history.path().display().to_string();
+        match self.history.clear() {
+            Ok(n) => format!(
+                "LLM history cleared: {n} request(s) removed from {path} (emissions.csv keeps their rows)."
+            ),
+            Err(e) => format!("could not clear {path}: {e}"),
+        }
     }
 
     /// Appends the requests of one `%llm` to the history (memory and file). On a write error

@@ -7,7 +7,7 @@ use super::esc;
 use crate::MimeBundle;
 use crate::carbon::hardware::TdpSource;
 use crate::carbon::meter::{LiveSample, Measurement, Parts};
-use crate::carbon::record::{Column, EmissionRecord, RowLanguage};
+use crate::carbon::record::{Column, EmissionRecord, RowKind, RowLanguage};
 use crate::carbon::sensor::{Scope, SensorKind};
 use crate::carbon::sink::CsvView;
 use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, fmt_length, sig3};
@@ -34,31 +34,53 @@ pub const LED_W: f64 = 10.0;
 /// Laptop: 30 W in use, the seed app's factor.
 pub const LAPTOP_W: f64 = 30.0;
 
-/// Equivalents of an energy (PUE included) and its emissions.
+/// Shortest car trip worth naming: 100 m (below it, "0.0003 km by car" means nothing to a reader).
+const CAR_MIN_M: f64 = 100.0;
+/// Fewest smartphone charges worth naming: a tenth of a charge (1 Wh).
+const PHONE_MIN_CHARGES: f64 = 0.1;
+/// Shortest laptop time worth naming: one second (a cell's millijoules are LED-bulb milliseconds,
+/// which say the same thing once).
+const LAPTOP_MIN_S: f64 = 1.0;
+
+/// Everyday equivalents of an energy (PUE included) and its emissions, chosen by magnitude: an
+/// equivalent is named only when its amount is one a person pictures (a car trip of at least
+/// 100 m, at least a tenth of a smartphone charge, at least a second of a laptop), so a cell reads
+/// "4 ms of a 10 W LED bulb" and a semester "12 km driven by an average car · 30 smartphone
+/// charges · …" instead of `0.00000335 smartphone charges`. The LED bulb's time is always named
+/// (it reads well from milliseconds to days), so there is always one.
 pub fn equivalents(energy: Joules, co2: KgCo2) -> Vec<Equivalent> {
     let wh = energy.0 / 3600.0;
-    vec![
-        Equivalent {
+    let car_m = co2.grams() / CAR_G_PER_KM * 1000.0;
+    let charges = wh / PHONE_WH_PER_CHARGE;
+    let laptop_s = energy.0 / LAPTOP_W;
+    let mut out = Vec::new();
+    if car_m >= CAR_MIN_M {
+        out.push(Equivalent {
             what: "driven by an average car",
-            amount: fmt_length(co2.grams() / CAR_G_PER_KM * 1000.0),
+            amount: fmt_length(car_m),
             source: "120 gCO₂/km (seed app; EEA new-car average 2019 ≈ 122 g/km)",
-        },
-        Equivalent {
+        });
+    }
+    if charges >= PHONE_MIN_CHARGES {
+        out.push(Equivalent {
             what: "smartphone charges",
-            amount: sig3(wh / PHONE_WH_PER_CHARGE),
+            amount: sig3(charges),
             source: "10 Wh per charge (seed app)",
-        },
-        Equivalent {
-            what: "of a 10 W LED bulb",
-            amount: fmt_duration(energy.0 / LED_W),
-            source: "10 W LED (seed app)",
-        },
-        Equivalent {
+        });
+    }
+    out.push(Equivalent {
+        what: "of a 10 W LED bulb",
+        amount: fmt_duration(energy.0 / LED_W),
+        source: "10 W LED (seed app; a 60 W-equivalent LED bulb draws 8–10 W)",
+    });
+    if laptop_s >= LAPTOP_MIN_S {
+        out.push(Equivalent {
             what: "of a laptop in use",
-            amount: fmt_duration(energy.0 / LAPTOP_W),
+            amount: fmt_duration(laptop_s),
             source: "30 W laptop (seed app)",
-        },
-    ]
+        });
+    }
+    out
 }
 
 /// One metered run as the report needs it.
@@ -260,8 +282,33 @@ fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
 
 /// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.
 pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
+    cell_report_with_startup(runs, None, where_)
+}
+
+/// Duration, energy (PUE included) and emissions of one run, formatted.
+fn run_figures(r: &RunReport) -> [String; 3] {
+    [
+        fmt_duration(r.meas.duration_s),
+        fmt_energy(parts_pue(&r.meas, r.rec.pue).total()),
+        fmt_co2(KgCo2(r.rec.emissions)),
+    ]
+}
+
+/// [`cell_report`], with the start of the language's runtime that this cell triggered (its own
+/// row) shown as a line of its own and added to the cell's figures, so the first cell's report
+/// covers its whole wall time. Several runs (`--repeat`) show their mean ± sample standard
+/// deviation in the headline and each run in a table below it.
+pub fn cell_report_with_startup(
+    runs: &[RunReport],
+    startup: Option<&RunReport>,
+    where_: &str,
+) -> MimeBundle {
     let Some(first) = runs.first() else {
-        return MimeBundle::plain("no run");
+        // The runtime failed to start: its start-up is all there is to show.
+        return match startup {
+            Some(s) => cell_report_with_startup(std::slice::from_ref(s), None, where_),
+            None => MimeBundle::plain("no run"),
+        };
     };
     let pue = first.rec.pue;
     let n = runs.len() as f64;
@@ -290,7 +337,11 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
     let co2 = KgCo2(mean(&|r, _| r.rec.emissions));
     let spread = |f: &dyn Fn(&RunReport, &Parts) -> f64, fmt: &dyn Fn(f64) -> String| {
         if runs.len() > 1 {
-            format!(" ± {} (sd, {} runs)", fmt(std(f)), runs.len())
+            format!(
+                " ± {} (mean ± sample standard deviation of {} runs)",
+                fmt(std(f)),
+                runs.len()
+            )
         } else {
             String::new()
         }
@@ -383,6 +434,55 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
     if let Some(c) = &compile_s {
         t.push_str(&format!("             {c}\n"));
     }
+    // The start-up preceded the first run: "with start-up" is that run's wall time and cost.
+    let startup_s = startup.map(|s| {
+        let [d, e, c] = run_figures(s);
+        let with = runs.first().map(|r| {
+            let both = [s, r];
+            let sum = |f: &dyn Fn(&RunReport) -> f64| both.iter().map(|x| f(x)).sum::<f64>();
+            format!(
+                "{} · {} · {}",
+                fmt_duration(sum(&|x| x.meas.duration_s)),
+                fmt_energy(Joules(sum(&|x| parts_pue(&x.meas, x.rec.pue).total().0))),
+                fmt_co2(KgCo2(sum(&|x| x.rec.emissions)))
+            )
+        });
+        (
+            format!(
+                "{d} · {e} · {c} (the {} runtime started for this cell; its own row)",
+                s.rec.language
+            ),
+            with,
+        )
+    });
+    let with_key = if runs.len() > 1 {
+        "run 1 + start-up"
+    } else {
+        "with start-up"
+    };
+    if let Some((s, with)) = &startup_s {
+        t.push_str(&format!("  start-up   {s}\n"));
+        if let Some(w) = with {
+            t.push_str(&format!("  {with_key} {w}\n"));
+        }
+    }
+    let runs_table: Vec<[String; 4]> = if runs.len() > 1 {
+        runs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let [d, e, c] = run_figures(r);
+                [format!("run {}", i + 1), d, e, c]
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !runs_table.is_empty() {
+        t.push_str("  runs (the mean above is their average):\n");
+        for [k, d, e, c] in &runs_table {
+            t.push_str(&format!("    {k:7} {d:>10} {e:>10} {c:>16}\n"));
+        }
+    }
     t.push_str(&format!(
         "  emissions  {co2_s}\n  zone       {zone}\n  PUE        {pue}\n  method     {method}\n"
     ));
@@ -425,6 +525,26 @@ pub fn cell_report(runs: &[RunReport], where_: &str) -> MimeBundle {
     ));
     if let Some(c) = &compile_s {
         h.push_str(&row("compile / run", &esc(c)));
+    }
+    if let Some((s, with)) = &startup_s {
+        h.push_str(&row("start-up", &esc(s)));
+        if let Some(w) = with {
+            h.push_str(&row(with_key, &esc(w)));
+        }
+    }
+    if !runs_table.is_empty() {
+        let mut tb = String::from(
+            "<table style=\"font-size:12px\"><tr><th></th><th>duration</th><th>energy</th><th>emissions</th></tr>",
+        );
+        for cells in &runs_table {
+            tb.push_str("<tr>");
+            for c in cells {
+                tb.push_str(&format!("<td>{}</td>", esc(c)));
+            }
+            tb.push_str("</tr>");
+        }
+        tb.push_str("</table><small>the mean above is their average</small>");
+        h.push_str(&row("runs", &tb));
     }
     h.push_str(&row("emissions", &format!("<b>{}</b>", esc(&co2_s))));
     h.push_str(&row("zone", &esc(&zone)));
@@ -482,6 +602,10 @@ pub fn live(s: &LiveSample, pue: f64, g_per_kwh: f64) -> MimeBundle {
 /// One metered cell of the session, for `%carbon summary`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionEntry {
+    /// A cell (or command) run, or a runtime's start-up.
+    pub kind: RowKind,
+    /// 1-based run of `--repeat` (`None` without it).
+    pub repeat_index: Option<u32>,
     /// Language or `command`.
     pub language: String,
     /// Label.
@@ -494,6 +618,64 @@ pub struct SessionEntry {
     pub duration: f64,
 }
 
+/// How many of each thing a set of session entries holds: a cell run three times with
+/// `--repeat 3` is one cell and three runs; `%carbon exec`/`run` commands and runtime start-ups
+/// are counted apart from cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Distinct metered cells (the first run of each).
+    pub cells: usize,
+    /// Metered runs of cells (every `--repeat` run).
+    pub runs: usize,
+    /// `%carbon exec` / `%carbon run` commands.
+    pub commands: usize,
+    /// Runtime start-ups (JVM and JShell, evcxr's context).
+    pub startups: usize,
+}
+
+impl Counts {
+    /// Counts `entries`.
+    pub fn of<'a>(entries: impl IntoIterator<Item = &'a SessionEntry>) -> Self {
+        let mut c = Counts::default();
+        for e in entries {
+            if e.kind == RowKind::Startup {
+                c.startups += 1;
+            } else if e.language == RowLanguage::Command.as_str() {
+                c.commands += 1;
+            } else {
+                c.runs += 1;
+                if e.repeat_index.unwrap_or(1) <= 1 {
+                    c.cells += 1;
+                }
+            }
+        }
+        c
+    }
+
+    /// In words, naming each count: `2 cells in 4 runs, 1 command, 1 runtime start-up`
+    /// (zero counts after the cells are left out).
+    pub fn describe(&self) -> String {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = vec![format!(
+            "{} in {}",
+            plural(self.cells, "cell", "cells"),
+            plural(self.runs, "run", "runs")
+        )];
+        if self.commands > 0 {
+            parts.push(plural(self.commands, "command", "commands"));
+        }
+        if self.startups > 0 {
+            parts.push(plural(
+                self.startups,
+                "runtime start-up",
+                "runtime start-ups",
+            ));
+        }
+        parts.join(", ")
+    }
+}
+
 /// `%carbon summary`: totals by language and a chart of every metered cell.
 pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
     if entries.is_empty() {
@@ -501,12 +683,22 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
             "No metered cell in this session yet: use %%carbon or %carbon on.",
         );
     }
-    let mut langs: Vec<String> = entries.iter().map(|e| e.language.clone()).collect();
+    // Start-ups get lines of their own, so a language's line is its cells only.
+    let key = |e: &SessionEntry| {
+        if e.kind == RowKind::Startup {
+            format!("{} start-up", e.language)
+        } else {
+            e.language.clone()
+        }
+    };
+    let mut langs: Vec<String> = entries.iter().map(key).collect();
     langs.sort();
     langs.dedup();
-    let mut t = String::from("Session summary (energy with PUE)\n");
+    let mut t = String::from(
+        "Session summary (energy with PUE; a cell run N times with --repeat is 1 cell in N runs)\n",
+    );
     let mut h = String::from(
-        "<div style=\"font-family:sans-serif;font-size:13px\"><b>Session summary</b><table><tr><th>language</th><th>cells</th><th>duration</th><th>CPU</th><th>RAM</th><th>GPU</th><th>energy</th><th>emissions</th></tr>",
+        "<div style=\"font-family:sans-serif;font-size:13px\"><b>Session summary</b> <small>(a cell run N times with --repeat is 1 cell in N runs)</small><table><tr><th>language</th><th>counted</th><th>duration</th><th>CPU</th><th>RAM</th><th>GPU</th><th>energy</th><th>emissions</th></tr>",
     );
     let mut line = |name: &str, es: &[&SessionEntry]| {
         let cpu: Joules = es.iter().fold(Joules(0.0), |a, e| a + e.parts.cpu);
@@ -523,17 +715,25 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
             fmt_energy(cpu + ram + gpu),
             fmt_co2(co2),
         ];
-        let n = es.len();
+        let counts = Counts::of(es.iter().copied());
+        let n = if counts.runs == 0 && counts.commands == 0 && counts.startups > 0 {
+            // a start-up line: "1 cell in 0 runs" would mislead
+            format!("{} start-up(s)", counts.startups)
+        } else {
+            counts.describe()
+        };
         t.push_str(&format!(
-            "  {name:8} {n:4} cells  {d:>10}  CPU {c}  RAM {r}  GPU {g}  total {total}  {em}\n"
+            "  {name:14} {n}\n  {:14} {d:>10}  CPU {c}  RAM {r}  GPU {g}  total {total}  {em}\n",
+            ""
         ));
         h.push_str(&format!(
-            "<tr><td>{}</td><td>{n}</td><td>{d}</td><td>{c}</td><td>{r}</td><td>{g}</td><td>{total}</td><td>{em}</td></tr>",
-            esc(name)
+            "<tr><td>{}</td><td>{}</td><td>{d}</td><td>{c}</td><td>{r}</td><td>{g}</td><td>{total}</td><td>{em}</td></tr>",
+            esc(name),
+            esc(&n)
         ));
     };
     for l in &langs {
-        let es: Vec<&SessionEntry> = entries.iter().filter(|e| &e.language == l).collect();
+        let es: Vec<&SessionEntry> = entries.iter().filter(|e| &key(e) == l).collect();
         line(l, &es);
     }
     let all: Vec<&SessionEntry> = entries.iter().collect();
@@ -764,7 +964,7 @@ mod tests {
             "<svg",
             "<details>",
             "How this was computed",
-            "smartphone",
+            "LED bulb",
             "France",
             "50.0 W",
         ] {
@@ -787,11 +987,98 @@ mod tests {
         assert_eq!(e[0].amount, "1.00 km");
         assert_eq!(e[1].amount, "1.00");
         assert_eq!(e[2].amount, "60.0 min");
+        assert_eq!(e[3].amount, "20.0 min");
+    }
+
+    #[test]
+    fn equivalents_are_chosen_by_magnitude() {
+        // a cell: 40 mJ, 5 µg → only the LED bulb, in milliseconds
+        let cell = equivalents(Joules(0.04), KgCo2(5e-9));
+        assert_eq!(cell.len(), 1, "{cell:?}");
+        assert_eq!(cell[0].amount, "4.00 ms");
+        assert!(cell[0].what.contains("LED"));
+        // a long cell: 60 J → LED and laptop seconds, no car, no phone
+        let whats: Vec<_> = equivalents(Joules(60.0), KgCo2(8e-6))
+            .iter()
+            .map(|e| e.what)
+            .collect();
+        assert_eq!(whats, ["of a 10 W LED bulb", "of a laptop in use"]);
+        // a semester: 20 MJ at 475 g/kWh → km by car, charges, hours
+        let sem = equivalents(Joules(2e7), KgCo2::of(Joules(2e7), 475.0));
+        assert_eq!(sem[0].amount, "22.0 km", "{sem:?}");
+        assert_eq!(sem[1].amount, "556");
+        for e in cell.iter().chain(&sem) {
+            assert!(
+                !e.amount.contains('e') && !e.amount.starts_with('-'),
+                "{e:?}"
+            );
+            assert!(!e.source.is_empty());
+        }
+    }
+
+    #[test]
+    fn counts_tell_cells_runs_commands_and_startups_apart() {
+        let e = |kind: RowKind, language: &str, repeat_index: Option<u32>| SessionEntry {
+            kind,
+            repeat_index,
+            language: language.into(),
+            label: String::new(),
+            parts: Parts::default(),
+            emissions: 0.0,
+            duration: 0.0,
+        };
+        let entries = [
+            e(RowKind::Startup, "java", None),
+            e(RowKind::Cell, "java", None),
+            e(RowKind::Cell, "python", Some(1)),
+            e(RowKind::Cell, "python", Some(2)),
+            e(RowKind::Cell, "python", Some(3)),
+            e(RowKind::Cell, "command", None),
+        ];
+        let c = Counts::of(&entries);
+        assert_eq!(
+            c,
+            Counts {
+                cells: 2,
+                runs: 4,
+                commands: 1,
+                startups: 1
+            }
+        );
+        assert_eq!(
+            c.describe(),
+            "2 cells in 4 runs, 1 command, 1 runtime start-up"
+        );
+        let t = summary(&entries);
+        let t = t.text("text/plain").unwrap();
+        assert!(
+            t.contains("java start-up") && t.contains("1 cell in 1 run"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn repeat_report_shows_each_run_and_startup_its_own_line() {
+        let r = run();
+        let mut s = r.clone();
+        s.rec.kind = RowKind::Startup;
+        s.rec.language = RowLanguage::Code(crate::lang::Language::Java);
+        let b = cell_report_with_startup(&[r.clone(), r.clone(), r], Some(&s), "x");
+        let t = b.text("text/plain").unwrap();
+        assert!(t.contains("sample standard deviation of 3 runs"), "{t}");
+        assert!(
+            t.contains("run 1") && t.contains("run 2") && t.contains("run 3"),
+            "{t}"
+        );
+        assert!(t.contains("start-up") && t.contains("java runtime"), "{t}");
+        assert!(b.text("text/html").unwrap().contains(">run 3<"));
     }
 
     #[test]
     fn summary_and_csv_view() {
         let e = |l: &str, j: f64| SessionEntry {
+            kind: RowKind::Cell,
+            repeat_index: None,
             language: l.into(),
             label: String::new(),
             parts: Parts {

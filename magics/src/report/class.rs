@@ -232,6 +232,8 @@ pub struct Row {
     pub kind: Option<RowKind>,
     /// `language` column (cells): [`RowLanguage::None`] when empty or absent.
     pub language: RowLanguage,
+    /// `repeat_index` column (runs of `--repeat`), when set and readable.
+    pub repeat_index: Option<u32>,
     /// `llm_provider` column, if any.
     pub provider: Option<String>,
     /// `llm_model` column, if any.
@@ -299,8 +301,15 @@ pub enum GroupBy {
 pub struct Totals {
     /// Group name (student, language, model, period).
     pub key: String,
-    /// Metered cells.
+    /// Metered cells and files (`%carbon run`): a cell run N times with `--repeat` counts once,
+    /// its N − 1 further runs are [`Totals::repeat_runs`].
     pub cells: usize,
+    /// Runs of `--repeat` after the first of their cell.
+    pub repeat_runs: usize,
+    /// `%carbon exec` commands.
+    pub commands: usize,
+    /// Runtime start-ups (JVM and JShell, evcxr's context) that metered cells triggered.
+    pub startups: usize,
     /// LLM requests.
     pub llm_requests: usize,
     /// CodeCarbon runs.
@@ -316,7 +325,10 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, r: &Row) {
         match r.kind {
+            Some(RowKind::Cell) if r.language == RowLanguage::Command => self.commands += 1,
+            Some(RowKind::Cell) if r.repeat_index.unwrap_or(1) > 1 => self.repeat_runs += 1,
             Some(RowKind::Cell) => self.cells += 1,
+            Some(RowKind::Startup) => self.startups += 1,
             Some(RowKind::Llm) => self.llm_requests += 1,
             None | Some(RowKind::Other(_)) => self.runs += 1,
         }
@@ -327,6 +339,9 @@ impl Totals {
 
     fn merge(&mut self, o: &Totals) {
         self.cells += o.cells;
+        self.repeat_runs += o.repeat_runs;
+        self.commands += o.commands;
+        self.startups += o.startups;
         self.llm_requests += o.llm_requests;
         self.runs += o.runs;
         self.duration_s += o.duration_s;
@@ -336,7 +351,12 @@ impl Totals {
 
     /// Rows summed.
     pub fn count(&self) -> usize {
-        self.cells + self.llm_requests + self.runs
+        self.cells
+            + self.repeat_runs
+            + self.commands
+            + self.startups
+            + self.llm_requests
+            + self.runs
     }
 }
 
@@ -529,6 +549,7 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
     let c_project = col(Column::ProjectName);
     let c_kind = col(Column::Kind);
     let c_lang = col(Column::Language);
+    let c_repeat = col(Column::RepeatIndex);
     // `provider`/`model`: the seed app's LLM logs.
     let by_word = |w: &str| header.iter().position(|h| h == w);
     let c_provider = col(Column::LlmProvider).or_else(|| by_word("provider"));
@@ -633,6 +654,7 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
                     l
                 }
             }),
+            repeat_index: c_repeat.and_then(|i| field(&rec, i).trim().parse().ok()),
             provider: text(c_provider),
             model: text(c_model),
             duration_s,
@@ -830,7 +852,7 @@ impl ClassReport {
                             Cow::Borrowed(w)
                         }
                     }
-                    Some(RowKind::Cell) => Cow::Borrowed("not recorded"),
+                    Some(RowKind::Cell | RowKind::Startup) => Cow::Borrowed("not recorded"),
                     None | Some(RowKind::Other(_)) => Cow::Borrowed("not recorded (CodeCarbon)"),
                 })
             },
@@ -900,11 +922,14 @@ impl ClassReport {
         let t = self.total();
         let _ = writeln!(
             out,
-            "carbon-kernel class report: {} file(s) read, {} skipped; {} rows ({} cells, {} LLM requests, {} CodeCarbon runs)",
+            "carbon-kernel class report: {} file(s) read, {} skipped; {} rows ({} cells, {} further --repeat runs, {} commands, {} runtime start-ups, {} LLM requests, {} CodeCarbon runs)",
             self.files.len(),
             self.skipped.len(),
             t.count(),
             t.cells,
+            t.repeat_runs,
+            t.commands,
+            t.startups,
             t.llm_requests,
             t.runs
         );
@@ -915,9 +940,15 @@ impl ClassReport {
             fmt_energy(Joules::from_kwh(t.energy_kwh)),
             fmt_duration(t.duration_s)
         );
+        let _ = writeln!(out, "≈ {}\n", self.equivalents_text());
         if let Some(note) = self.period_note() {
             let _ = writeln!(out, "{note}\n");
         }
+        let _ = writeln!(
+            out,
+            "columns: cells = metered cells and files (a --repeat cell once), +runs = its further runs, \
+             cmds = %carbon exec commands, start = runtime start-ups, llm = LLM requests, cc = CodeCarbon runs\n"
+        );
         let who = if self.students_are_files {
             "student (file)"
         } else {
@@ -961,6 +992,17 @@ impl ClassReport {
         out
     }
 
+    /// The class's total in everyday terms, chosen by magnitude (km by car for a semester),
+    /// with the factors' sources: `22.0 km driven by an average car (120 gCO₂/km …) · …`.
+    pub fn equivalents_text(&self) -> String {
+        let t = self.total();
+        crate::report::cell::equivalents(Joules::from_kwh(t.energy_kwh), KgCo2(t.emissions_kg))
+            .iter()
+            .map(|e| format!("{} {} ({})", e.amount, e.what, e.source))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    }
+
     /// The self-contained HTML page: inline CSS and SVG charts, no script and no external resource.
     ///
     /// Its size is bounded whatever the number of rows: tables and bar charts list at most
@@ -999,6 +1041,7 @@ impl ClassReport {
              in their <code>method</code> column; LLM rows are estimates; CodeCarbon's own runs are \
              machine-wide by default and record no language.</p>\n",
         );
+        let _ = writeln!(h, "<p>That is about {}.</p>", esc(&self.equivalents_text()));
         if let Some(note) = self.period_note() {
             let _ = writeln!(h, "<p class=\"note\"><b>{}</b></p>", esc(&note));
         }
@@ -1344,15 +1387,19 @@ fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
 
 fn html_table(groups: &[Totals]) -> String {
     let mut h = String::from(
-        "<table><tr><th></th><th>cells</th><th>LLM requests</th><th>CodeCarbon runs</th>\
+        "<table><tr><th></th><th>cells</th><th title=\"runs of --repeat after the first\">further runs</th>\
+         <th>commands</th><th>start-ups</th><th>LLM requests</th><th>CodeCarbon runs</th>\
          <th>run time</th><th>energy</th><th>emissions</th></tr>\n",
     );
     for g in groups {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.key),
             g.cells,
+            g.repeat_runs,
+            g.commands,
+            g.startups,
             g.llm_requests,
             g.runs,
             fmt_duration(g.duration_s),
@@ -1372,8 +1419,8 @@ fn text_section(title: &str, groups: &[Totals], total_kg: f64) -> String {
         .max()
         .unwrap_or(8);
     let mut out = format!(
-        "{title:<w$}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}\n",
-        "cells", "llm", "runs", "time", "energy", "emissions", "share"
+        "{title:<w$}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}\n",
+        "cells", "+runs", "cmds", "start", "llm", "cc", "time", "energy", "emissions", "share"
     );
     for g in groups {
         let share = if total_kg > 0.0 {
@@ -1383,9 +1430,12 @@ fn text_section(title: &str, groups: &[Totals], total_kg: f64) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<w$}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}",
+            "{:<w$}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:>10}  {:>10}  {:>12}  {:>6}",
             g.key,
             g.cells,
+            g.repeat_runs,
+            g.commands,
+            g.startups,
             g.llm_requests,
             g.runs,
             fmt_duration(g.duration_s),
@@ -1425,6 +1475,43 @@ mod tests {
         f[5] = em.to_string();
         f[13] = en.to_string();
         format!("{},{tail}", f.join(","))
+    }
+
+    #[test]
+    fn cells_repeat_runs_commands_and_startups_are_counted_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let header = format!("{},repeat_index", ours_header());
+        let row = |tail: &str, rep: &str| {
+            format!(
+                "{},{rep}",
+                ours_row("2026-01-05T10:00:00Z", "lab", 1.0, 1e-6, 2e-6, tail)
+            )
+        };
+        let rows = [
+            row("startup,java,start-up,,,,,", ""),
+            row("cell,java,,,,,,", ""),
+            row("cell,python,,,,,,", "1"),
+            row("cell,python,,,,,,", "2"),
+            row("cell,python,,,,,,", "3"),
+            row("cell,command,echo,,,,,", ""),
+        ];
+        let p = write(
+            d.path(),
+            "emissions.csv",
+            &format!("{header}\n{}\n", rows.join("\n")),
+        );
+        let r = ClassReport::load(&[p], GroupBy::Auto);
+        let t = r.total();
+        assert_eq!(
+            (t.cells, t.repeat_runs, t.commands, t.startups, t.count()),
+            (2, 2, 1, 1, 6)
+        );
+        let text = r.text_table();
+        assert!(
+            text.contains("2 cells, 2 further --repeat runs, 1 commands, 1 runtime start-ups"),
+            "{text}"
+        );
+        assert!(text.contains("≈ ") && text.contains("LED"), "{text}");
     }
 
     #[test]

@@ -114,8 +114,8 @@ fn row(r: &RequestResult) -> Vec<String> {
             );
         }
         None => {
-            let err = r.error.as_ref().map(|e| e.message.as_str());
-            v.push(format!("error: {}", err.unwrap_or_default()));
+            // the message is shown once, in the model's place above the table
+            v.push("failed (see its message above)".into());
             v.extend((0..3).map(|_| dash()));
         }
     }
@@ -528,15 +528,16 @@ pub fn models_bundle(cfg: &LlmConfig) -> MimeBundle {
 }
 
 /// `%llm history`.
-pub fn history_bundle(entries: &[HistoryEntry], path: &str) -> MimeBundle {
+pub fn history_bundle(entries: &[HistoryEntry], session: &str, path: &str) -> MimeBundle {
     if entries.is_empty() {
-        let m = format!("No LLM request in this session yet (file: {path}).");
+        let m = format!("No LLM request in this notebook's history yet (file: {path}).");
         return MimeBundle::new()
             .with("text/plain", m.clone())
             .with("text/html", format!("<p>{}</p>", esc(&m)));
     }
     let head = [
         "#",
+        "session",
         "time",
         "model",
         "latency s",
@@ -552,7 +553,16 @@ pub fn history_bundle(entries: &[HistoryEntry], path: &str) -> MimeBundle {
         .map(|(i, e)| {
             vec![
                 (i + 1).to_string(),
-                e.timestamp.get(11..19).unwrap_or(&e.timestamp).to_string(),
+                if e.session == session {
+                    "● this".to_string()
+                } else {
+                    "earlier".to_string()
+                },
+                // date and time: the history spans kernel restarts and days
+                e.timestamp
+                    .get(..19)
+                    .unwrap_or(&e.timestamp)
+                    .replace('T', " "),
                 format!("{}:{}", e.provider, e.model),
                 format!("{:.2}", e.latency_s),
                 format!(
@@ -580,7 +590,11 @@ pub fn history_bundle(entries: &[HistoryEntry], path: &str) -> MimeBundle {
             ]
         })
         .collect();
-    let foot = format!("Kept in {path}");
+    let mine = entries.iter().filter(|e| e.session == session).count();
+    let foot = format!(
+        "{} request(s), {mine} of this session (● this); kept in {path} (%llm history --clear empties it)",
+        entries.len()
+    );
     MimeBundle::new()
         .with(
             "text/html",
