@@ -115,6 +115,7 @@ mod tests {
             partial: String::new(),
             seed: Some(seed_estimate(&t, "gpt-4o-mini", 5.0)),
             eco: Some(eco_estimate(&t, "openai", "gpt-4o-mini", 500, Some(5.0))),
+            measured: None,
         };
         let z = intensity::zone(None).unwrap();
         let row = llm_record(EmissionRecord::base("p", "s", &z, 1.0), &r, RowStatus::Ok);

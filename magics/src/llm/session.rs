@@ -154,6 +154,7 @@ pub fn request_result(
                 partial: String::new(),
                 seed: Some(seed),
                 eco: Some(eco),
+                measured: None,
             }
         }
         RequestEnd::Failed { error, partial } => RequestResult {
@@ -163,6 +164,7 @@ pub fn request_result(
             partial,
             seed: None,
             eco: None,
+            measured: None,
         },
     }
 }
@@ -197,6 +199,7 @@ pub fn estimate(
         partial: String::new(),
         seed: Some(seed),
         eco: Some(eco),
+        measured: None,
     }
 }
 

@@ -932,6 +932,7 @@ mod tests {
             response: Some(resp),
             error: None,
             partial: String::new(),
+            measured: None,
         }
     }
 
