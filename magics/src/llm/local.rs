@@ -299,9 +299,9 @@ impl ProcNet {
         })
     }
 
-    /// The server's established connections whose client end `me` does not hold: other clients
-    /// (another program, another kernel, a browser). Connections whose client end is not on
-    /// this machine count as other clients too.
+    /// The server's established connections whose client end another process holds: other
+    /// clients (another program, another kernel, a browser). Connections from another machine
+    /// count as other clients too.
     pub fn other_clients(&self, server: &ServerProcess, me: u32) -> usize {
         let sockets = self.sockets();
         let mine = self.socket_inodes(me).unwrap_or_default();
@@ -315,15 +315,34 @@ impl ProcNet {
                     && accepts(listen_ip, s.local.ip())
             })
             .filter(|srv_end| {
-                // the same connection seen from the client: local = the server end's remote
-                let client = sockets.iter().find(|c| {
-                    c.state == TCP_ESTABLISHED
-                        && same(c.local, srv_end.remote)
-                        && same(c.remote, srv_end.local)
-                });
-                !client.is_some_and(|c| mine.contains(&c.inode))
+                if !is_loopback(srv_end.remote.ip()) {
+                    // a client on another machine
+                    return true;
+                }
+                // the same connection seen from the client: local = the server end's remote. A
+                // client end in any state counts (it may already be closing its side); one no
+                // process holds (inode 0) or that is gone is a connection being closed.
+                sockets
+                    .iter()
+                    .find(|c| same(c.local, srv_end.remote) && same(c.remote, srv_end.local))
+                    .is_some_and(|c| {
+                        c.inode != 0 && !mine.contains(&c.inode) && self.held_elsewhere(c, me)
+                    })
             })
             .count()
+    }
+
+    /// Whether a client end that `me` does not hold belongs to another program: another
+    /// process holds it, or another user's (whose descriptors may be unreadable). One that no
+    /// process holds any more is ours being closed (its descriptor is gone before the socket).
+    fn held_elsewhere(&self, client: &TcpSocket, me: u32) -> bool {
+        if self.uid_of(me).is_some_and(|u| u != client.uid) {
+            return true;
+        }
+        self.pids().into_iter().filter(|p| *p != me).any(|p| {
+            self.socket_inodes(p)
+                .is_ok_and(|inodes| inodes.contains(&client.inode))
+        })
     }
 }
 
@@ -501,6 +520,20 @@ impl LocalMeters {
             m.slots.push(slot);
         }
         m
+    }
+
+    /// [`LocalMeters::start`] with the `%%carbon` settings of `carbon`: its meter configuration,
+    /// zone (`CARBON_COUNTRY`, else the world average) and PUE.
+    pub fn for_session(
+        models: &[ModelSpec],
+        cfg: &LlmConfig,
+        carbon: &crate::carbon::session::CarbonSession,
+    ) -> LocalMeters {
+        let c = carbon.config();
+        let zone = crate::carbon::intensity::zone(c.country.as_deref())
+            .or_else(|_| crate::carbon::intensity::zone(None))
+            .unwrap_or_else(|_| unreachable!("the world average always resolves"));
+        LocalMeters::start(models, cfg, &c.meter, zone, c.pue)
     }
 
     /// True when no request goes to a local server.
@@ -803,6 +836,28 @@ pub(crate) mod tests {
         };
         let zone = crate::carbon::intensity::zone(Some("FRA")).unwrap();
         LocalMeters::start(&specs, &cfg, &mc, zone, 1.5)
+    }
+
+    /// A metered request (2.5 CPU s of the server at 100 W TDP), and one whose server had
+    /// another client, for the report's and the row's tests.
+    #[cfg(target_endian = "little")]
+    pub(crate) fn examples() -> (Measured, Measured) {
+        let f = FakeProc::new(TCP, TCP6);
+        f.process(40, 1, "llama-server", &[546984, 600001]);
+        f.process(std::process::id(), 1, "carbon-kernel", &[600002]);
+        let mut m = meters_on(&f, &["local:smollm2"]);
+        std::fs::write(
+            f.root().join("40/stat"),
+            crate::carbon::procfs::tests::stat_line(40, "llama-server", 1, [210, 55, 0, 0], 100),
+        )
+        .unwrap();
+        let metered = m.take(0).unwrap();
+        let g = FakeProc::new(TCP, TCP6);
+        g.process(40, 1, "llama-server", &[546984, 600001]);
+        g.process(77, 1, "curl", &[600002]);
+        g.process(std::process::id(), 1, "carbon-kernel", &[]);
+        let shared = meters_on(&g, &["local:smollm2"]).take(0).unwrap();
+        (metered, shared)
     }
 
     #[cfg(target_endian = "little")]
