@@ -31,6 +31,25 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// counter cannot wrap twice unseen).
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
+/// Programs that listen on a port only to forward its connections elsewhere (a container, a VM,
+/// another machine): metering them would measure the forwarder, not the model. Their process
+/// names (`/proc/<pid>/stat` field 2, at most 15 bytes): Docker's and rootless Podman's port
+/// proxies, the user-mode network stacks of rootless containers and VMs, Docker Desktop's and
+/// Podman machine's proxies, `kubectl port-forward`, `ssh -L` tunnels and socat relays.
+const FORWARDERS: &[&str] = &[
+    "docker-proxy",
+    "rootlessport",
+    "rootlesskit",
+    "slirp4netns",
+    "pasta",
+    "passt",
+    "vpnkit",
+    "gvproxy",
+    "kubectl",
+    "ssh",
+    "socat",
+];
+
 /// One socket of `/proc/net/tcp` or `/proc/net/tcp6`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpSocket {
@@ -291,6 +310,12 @@ impl ProcNet {
             .find(|(p, _)| top.first() == Some(p))
             .and_then(|(_, st)| st.as_ref().map(|(c, _)| c.clone()))
             .unwrap_or_else(|| "?".into());
+        if FORWARDERS.contains(&name.as_str()) {
+            return Err(format!(
+                "{} listening on {} forwards the connections elsewhere (a container, a VM or another machine): the server itself cannot be metered from here",
+                name, listener.local
+            ));
+        }
         Ok(ServerProcess {
             pids: top,
             name,
@@ -751,6 +776,16 @@ pub(crate) mod tests {
         assert_eq!(net.other_clients(&s, 50), 0);
         // seen from another process, it is another client's
         assert_eq!(net.other_clients(&s, 41), 1);
+        // a container's port, published by Docker's proxy: not the server itself
+        let f2 = FakeProc::new(TCP, TCP6);
+        f2.process(60, 1, "docker-proxy", &[546984]);
+        let e = ProcNet::new(f2.root())
+            .find_server(&lo, 8000, 50)
+            .unwrap_err();
+        assert!(
+            e.contains("docker-proxy listening on 127.0.0.1:8000 forwards"),
+            "{e}"
+        );
         // a ::ffff:127.0.0.1 listener accepts 127.0.0.1, but no process here holds it
         let e = net.find_server(&lo, 3000, 50).unwrap_err();
         assert!(e.contains("[::ffff:127.0.0.1]:3000"), "{e}");
