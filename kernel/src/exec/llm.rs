@@ -12,6 +12,7 @@ use carbon_magics::config::Settings;
 use carbon_magics::llm::client::ProviderErrorKind;
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
 use carbon_magics::llm::footprint::Tables;
+use carbon_magics::llm::local::LocalMeters;
 use carbon_magics::llm::providers::{LlmConfig, ModelSpec};
 use carbon_magics::llm::run::{self, Event, RequestError};
 use carbon_magics::llm::session::{self as session, LlmSession, RequestEnd};
@@ -184,6 +185,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             Some(&s.display_id),
         );
     }
+    // Requests to a server on this machine: find it and meter it from before the request starts.
+    let mut local = LocalMeters::for_session(&args.models, cfg, &ex.carbon);
     let (rx, streams) = run::spawn(&args, providers, cancel.clone());
     let mut interrupted = false;
     let redact = |s: &str| ex.settings.redact(&cfg.redact(s));
@@ -206,6 +209,7 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 }
             }
             Ok(Event::Done { idx, result }) => {
+                local.finish(idx);
                 let s = &mut slots[idx];
                 s.text.push_str(&streams.take(idx));
                 s.result = Some(match *result {
@@ -227,6 +231,7 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 }
             }
         }
+        local.tick();
         if ex.interrupts.requested() {
             cancel.store(true, Ordering::SeqCst);
             interrupted = true;
@@ -264,7 +269,8 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
     ex.interrupts.disarm();
 
     let mut results = Vec::with_capacity(slots.len());
-    for s in slots {
+    for (idx, s) in slots.into_iter().enumerate() {
+        let measured = local.take(idx);
         let end = match s.result.expect("every slot is finished") {
             Ok(resp) => RequestEnd::Answered(resp),
             Err(error) => RequestEnd::Failed {
@@ -272,7 +278,11 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
                 partial: s.text,
             },
         };
-        let r = session::request_result(&tables, s.spec, end, zone.as_ref());
+        let mut r = session::request_result(&tables, s.spec, end, zone.as_ref());
+        // the third figure goes with an answer (a failed request has no estimates either)
+        if r.response.is_some() {
+            r.measured = measured;
+        }
         let text = match &r.response {
             Some(resp) => resp.text.clone(),
             None => r.partial.clone(),

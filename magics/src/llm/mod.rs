@@ -5,6 +5,7 @@
 //! * [`client`]: the [`client::Provider`] trait, HTTP for both wire formats, SSE, retries, faults;
 //! * [`footprint`]: both methods of METHODOLOGY.md §3 and their data tables;
 //! * [`history`]: the session's requests, kept under `data/`.
+//! * [`local`]: the measured energy of a request to a server on this machine.
 //! * [`session`]: [`session::LlmSession`], a kernel session's `%llm` state, both footprints of an
 //!   answer, history entries and rows.
 //!
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub mod client;
 pub mod footprint;
 pub mod history;
+pub mod local;
 pub mod models;
 pub mod providers;
 pub mod row;

@@ -7,7 +7,11 @@
 //! `country_*`/`carbon_intensity` = the provider's datacenter assumptions. Our columns add the
 //! provider, model, tokens, the range (`emissions_min_kg`/`emissions_max_kg`) and, in `method`,
 //! the seed's latency × hardware figure for the same request.
+//!
+//! A request to a server on this machine that was metered ([`super::local`]) is the exception:
+//! its CodeCarbon columns hold the measurement, as a metered cell's do, and `method` says so.
 
+use super::local::{LocalMeasurement, Measured};
 use super::run::RequestResult;
 use crate::carbon::intensity;
 use crate::carbon::record::{EmissionRecord, RowKind, RowStatus};
@@ -86,7 +90,50 @@ pub fn llm_record(
             );
         }
     }
+    match (&r.measured, &r.response) {
+        (Some(Measured::Metered(lm)), Some(resp)) => {
+            measured_columns(&mut base, lm, resp.latency_s)
+        }
+        (Some(Measured::Unavailable { reason, .. }), _) => {
+            base.method
+                .push_str(&format!("; not measured on this machine: {reason}"));
+        }
+        _ => {}
+    }
     base
+}
+
+/// A request to a server on this machine, metered: the CodeCarbon columns (energies, powers,
+/// emissions, zone, PUE, machine, sensors, tracking mode) hold the measurement, as for a metered
+/// cell; `emissions_min_kg`/`emissions_max_kg` keep the tokens × parameters range and `method`
+/// says so, with the seed's figure.
+fn measured_columns(base: &mut EmissionRecord, lm: &LocalMeasurement, latency_s: f64) {
+    let m = &lm.measurement;
+    let estimates = std::mem::take(&mut base.method);
+    base.country_name = lm.zone.name.clone();
+    base.country_iso_code = lm.zone.iso3.clone();
+    base.carbon_intensity = lm.zone.g_per_kwh;
+    base.intensity_source = lm.zone.source.clone();
+    base.pue = lm.pue;
+    base.set_energy(latency_s, &m.energy);
+    base.tracking_mode = Some(m.scope);
+    base.cpu_utilization_percent = m.machine_load * 100.0;
+    base.cpu_count = m.setup.machine.logical_cpus;
+    base.cpu_model = m.setup.machine.cpu_model.clone();
+    base.ram_total_size = m.setup.machine.mem_total as f64 / (1u64 << 30) as f64;
+    base.gpu_count = m.setup.gpu_count;
+    base.gpu_model = m.setup.gpu_model.clone();
+    base.cpu_method = m.setup.cpu.name.clone();
+    base.ram_method = m.setup.ram.name.clone();
+    base.gpu_method = m.setup.gpu.name.clone();
+    base.process_cpu_seconds = Some(m.cpu_seconds);
+    base.method = format!(
+        "measured on this machine ({}): the server {}, its process tree, {:.3} s; the energy and emissions columns are this measurement, emissions_min_kg/emissions_max_kg the {}",
+        lm.method_word(),
+        lm.server.describe(),
+        m.duration_s,
+        estimates.trim_start_matches("estimated: ")
+    );
 }
 
 #[cfg(test)]
@@ -115,6 +162,7 @@ mod tests {
             partial: String::new(),
             seed: Some(seed_estimate(&t, "gpt-4o-mini", 5.0)),
             eco: Some(eco_estimate(&t, "openai", "gpt-4o-mini", 500, Some(5.0))),
+            measured: None,
         };
         let z = intensity::zone(None).unwrap();
         let row = llm_record(EmissionRecord::base("p", "s", &z, 1.0), &r, RowStatus::Ok);
@@ -128,5 +176,68 @@ mod tests {
         assert_eq!(row.pue, 1.2);
         assert!((row.carbon_intensity - 384.4).abs() < 1e-9);
         assert!(row.method.contains("seed latency x hardware"));
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn a_metered_local_request_writes_its_measurement_in_codecarbons_columns() {
+        let t = Tables::builtin();
+        let (metered, shared) = crate::llm::local::tests::examples();
+        let lm = metered.metered().unwrap().clone();
+        let r = |measured| RequestResult {
+            spec: ModelSpec {
+                provider: ProviderKind::Local,
+                model: "smollm2".into(),
+            },
+            response: Some(LlmResponse {
+                latency_s: 0.8,
+                completion_tokens: Some(12),
+                ..Default::default()
+            }),
+            error: None,
+            partial: String::new(),
+            seed: Some(seed_estimate(&t, "smollm2", 0.8)),
+            eco: Some(eco_estimate(&t, "local", "smollm2", 12, Some(0.8))),
+            measured: Some(measured),
+        };
+        let z = intensity::zone(None).unwrap();
+        let row = llm_record(
+            EmissionRecord::base("p", "s", &z, 1.0),
+            &r(metered),
+            RowStatus::Ok,
+        );
+        // the measurement, PUE 1.5 and France's intensity (the meters' zone), as a cell's row
+        assert!((row.energy_consumed() - lm.energy_kwh()).abs() < 1e-15);
+        assert!((row.emissions - lm.emissions().0).abs() < 1e-15);
+        assert_eq!((row.pue, row.country_iso_code.as_str()), (1.5, "FRA"));
+        assert_eq!(
+            row.tracking_mode,
+            Some(crate::carbon::sensor::Scope::Process)
+        );
+        assert_eq!(row.process_cpu_seconds, Some(lm.measurement.cpu_seconds));
+        assert!(row.cpu_method.contains("TDP"), "{}", row.cpu_method);
+        assert!(
+            row.method.starts_with("measured on this machine"),
+            "{}",
+            row.method
+        );
+        assert!(row.method.contains("tokens x parameters"), "{}", row.method);
+        // the estimate's range stays beside it
+        let eco = r(shared.clone()).eco.unwrap().total_kg();
+        assert_eq!(row.emissions_min_kg, Some(eco.min()));
+        // another client: the estimate's row, and why there is no measurement
+        let row = llm_record(
+            EmissionRecord::base("p", "s", &z, 1.0),
+            &r(shared),
+            RowStatus::Ok,
+        );
+        assert!((row.emissions - eco.mid()).abs() < 1e-15);
+        assert!(
+            row.method
+                .contains("not measured on this machine: the server"),
+            "{}",
+            row.method
+        );
+        assert_eq!(row.tracking_mode, None);
     }
 }

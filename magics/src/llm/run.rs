@@ -7,6 +7,7 @@ use super::client::{
     HttpProvider, LlmRequest, LlmResponse, Provider, ProviderError, ProviderErrorKind, RetryPolicy,
 };
 use super::footprint::{EcoEstimate, SeedEstimate};
+use super::local::Measured;
 use super::providers::{LlmConfig, ModelSpec};
 use crate::carbon::record::RowStatus;
 use std::sync::atomic::AtomicBool;
@@ -28,6 +29,8 @@ pub struct RequestResult {
     pub seed: Option<SeedEstimate>,
     /// Tokens × parameters.
     pub eco: Option<EcoEstimate>,
+    /// The third figure, for a request to a server on this machine: metered, or why not.
+    pub measured: Option<Measured>,
 }
 
 impl RequestResult {
@@ -242,6 +245,7 @@ mod tests {
             partial: String::new(),
             seed: None,
             eco: None,
+            measured: None,
         };
         assert_eq!(r(None).row_status(true), RowStatus::Ok);
         let key = RequestError::new(ProviderErrorKind::MissingKey, "openai: no API key");

@@ -160,6 +160,7 @@ pub fn request_result(
                 partial: String::new(),
                 seed: Some(seed),
                 eco: Some(eco),
+                measured: None,
             }
         }
         RequestEnd::Failed { error, partial } => RequestResult {
@@ -169,6 +170,7 @@ pub fn request_result(
             partial,
             seed: None,
             eco: None,
+            measured: None,
         },
     }
 }
@@ -203,6 +205,7 @@ pub fn estimate(
         partial: String::new(),
         seed: Some(seed),
         eco: Some(eco),
+        measured: None,
     }
 }
 

@@ -1038,7 +1038,7 @@ impl ClassReport {
         h.push_str(
             "<p class=\"note\">Sums of what each file recorded: this report does not re-estimate. \
              Cells metered by carbon-kernel say how they were measured (RAPL, CPU-time × TDP model, NVML) \
-             in their <code>method</code> column; LLM rows are estimates; CodeCarbon's own runs are \
+             in their <code>method</code> column; LLM rows are estimates, except requests to a server on the student's machine that were metered (<code>method</code> starting <code>measured on this machine</code>); CodeCarbon's own runs are \
              machine-wide by default and record no language.</p>\n",
         );
         let _ = writeln!(h, "<p>That is about {}.</p>", esc(&self.equivalents_text()));

@@ -14,6 +14,9 @@ use crate::llm::run::RequestResult;
 use crate::units::sig3;
 use plotters::prelude::*;
 
+mod measured;
+pub use measured::MEASURED_MIME;
+
 /// `min–max`, or one number when exact.
 pub fn range(r: &Range, scale: f64) -> String {
     if r.is_range() {
@@ -169,24 +172,39 @@ fn warnings(results: &[RequestResult]) -> Vec<String> {
 
 /// The comparison: table (HTML + text), warnings and the collapsed explanation.
 pub fn comparison_bundle(results: &[RequestResult], tables: &Tables) -> MimeBundle {
-    let rows: Vec<Vec<String>> = results.iter().map(row).collect();
-    let warns = warnings(results);
+    // The measured columns appear only when a request went to a server on this machine.
+    let local = results.iter().any(|r| r.measured.is_some());
+    let mut head: Vec<&str> = HEAD.to_vec();
+    let mut rows: Vec<Vec<String>> = results.iter().map(row).collect();
+    if local {
+        head.extend(measured::HEAD);
+        for (r, cells) in results.iter().zip(rows.iter_mut()) {
+            cells.extend(measured::cells(r.measured.as_ref()));
+        }
+    }
+    let mut warns = warnings(results);
+    warns.extend(results.iter().filter_map(measured::warning));
     let mut html = String::from("<div class=\"carbon-llm-report\">");
-    html.push_str(&html_table(&HEAD, &rows));
+    html.push_str(&html_table(&head, &rows));
     for w in &warns {
         html.push_str(&format!("<div style=\"color:#b35900\">⚠ {}</div>", esc(w)));
     }
     html.push_str(&explanation_html(results, tables));
     html.push_str("</div>");
-    let mut text = text_table(&HEAD, &rows);
+    let mut text = text_table(&head, &rows);
     for w in &warns {
         text.push_str(&format!("warning: {w}\n"));
     }
     text.push_str("\nHow this was computed:\n");
     text.push_str(&explanation_text(results, tables));
-    MimeBundle::new()
+    let b = MimeBundle::new()
         .with("text/html", html)
-        .with("text/plain", text)
+        .with("text/plain", text);
+    if local {
+        b.with(MEASURED_MIME, measured::json(results))
+    } else {
+        b
+    }
 }
 
 /// The explanation lines of one request, both methods with its numbers.
@@ -263,6 +281,7 @@ fn explain(r: &RequestResult, t: &Tables) -> Vec<String> {
             range(&e.emb_kg, 1000.0)
         ));
     }
+    l.extend(measured::explain(r));
     if let Some(resp) = &r.response {
         if let Some(tm) = &resp.timing
             && let Some(ct) = tm.completion_time
@@ -946,6 +965,7 @@ mod tests {
             response: Some(resp),
             error: None,
             partial: String::new(),
+            measured: None,
         }
     }
 

@@ -1,0 +1,226 @@
+//! The third figure of `%llm`'s comparison: the energy metered on this machine for a request to
+//! a local server ([`crate::llm::local`]), its columns, warnings, explanation and JSON.
+
+use crate::llm::local::{LocalMeasurement, Measured};
+use crate::llm::run::RequestResult;
+use crate::units::sig3;
+use serde_json::{Value, json};
+
+/// The MIME type of the measured figures, unrounded, for tools (the real-model test reads it);
+/// front-ends ignore it.
+pub const MEASURED_MIME: &str = "application/vnd.carbon-kernel.llm-measured+json";
+
+/// The columns added when a request went to a local server.
+pub(super) const HEAD: [&str; 2] = ["measured Wh", "measured gCO₂eq"];
+
+/// A request's measured cells.
+pub(super) fn cells(m: Option<&Measured>) -> [String; 2] {
+    match m {
+        Some(Measured::Metered(lm)) => {
+            [sig3(lm.energy_kwh() * 1000.0), sig3(lm.emissions().grams())]
+        }
+        Some(Measured::Unavailable { .. }) => ["not measured".into(), "—".into()],
+        None => ["—".into(), "—".into()],
+    }
+}
+
+/// Why a request to a local server has no measured figure.
+pub(super) fn warning(r: &RequestResult) -> Option<String> {
+    match &r.measured {
+        Some(Measured::Unavailable { reason, .. }) => {
+            Some(format!("{}: no measured figure: {reason}", r.spec))
+        }
+        _ => None,
+    }
+}
+
+/// The explanation lines of a metered request.
+pub(super) fn explain(r: &RequestResult) -> Vec<String> {
+    let Some(lm) = r.measured.as_ref().and_then(Measured::metered) else {
+        return Vec::new();
+    };
+    let m = &lm.measurement;
+    let s = &m.setup;
+    let mut l = vec![format!(
+        "Measured on this machine (the server's own energy, beside the two estimates of a datacenter deployment): {}, its process tree metered for the request's {:.3} s with the sensors of %%carbon; no other client was connected to it during the request (checked {} times).",
+        lm.server.describe(),
+        m.duration_s,
+        lm.checks
+    )];
+    l.push(match lm.tdp_watts_per_cpu() {
+        Some(w) => format!(
+            "CPU: {:.2} s of the server's CPU time × {} W per logical CPU ({}, {} logical CPUs) = {} J",
+            m.cpu_seconds,
+            sig3(w),
+            s.cpu.name,
+            s.machine.logical_cpus,
+            sig3(m.energy.cpu.0)
+        ),
+        None => format!(
+            "CPU: {}, the server's share of the busy CPU time ({:.1} %, {:.2} CPU s) = {} J",
+            s.cpu.name,
+            m.busy_share * 100.0,
+            m.cpu_seconds,
+            sig3(m.energy.cpu.0)
+        ),
+    });
+    l.push(format!(
+        "RAM: {}, the server's resident memory ({:.0} MiB) = {} J; GPU: {} = {} J",
+        s.ram.name,
+        m.rss_bytes / (1u64 << 20) as f64,
+        sig3(m.energy.ram.0),
+        s.gpu.name,
+        sig3(m.energy.gpu.0)
+    ));
+    l.push(format!(
+        "E = (CPU + RAM + GPU) × PUE {} = {} Wh; × {} gCO₂eq/kWh ({}, {}) = {} gCO₂eq",
+        lm.pue,
+        sig3(lm.energy_kwh() * 1000.0),
+        lm.zone.g_per_kwh,
+        lm.zone.name,
+        lm.zone.source,
+        sig3(lm.emissions().grams())
+    ));
+    l.extend(s.notes.iter().map(|n| format!("Sensor note: {n}")));
+    l.extend(
+        m.read_errors
+            .iter()
+            .map(|n| format!("Reading problem: {n}")),
+    );
+    l
+}
+
+fn measurement_json(lm: &LocalMeasurement) -> Value {
+    let m = &lm.measurement;
+    json!({
+        "server": {
+            "pids": lm.server.pids,
+            "name": lm.server.name,
+            "listen": lm.server.listen.to_string(),
+        },
+        "duration_s": m.duration_s,
+        "cpu_seconds": m.cpu_seconds,
+        "cpu_j": m.energy.cpu.0,
+        "ram_j": m.energy.ram.0,
+        "gpu_j": m.energy.gpu.0,
+        "cpu_method": m.setup.cpu.name,
+        "cpu_measured": m.setup.cpu.kind.measured(),
+        "ram_method": m.setup.ram.name,
+        "gpu_method": m.setup.gpu.name,
+        "watts_per_cpu_second": lm.tdp_watts_per_cpu(),
+        "logical_cpus": m.setup.machine.logical_cpus,
+        "pue": lm.pue,
+        "energy_kwh": lm.energy_kwh(),
+        "emissions_kg": lm.emissions().0,
+        "zone": lm.zone.iso3,
+        "intensity_g_per_kwh": lm.zone.g_per_kwh,
+        "checks": lm.checks,
+    })
+}
+
+/// Every request's measured figure (or why none), with the two estimates' energies beside it.
+pub(super) fn json(results: &[RequestResult]) -> Value {
+    Value::Array(
+        results
+            .iter()
+            .filter(|r| r.measured.is_some())
+            .map(|r| {
+                let (measured, reason) = match &r.measured {
+                    Some(Measured::Metered(lm)) => (measurement_json(lm), Value::Null),
+                    Some(Measured::Unavailable { reason, .. }) => {
+                        (Value::Null, Value::from(reason.clone()))
+                    }
+                    None => (Value::Null, Value::Null),
+                };
+                json!({
+                    "model": r.spec.to_string(),
+                    "measured": measured,
+                    "not_measured": reason,
+                    "completion_tokens": r.response.as_ref().and_then(|x| x.completion_tokens),
+                    "tokens_counted": r.response.as_ref().map(|x| x.tokens_estimated),
+                    "latency_s": r.response.as_ref().map(|x| x.latency_s),
+                    "seed_energy_kwh": r.seed.as_ref().map(|x| x.energy_kwh),
+                    "seed_kg": r.seed.as_ref().map(|x| x.total_kg()),
+                    "eco_energy_kwh": r.eco.as_ref().map(|e| json!({"min": e.energy_kwh.min(), "max": e.energy_kwh.max()})),
+                    "eco_kg": r.eco.as_ref().map(|e| json!({"min": e.total_kg().min(), "max": e.total_kg().max()})),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use crate::llm::client::LlmResponse;
+    use crate::llm::footprint::{Tables, eco_estimate, seed_estimate};
+    use crate::llm::local::tests::examples;
+    use crate::llm::providers::{ModelSpec, ProviderKind};
+    use crate::llm::run::RequestResult;
+    use crate::report::llm::{MEASURED_MIME, comparison_bundle};
+
+    fn result(measured: Option<crate::llm::local::Measured>) -> RequestResult {
+        let t = Tables::builtin();
+        RequestResult {
+            spec: ModelSpec {
+                provider: ProviderKind::Local,
+                model: "smollm2".into(),
+            },
+            response: Some(LlmResponse {
+                text: "hi".into(),
+                completion_tokens: Some(12),
+                tokens_estimated: true,
+                latency_s: 0.8,
+                attempts: 1,
+                ..Default::default()
+            }),
+            error: None,
+            partial: String::new(),
+            seed: Some(seed_estimate(&t, "smollm2", 0.8)),
+            eco: Some(eco_estimate(&t, "local", "smollm2", 12, Some(0.8))),
+            measured,
+        }
+    }
+
+    #[test]
+    fn the_measured_figure_stands_beside_the_estimates_or_says_why_not() {
+        let t = Tables::builtin();
+        let (metered, shared) = examples();
+        let lm = metered.metered().unwrap().clone();
+        let b = comparison_bundle(&[result(Some(metered)), result(Some(shared))], &t);
+        let text = b.text("text/plain").unwrap();
+        assert!(
+            text.contains("measured Wh") && text.contains("measured gCO₂eq"),
+            "{text}"
+        );
+        // 2.5 CPU s × 100 W ÷ n CPUs, plus the RAM share, in Wh
+        assert!(
+            text.contains(&crate::units::sig3(lm.energy_kwh() * 1000.0)),
+            "{text}"
+        );
+        assert!(
+            text.contains("llama-server (pid 40) listening on 127.0.0.1:8000"),
+            "{text}"
+        );
+        assert!(text.contains("s of the server's CPU time × "), "{text}");
+        assert!(text.contains("not measured"), "{text}");
+        assert!(text.contains("no measured figure: the server"), "{text}");
+        // the tokens were counted from the stream, and the report says so
+        assert!(text.contains("counted from the stream chunks"), "{text}");
+        let html = b.text("text/html").unwrap();
+        assert!(html.contains("measured Wh"));
+        let json = &b.data[MEASURED_MIME];
+        assert_eq!(json[0]["measured"]["server"]["pids"][0], 40);
+        assert_eq!(json[0]["tokens_counted"], true);
+        assert!(json[1]["measured"].is_null());
+        assert!(
+            json[1]["not_measured"]
+                .as_str()
+                .unwrap()
+                .contains("other client")
+        );
+        // without a local request, no measured column and no JSON
+        let b = comparison_bundle(&[result(None)], &t);
+        assert!(!b.text("text/plain").unwrap().contains("measured Wh"));
+        assert!(!b.data.contains_key(MEASURED_MIME));
+    }
+}
