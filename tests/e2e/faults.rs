@@ -111,3 +111,95 @@ fn item7_replays_unknown_comms_and_heartbeat_dropouts() {
     }
     assert_eq!(k.execute("print still").stdout(), "still\n");
 }
+
+/// The rows of `emissions.csv` as (status, repeat index) and the whole header/row maps.
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let Ok(mut r) = csv::Reader::from_path(path) else {
+        return Vec::new();
+    };
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    r.records()
+        .map(|x| {
+            header
+                .iter()
+                .cloned()
+                .zip(x.unwrap().iter().map(str::to_string))
+                .collect()
+        })
+        .collect()
+}
+
+/// Item 6: an interrupt during `%%carbon --repeat N` stops the series, the interrupted run is
+/// recorded as `interrupted` and the finished ones are kept; a crash is `runtime-error` in
+/// every language (Python, Java, Rust; a language whose runtime is not installed is skipped).
+#[test]
+fn item6_interrupted_series_and_crashes_read_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let mut k = Kernel::start(
+        Opts::default()
+            .workdir(d.path())
+            .env("CARBON_NVML_LIB", "none")
+            .env("CARBON_CPU_TDP", "100")
+            .timeout(Duration::from_secs(300)),
+    )
+    .unwrap();
+    let csv = d.path().join("emissions.csv");
+    let py = k.execute("print('py', 1 + 1)");
+    if py.stdout() != "py 2\n" {
+        eprintln!("SKIP: Python runtime not usable: {:?}", py.errors());
+        return;
+    }
+    let id = k
+        .send_execute("%%carbon --repeat 8\nimport time\ntime.sleep(0.6)\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    k.interrupt();
+    let r = k.wait(&id).unwrap();
+    assert_eq!(r.status(), "error", "{:?}", r.iopub);
+    let rows = csv_rows(&csv);
+    let statuses: Vec<&str> = rows.iter().map(|r| r["status"].as_str()).collect();
+    assert!(
+        (1..8).contains(&statuses.len()),
+        "the series did not stop: {statuses:?}"
+    );
+    let (last, done) = statuses.split_last().unwrap();
+    assert!(done.iter().all(|s| *s == "ok"), "{statuses:?}");
+    assert!(
+        *last == "interrupted" || (*last == "ok" && r.errors()[0]["ename"] == "KeyboardInterrupt"),
+        "{statuses:?}"
+    );
+    // the kernel goes on
+    assert_eq!(k.execute("print('after')").stdout(), "after\n");
+
+    // crashes: one word in every language
+    let crashes = [
+        (
+            "python",
+            "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n",
+        ),
+        ("java", "Runtime.getRuntime().halt(3);\n"),
+        ("rust", "std::process::abort();\n"),
+    ];
+    for (lang, body) in crashes {
+        let before = csv_rows(&csv).len();
+        let r = k
+            .execute_with_timeout(
+                &format!("%%carbon {lang}\n{body}"),
+                Duration::from_secs(300),
+            )
+            .unwrap();
+        let after = csv_rows(&csv);
+        if after.len() == before {
+            let e = r.errors().first().map(|e| e["ename"].to_string());
+            eprintln!("SKIP {lang}: no row ({e:?})");
+            continue;
+        }
+        assert_eq!(r.status(), "error", "{lang}: {:?}", r.iopub);
+        assert_eq!(
+            after.last().unwrap()["status"],
+            "runtime-error",
+            "{lang}: {:?}",
+            r.errors()
+        );
+    }
+}

@@ -620,7 +620,7 @@ impl RustRuntime {
                 self.discard_session_if_dead();
                 ExecOutcome {
                     error: Some(ExecError::new(
-                        "RuntimeDied",
+                        carbon_magics::carbon::session::RUNTIME_DIED,
                         format!(
                             "evcxr's child process died ({how}); it was restarted: all variables \
                              are lost (fns, types and `use` items remain)"
