@@ -73,6 +73,9 @@ fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Orphans of cell processes (`sh -c 'x &'`, daemons) come back to the kernel, which finds
+    // and ends them on interrupt, timeout and shutdown.
+    carbon_kernel::runtime::child::become_subreaper();
     let metrics = carbon_kernel::metrics::start(rt.handle(), &path, &workdir);
     let exit = rt.block_on(server::serve(ServerConfig {
         connection,
@@ -81,6 +84,8 @@ fn run(args: RunArgs) -> Result<()> {
         factory,
     }))?;
     log::info!("kernel exiting: {exit:?}");
+    // Nothing a cell started outlives the kernel (runtimes already stopped by the shutdown).
+    carbon_kernel::runtime::child::end_all_processes();
     drop(metrics); // removes this kernel's Prometheus file_sd target
     // Do not wait for a runtime that ignores shutdown: the process ends here.
     std::process::exit(0);

@@ -203,3 +203,172 @@ fn item6_interrupted_series_and_crashes_read_the_same() {
         );
     }
 }
+
+/// Live (non-zombie) processes whose command line contains `marker`.
+fn running_with(marker: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rfind(')')
+            .map(|i| stat[i + 1..].trim_start().starts_with('Z'))
+            .unwrap_or(true);
+        if cmd.contains(marker) && !zombie {
+            out.push(format!("{pid}: {cmd}"));
+        }
+    }
+    out
+}
+
+/// Waits up to 10 s for every process with `marker` in its command line to end; returns the
+/// survivors.
+fn survivors(marker: &str) -> Vec<String> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = running_with(marker);
+        if left.is_empty() || Instant::now() > end {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ends (SIGKILL) what a failed test left behind, so a failure does not leak sleeps.
+fn cleanup(marker: &str) {
+    for l in running_with(marker) {
+        if let Some(pid) = l.split(':').next().and_then(|p| p.parse::<u32>().ok()) {
+            carbon_kernel::runtime::child::signal_pid(pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn python_kernel() -> Option<Kernel> {
+    let mut k = Kernel::start(
+        Opts::default()
+            .env("CARBON_NVML_LIB", "none")
+            .env("CARBON_CPU_TDP", "100")
+            .timeout(Duration::from_secs(120)),
+    )
+    .unwrap();
+    let e = k.execute("print('py', 1 + 1)");
+    if e.stdout() != "py 2\n" {
+        eprintln!("SKIP: Python runtime not usable: {:?}", e.errors());
+        return None;
+    }
+    Some(k)
+}
+
+/// Item 1 (and issue 10.6's third point): nothing a cell starts outlives its `--timeout`, its
+/// interrupt, `%carbon exec`, or the kernel's shutdown (idle and mid-cell), whether started
+/// directly, through a shell with `&`, or `setsid` away from every group. ipykernel: an
+/// interrupt is SIGINT to the kernel's process group (jupyter_client's `signal_kernel`), which
+/// reaches direct children in that group but not a shell's `setsid` job, and a shutdown leaves
+/// a subprocess's children running; carbon-kernel ends them all.
+#[test]
+fn item1_nothing_outlives_its_cell_or_its_kernel() {
+    let tag = format!("4711.{}", std::process::id());
+    let marker = |n: u32| format!("{tag}{n}");
+    let result = std::panic::catch_unwind(|| {
+        let Some(mut k) = python_kernel() else { return };
+        // a: --timeout ends a shell, its background job and a setsid'd one
+        let code = format!(
+            "%%carbon --timeout 1 --no-csv\nimport subprocess, os, time\n\
+             subprocess.Popen('sleep {a} & setsid sleep {b} & sleep {c}', shell=True)\n\
+             time.sleep(60)\n",
+            a = marker(1),
+            b = marker(2),
+            c = marker(3)
+        );
+        let r = k
+            .execute_with_timeout(&code, Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(r.status(), "error", "{:?}", r.iopub);
+        for n in 1..=3 {
+            let left = survivors(&marker(n));
+            assert!(left.is_empty(), "after --timeout: {left:?}");
+        }
+        // b: an interrupt ends a subprocess and an orphan of a shell that already exited
+        let code = format!(
+            "import subprocess, os, time\nos.system('sleep {d} &')\n\
+             p = subprocess.Popen(['sleep', '{e}'])\ntime.sleep(60)\n",
+            d = marker(4),
+            e = marker(5)
+        );
+        let id = k.send_execute(&code).unwrap();
+        let t0 = Instant::now();
+        while running_with(&marker(5)).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        k.interrupt();
+        let r = k.wait(&id).unwrap();
+        assert_eq!(r.status(), "error");
+        for n in 4..=5 {
+            let left = survivors(&marker(n));
+            assert!(left.is_empty(), "after the interrupt: {left:?}");
+        }
+        // c: %carbon exec returns when its command exits though a background job holds its
+        // output, and the job does not outlive it
+        let r = k
+            .execute_with_timeout(
+                &format!(
+                    "%carbon exec sh -c 'sleep {f} & echo started'",
+                    f = marker(6)
+                ),
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert!(r.stdout().contains("started"), "{:?}", r.iopub);
+        assert!(survivors(&marker(6)).is_empty());
+        // d: shutdown of an idle kernel ends a background process of an earlier cell, and one
+        // mid-cell ends the cell's
+        k.execute(&format!(
+            "import subprocess\nbg = subprocess.Popen(['sleep', '{g}'])",
+            g = marker(7)
+        ));
+        assert_eq!(
+            running_with(&marker(7)).len(),
+            1,
+            "the background sleep runs"
+        );
+        let id = k
+            .send_execute(&format!(
+                "import subprocess\nsubprocess.run('sleep {h} & wait', shell=True)",
+                h = marker(8)
+            ))
+            .unwrap();
+        let t0 = Instant::now();
+        while running_with(&marker(8)).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = id;
+        k.shutdown(false);
+        assert!(
+            k.wait_exit(Duration::from_secs(20)).is_some(),
+            "kernel exits"
+        );
+        for n in 7..=8 {
+            let left = survivors(&marker(n));
+            assert!(left.is_empty(), "after shutdown: {left:?}");
+        }
+    });
+    for n in 1..=9 {
+        cleanup(&marker(n));
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -213,6 +213,13 @@ impl Interrupts {
             .clone();
         if let Some(h) = h {
             h();
+            // The runtime stops its code; the processes that code started (a subprocess, a
+            // shell and its background jobs, orphans) are ended here, as jupyter_client's
+            // SIGINT to the kernel's process group reaches ipykernel's. Off this thread: it
+            // scans /proc and waits a little.
+            let _ = std::thread::Builder::new()
+                .name("carbon-end-cell".into())
+                .spawn(crate::runtime::child::end_cell_processes);
         }
     }
 

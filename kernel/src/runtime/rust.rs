@@ -505,6 +505,10 @@ impl RustRuntime {
         let shared = Arc::clone(&self.shared);
         self.start()?;
         let child_pid = shared.child_pid();
+        if let Some(pid) = child_pid {
+            // evcxr waits for its child (and respawns it): never an orphan to reap
+            child::claim(pid);
+        }
         let with_hook = child_pid.is_none() || self.hook_pid != child_pid;
         let session = self.session()?;
         let (body, shift) = instrument(code, with_hook);

@@ -157,6 +157,8 @@ impl Kernel {
             st.history.clear();
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.exec.call(Job::Shutdown)).await;
+        // whatever the cells started, the runtimes' background processes and orphans included
+        let _ = tokio::task::spawn_blocking(crate::runtime::child::end_all_processes).await;
     }
 }
 
