@@ -35,6 +35,12 @@ enum Command {
     Report(report::ReportArgs),
     /// List the magics (`--markdown`: the README reference).
     Magics(magics::MagicsArgs),
+    /// (internal) Outlive a `kill -9` of the kernel with this pid and end what it started.
+    #[command(hide = true)]
+    Guard {
+        /// The kernel's pid.
+        pid: u32,
+    },
 }
 
 #[derive(Args)]
@@ -76,6 +82,7 @@ fn run(args: RunArgs) -> Result<()> {
     // Orphans of cell processes (`sh -c 'x &'`, daemons) come back to the kernel, which finds
     // and ends them on interrupt, timeout and shutdown.
     carbon_kernel::runtime::child::become_subreaper();
+    carbon_kernel::runtime::child::start_guard();
     let metrics = carbon_kernel::metrics::start(rt.handle(), &path, &workdir);
     let exit = rt.block_on(server::serve(ServerConfig {
         connection,
@@ -111,6 +118,10 @@ fn main() -> ExitCode {
             .map(drop)
             .map_err(Into::into),
         Command::Magics(a) => magics::run_magics(&a, &mut std::io::stdout()).map_err(Into::into),
+        Command::Guard { pid } => {
+            carbon_kernel::runtime::child::run_guard(pid);
+            Ok(())
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

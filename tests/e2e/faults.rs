@@ -281,7 +281,7 @@ fn python_kernel() -> Option<Kernel> {
 #[test]
 fn item1_nothing_outlives_its_cell_or_its_kernel() {
     let tag = format!("4711.{}", std::process::id());
-    let marker = |n: u32| format!("{tag}{n}");
+    let marker = |n: u32| format!("{tag}{n:02}");
     let result = std::panic::catch_unwind(|| {
         let Some(mut k) = python_kernel() else { return };
         // a: --timeout ends a shell, its background job and a setsid'd one
@@ -364,8 +364,29 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
             let left = survivors(&marker(n));
             assert!(left.is_empty(), "after shutdown: {left:?}");
         }
+        // e: kill -9 of the kernel: its guard ends a subprocess, a shell's job and a setsid'd
+        // orphan (the guard looks at the tree every second: give it two looks)
+        let Some(mut k) = python_kernel() else { return };
+        let r = k.execute(&format!(
+            "import subprocess, os\nbg = subprocess.Popen(['sleep', '{i}'])\n\
+             os.system('sleep {j} & setsid sleep {l} &')",
+            i = marker(9),
+            j = marker(10),
+            l = marker(11)
+        ));
+        assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+        std::thread::sleep(Duration::from_millis(2500));
+        for n in 9..=11 {
+            assert_eq!(running_with(&marker(n)).len(), 1, "sleep {n} runs");
+        }
+        k.signal(libc::SIGKILL);
+        assert!(k.wait_exit(Duration::from_secs(10)).is_some());
+        for n in 9..=11 {
+            let left = survivors(&marker(n));
+            assert!(left.is_empty(), "after kill -9 of the kernel: {left:?}");
+        }
     });
-    for n in 1..=9 {
+    for n in 1..=11 {
         cleanup(&marker(n));
     }
     if let Err(e) = result {

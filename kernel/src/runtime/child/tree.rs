@@ -256,6 +256,108 @@ pub fn end_all_processes() {
     reap_orphans();
 }
 
+/// Start time (clock ticks after boot, proc(5) field 22) of `pid`: with the pid, it names one
+/// process for good (a pid can be reused, the pair cannot).
+fn start_time(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+/// How often the guard looks at the kernel's process tree.
+const GUARD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the guard: a second process (this binary's hidden `guard` command, in its own
+/// process group, without a parent-death signal) that survives a `kill -9` of the kernel and
+/// then ends what the kernel had started. A dead kernel's runtimes die by their parent-death
+/// signal, but their children would be reparented to init and run on; the guard knows them
+/// from its last look at the tree. It learns of the kernel's death from the end of its stdin,
+/// whose other end only the kernel holds.
+pub fn start_guard() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("guard")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    match cmd.spawn() {
+        Ok(mut child) => {
+            claim(child.id());
+            // The write end lives as long as the kernel (never written; closed by the kernel's
+            // death, any death). std pipes are close-on-exec: no child inherits it.
+            if let Some(w) = child.stdin.take() {
+                std::mem::forget(w);
+            }
+            std::mem::forget(child);
+        }
+        Err(e) => log::warn!("cannot start the process guard: {e}"),
+    }
+}
+
+/// The guard's loop (see [`start_guard`]): every [`GUARD_INTERVAL`], remember the kernel's
+/// descendants and their process groups; when stdin ends (the kernel is gone), SIGKILL those
+/// still alive (same pid and start time) and every member of their groups.
+pub fn run_guard(kernel: u32) {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let me = std::process::id();
+    let mut known: Vec<(u32, u64, u32)> = Vec::new();
+    loop {
+        let procs = scan();
+        let kernel_group = own_pgid(&procs, kernel);
+        let alive = rx.recv_timeout(GUARD_INTERVAL).is_err();
+        if !alive {
+            break;
+        }
+        known = descendants(&procs, &[kernel])
+            .into_iter()
+            .filter(|&p| p != me)
+            .filter_map(|p| {
+                let g = procs.iter().find(|q| q.pid == p)?.pgid;
+                Some((p, start_time(p)?, g))
+            })
+            .collect();
+        if let Some(g) = kernel_group {
+            // the kernel's own group is the front-end's business (and the guard's parent's)
+            for k in known.iter_mut() {
+                if k.2 == g {
+                    k.2 = 0;
+                }
+            }
+        }
+    }
+    for _ in 0..3 {
+        let mut n = 0;
+        for &(pid, start, _) in &known {
+            if start_time(pid) == Some(start) {
+                sys::signal_pid(pid, libc::SIGKILL);
+                n += 1;
+            }
+        }
+        let groups: HashSet<u32> = known.iter().map(|k| k.2).filter(|&g| g > 1).collect();
+        for p in scan() {
+            if groups.contains(&p.pgid) && p.pid != me && !p.zombie {
+                sys::signal_pid(p.pid, libc::SIGKILL);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
