@@ -393,3 +393,34 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// Item 2: output of a thread that prints after its cell ended reaches the front-end while the
+/// kernel is idle, under the cell that started it, with nothing dropped. ipykernel 7.4 does the
+/// same (its thread's `late` arrives 1.0 s after the cell, parent = that cell; while another
+/// cell runs, it goes under the running cell).
+#[test]
+fn item2_late_thread_output_goes_to_its_cell_at_once() {
+    let Some(mut k) = python_kernel() else { return };
+    let code = "import threading, time\n\
+                def f():\n    time.sleep(1.0)\n    for i in range(300):\n        print('late', i, flush=True)\n\
+                threading.Thread(target=f).start()\nprint('early')";
+    let r = k.execute(code);
+    assert_eq!(r.stdout(), "early\n");
+    let cell = r.msg_id.clone();
+    // the kernel is idle: nothing else is sent; the lines come on their own
+    let t0 = Instant::now();
+    let mut text = String::new();
+    while !text.contains("late 299\n") && t0.elapsed() < Duration::from_secs(20) {
+        for m in k.unclaimed(Duration::from_millis(200)).unwrap() {
+            if m.msg_type == "stream" {
+                assert_eq!(m.parent_id(), Some(cell.as_str()), "{m:?}");
+                text.push_str(m.content["text"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    let want: String = (0..300).map(|i| format!("late {i}\n")).collect();
+    assert_eq!(text, want, "late output lost or misplaced");
+    // and the next cell gets only its own output
+    let r = k.execute("print('next')");
+    assert_eq!(r.stdout(), "next\n");
+}
