@@ -424,3 +424,42 @@ fn item2_late_thread_output_goes_to_its_cell_at_once() {
     let r = k.execute("print('next')");
     assert_eq!(r.stdout(), "next\n");
 }
+
+/// Item 3: a subscriber that connects to iopub and never reads does not stall the kernel: a
+/// 20 MB print still gets its reply, and a client that reads gets all of it. A ZeroMQ PUB
+/// socket (ipykernel's iopub) drops a slow subscriber's messages at its high-water mark the
+/// same way.
+#[test]
+fn item3_a_stalled_subscriber_stalls_nobody() {
+    use std::io::{Read, Write};
+    let mut k = test_kernel();
+    // a raw ZMTP 3.0 SUB: greeting, READY, subscribe to everything, then never read
+    let mut s = std::net::TcpStream::connect((k.info.ip.as_str(), k.info.iopub_port)).unwrap();
+    let mut greeting = [0u8; 64];
+    greeting[0] = 0xff;
+    greeting[8] = 1;
+    greeting[9] = 0x7f;
+    greeting[10] = 3;
+    greeting[12..16].copy_from_slice(b"NULL");
+    s.write_all(&greeting).unwrap();
+    let mut theirs = [0u8; 64];
+    s.read_exact(&mut theirs).unwrap();
+    assert_eq!((theirs[0], theirs[9], theirs[10]), (0xff, 0x7f, 3));
+    let mut ready = vec![5u8];
+    ready.extend_from_slice(b"READY\x0bSocket-Type\0\0\0\x03SUB");
+    s.write_all(&[0x04, ready.len() as u8]).unwrap();
+    s.write_all(&ready).unwrap();
+    s.write_all(&[0x00, 1, 1]).unwrap(); // subscribe to ""
+    s.flush().unwrap();
+    // give the subscription time to land, then fill its buffers
+    std::thread::sleep(Duration::from_millis(300));
+    let bytes = 20_000_000;
+    let r = k
+        .execute_with_timeout(&format!("spam {bytes}"), Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(r.status(), "ok");
+    assert_eq!(r.stdout().len(), bytes, "the reading client lost output");
+    // and the kernel keeps serving
+    assert_eq!(k.execute("print after").stdout(), "after\n");
+    drop(s);
+}

@@ -1133,13 +1133,16 @@ impl Runtime for PythonRuntime {
             .interrupted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
+        // busy before the code can run: an interrupt that comes as soon as the cell starts
+        // (the executor thread descheduled right after the send) must not be ignored
+        self.shared.busy.store(true, Ordering::SeqCst);
         if w.send(&json!({"op": "execute", "id": id, "code": code}))
             .is_err()
         {
+            self.shared.busy.store(false, Ordering::SeqCst);
             let how = w.proc.exit_description();
             return Err(self.lose_worker(how));
         }
-        self.shared.busy.store(true, Ordering::SeqCst);
         let r = self.pump(Some(out), Wait::Done(id));
         self.shared.busy.store(false, Ordering::SeqCst);
         match r? {

@@ -16,6 +16,7 @@
 pub mod executor;
 pub mod input_history;
 pub mod iopub;
+pub mod pubsock;
 pub mod stdin;
 
 use crate::protocol::{self, ConnectionError, ConnectionInfo};
@@ -208,9 +209,18 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
     let stdin = jupyter_zmq_client::create_kernel_stdin_connection(&ci, &session)
         .await
         .map_err(bind_err("stdin", ci.stdin_url()))?;
-    let iopub = jupyter_zmq_client::create_kernel_iopub_xpub_connection(&ci, &session)
-        .await
-        .map_err(bind_err("iopub", ci.iopub_url()))?;
+    let iopub = iopub::IoPub {
+        socket: pubsock::PubSocket::bind(&ci.iopub_url())
+            .await
+            .map_err(|e| ServerError::Bind {
+                socket: "iopub",
+                url: ci.iopub_url(),
+                detail: e.to_string(),
+            })?,
+        mac: (!ci.key.is_empty())
+            .then(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ci.key.as_bytes())),
+        session: session.clone(),
+    };
 
     let io = iopub::spawn(iopub);
     let mut starting: JupyterMessage = Status::starting().into();
