@@ -80,9 +80,9 @@ fn run(args: RunArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     // Orphans of cell processes (`sh -c 'x &'`, daemons) come back to the kernel, which finds
-    // and ends them on interrupt, timeout and shutdown.
+    // and ends them on interrupt, timeout and shutdown; a guard process ends them after a
+    // `kill -9` of the kernel.
     carbon_kernel::runtime::child::become_subreaper();
-    carbon_kernel::runtime::child::start_guard();
     let metrics = carbon_kernel::metrics::start(rt.handle(), &path, &workdir);
     let exit = rt.block_on(server::serve(ServerConfig {
         connection,

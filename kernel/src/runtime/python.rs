@@ -482,7 +482,8 @@ impl PythonRuntime {
             return Err(unavailable("the python child has no pipes".into()));
         };
         let (tx, raw) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
-        let (to_pump, rx) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
+        // small: the pump reads at once; `raw` already bounds what is in flight
+        let (to_pump, rx) = mpsc::sync_channel::<Ev>(2);
         let gate = Arc::new(Gate::default());
         let idle = Arc::new(Idle::default());
         let io_err = |e| RuntimeError::Io {

@@ -34,9 +34,10 @@ pub const HWM_MESSAGES: usize = 1000;
 pub const HWM_BYTES: usize = 16 * 1024 * 1024;
 
 /// A subscriber with more than this queued holds the sender back ([`PubSocket::backpressure`])
-/// while it keeps reading: a cell that prints faster than a front-end reads waits for it, as
-/// it did when TCP buffers were full, instead of queueing its whole output in the kernel.
-pub const SOFT_BYTES: usize = 256 * 1024;
+/// while it keeps reading (64 KiB: one stream chunk of a runtime): a cell that prints faster
+/// than a front-end reads waits for it, as it did when TCP buffers were full, instead of
+/// queueing its whole output in the kernel.
+pub const SOFT_BYTES: usize = 64 * 1024;
 
 /// A subscriber whose queue has not moved for this long is stalled: nobody waits for it any
 /// more, and its messages are dropped at the high-water mark.
@@ -137,9 +138,9 @@ impl PubSocket {
     /// Queues `frames` for every subscriber whose topics match the first frame. Never waits: a
     /// subscriber whose queue is at its high-water mark misses this message.
     pub fn send(&self, frames: Vec<Vec<u8>>) {
-        let Some(first) = frames.first() else { return };
         let size: usize = frames.iter().map(Vec::len).sum();
-        let msg: Frames = Arc::new(frames.clone());
+        let msg: Frames = Arc::new(frames);
+        let Some(first) = msg.first() else { return };
         let mut peers = self.peers.lock();
         for (id, p) in peers.iter_mut() {
             if !p.topics.iter().any(|t| first.starts_with(t)) {

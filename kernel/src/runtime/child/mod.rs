@@ -36,7 +36,7 @@ pub use supervised::Supervised;
 pub use sys::{process_exists, signal_group, signal_pid};
 pub use tree::{
     become_subreaper, cell_processes, claim, end_all_processes, end_cell_processes, reap_orphans,
-    release, run_guard, start_guard,
+    release, run_guard,
 };
 pub use utf8::Utf8Carry;
 

@@ -61,23 +61,29 @@ fn claimed_now() -> HashSet<u32> {
 
 /// Makes the kernel a child subreaper and starts the thread that reaps its orphans. Returns
 /// false where the system refuses (then orphans go to init as before).
+///
+/// The same thread starts the guard (see [`run_guard`]): a child of that thread, not of the main
+/// one, so the main thread's `children` list shows the runtimes only.
 pub fn become_subreaper() -> bool {
-    if !sys::set_child_subreaper() {
+    let reaper = sys::set_child_subreaper();
+    if !reaper {
         log::warn!("cannot become a child subreaper: orphaned cell processes go to init");
-        return false;
     }
     let spawned = std::thread::Builder::new()
         .name("carbon-reaper".into())
-        .spawn(|| {
+        .spawn(move || {
+            start_guard();
             loop {
                 std::thread::sleep(REAP_INTERVAL);
-                reap_orphans();
+                if reaper {
+                    reap_orphans();
+                }
             }
         });
     if let Err(e) = spawned {
         log::warn!("cannot start the orphan reaper: {e}");
     }
-    true
+    reaper
 }
 
 /// One process as `/proc/<pid>/stat` shows it.
@@ -106,6 +112,44 @@ fn scan() -> Vec<Proc> {
         }
     }
     out
+}
+
+/// `root` and its descendants, from the `children` files of each thread (proc(5),
+/// `/proc/<pid>/task/<tid>/children`): far cheaper than reading every process of the system,
+/// for the looks taken every second. `None` where the kernel does not provide those files.
+fn tree_of(root: u32) -> Option<Vec<Proc>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    let mut seen = HashSet::new();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(p) = parse_stat(pid, &text) else {
+            continue;
+        };
+        out.push(p);
+        let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(t) => t,
+            Err(_) if pid == root => return None,
+            Err(_) => continue,
+        };
+        for t in tasks.flatten() {
+            let kids = match std::fs::read_to_string(t.path().join("children")) {
+                Ok(k) => k,
+                Err(_) if pid == root => return None,
+                Err(_) => continue,
+            };
+            stack.extend(
+                kids.split_ascii_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    Some(out)
 }
 
 /// State, ppid and pgid from a stat line (proc(5): fields 3–5, counted after the last `)`,
@@ -172,7 +216,7 @@ fn protected(pid: u32) -> bool {
 /// Waits for the kernel's orphans that have ended (zombies nobody claimed), by pid.
 pub fn reap_orphans() {
     let me = std::process::id();
-    let procs = scan();
+    let procs = tree_of(me).unwrap_or_else(scan);
     for p in orphans(&procs, me, &claimed_now()) {
         if p.zombie {
             sys::reap_pid(p.pid);
@@ -273,7 +317,7 @@ const GUARD_INTERVAL: Duration = Duration::from_secs(1);
 /// signal, but their children would be reparented to init and run on; the guard knows them
 /// from its last look at the tree. It learns of the kernel's death from the end of its stdin,
 /// whose other end only the kernel holds.
-pub fn start_guard() {
+fn start_guard() {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -313,7 +357,7 @@ pub fn run_guard(kernel: u32) {
     let me = std::process::id();
     let mut known: Vec<(u32, u64, u32)> = Vec::new();
     loop {
-        let procs = scan();
+        let procs = tree_of(kernel).unwrap_or_else(scan);
         let kernel_group = own_pgid(&procs, kernel);
         let alive = rx.recv_timeout(GUARD_INTERVAL).is_err();
         if !alive {
@@ -369,6 +413,43 @@ mod tests {
             pgid,
             zombie: false,
         }
+    }
+
+    #[test]
+    fn the_tree_from_children_files_finds_grandchildren() {
+        let Some(_) = tree_of(std::process::id()) else {
+            return; // no children files on this system: the full scan is used instead
+        };
+        let mut c = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (mut fast, mut full) = (Vec::new(), Vec::new());
+        while std::time::Instant::now() < deadline {
+            full = descendants(&scan(), &[c.id()]);
+            fast = tree_of(me)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.pid)
+                .collect();
+            if !full.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for p in &full {
+            sys::signal_pid(*p, libc::SIGKILL);
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(!full.is_empty(), "the sleep did not start");
+        assert!(fast.contains(&c.id()), "{fast:?}");
+        assert!(
+            full.iter().all(|p| fast.contains(p)),
+            "{fast:?} vs {full:?}"
+        );
     }
 
     #[test]
