@@ -463,3 +463,73 @@ fn item3_a_stalled_subscriber_stalls_nobody() {
     assert_eq!(k.execute("print after").stdout(), "after\n");
     drop(s);
 }
+
+/// Item 1 in Java and Rust: a `ProcessBuilder` and a `std::process::Command` child (a shell and
+/// its background job) end with the cell's interrupt. A language whose runtime is not
+/// installed is skipped.
+#[test]
+fn item1_java_and_rust_children_end_with_the_interrupt() {
+    let tag = format!("4712.{}", std::process::id());
+    let marker = |n: u32| format!("{tag}{n:02}");
+    let result = std::panic::catch_unwind(|| {
+        let mut k = Kernel::start(
+            Opts::default()
+                .env("CARBON_NVML_LIB", "none")
+                .timeout(Duration::from_secs(300)),
+        )
+        .unwrap();
+        let cells = [
+            (
+                "java",
+                format!(
+                    "%%java\nnew ProcessBuilder(\"sh\", \"-c\", \"sleep {a} & sleep {b}\").start();\n\
+                     Thread.sleep(120000);\n",
+                    a = marker(1),
+                    b = marker(2)
+                ),
+                [1, 2],
+            ),
+            (
+                "rust",
+                format!(
+                    "%%rust\nstd::process::Command::new(\"sh\").args([\"-c\", \"sleep {a} & sleep {b}\"]).spawn().unwrap();\n\
+                     std::thread::sleep(std::time::Duration::from_secs(120));\n",
+                    a = marker(3),
+                    b = marker(4)
+                ),
+                [3, 4],
+            ),
+        ];
+        for (lang, code, ns) in cells {
+            let id = k.send_execute(&code).unwrap();
+            let t0 = Instant::now();
+            let mut started = false;
+            while t0.elapsed() < Duration::from_secs(240) {
+                if ns.iter().all(|n| !running_with(&marker(*n)).is_empty()) {
+                    started = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !started {
+                k.interrupt();
+                let r = k.wait(&id).unwrap();
+                eprintln!("SKIP {lang}: the children never ran: {:?}", r.errors());
+                continue;
+            }
+            k.interrupt();
+            let r = k.wait(&id).unwrap();
+            assert_eq!(r.status(), "error", "{lang}");
+            for n in ns {
+                let left = survivors(&marker(n));
+                assert!(left.is_empty(), "{lang}: after the interrupt: {left:?}");
+            }
+        }
+    });
+    for n in 1..=4 {
+        cleanup(&marker(n));
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}

@@ -22,8 +22,9 @@ pub const MERGE_WINDOW: Duration = Duration::from_millis(25);
 pub const MAX_MERGED: usize = 256 * 1024;
 
 /// Capacity of the channel into the iopub task (messages, not bytes; chunks are ≤ 64 KiB from
-/// the runtimes, so at most a few MiB are ever queued).
-pub const QUEUE: usize = 64;
+/// the runtimes, so at most 1 MiB is ever queued; with 64 a 10 MB print raised the kernel's
+/// peak memory by 4–5 MiB, the queue full while the socket's writer caught up).
+pub const QUEUE: usize = 16;
 
 /// What the iopub task is asked to do.
 pub enum IoItem {

@@ -71,6 +71,8 @@ struct Peer {
 struct Peers {
     map: Mutex<HashMap<u64, Peer>>,
     next: AtomicU64,
+    /// Signalled each time a writer has written a message (wakes [`PubSocket::backpressure`]).
+    written: tokio::sync::Notify,
 }
 
 impl Peers {
@@ -165,6 +167,10 @@ impl PubSocket {
     /// has not moved for [`STALLED_AFTER`] is not waited for).
     pub async fn backpressure(&self) {
         loop {
+            let written = self.peers.written.notified();
+            tokio::pin!(written);
+            // registered before the check: a write that lands in between still wakes us
+            written.as_mut().enable();
             let busy = self.peers.lock().values().any(|p| {
                 p.queued_bytes.load(Ordering::SeqCst) > SOFT_BYTES
                     && p.progress
@@ -175,7 +181,8 @@ impl PubSocket {
             if !busy {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            // a stalled subscriber writes nothing: look again when it would count as stalled
+            let _ = tokio::time::timeout(STALLED_AFTER, written).await;
         }
     }
 
@@ -303,7 +310,9 @@ async fn serve_peer(
             dropped: 0,
         },
     );
+    let writer_peers = peers.clone();
     let writer = async move {
+        let written = &writer_peers.written;
         while let Some(msg) = rx.recv().await {
             let size: usize = msg.iter().map(Vec::len).sum();
             for (i, f) in msg.iter().enumerate() {
@@ -318,6 +327,7 @@ async fn serve_peer(
             if let Ok(mut t) = progress.lock() {
                 *t = std::time::Instant::now();
             }
+            written.notify_waiters();
         }
         Ok::<(), io::Error>(())
     };
