@@ -9,7 +9,7 @@ its pong, and count the heartbeat sockets left in CLOSE-WAIT.
 Before the ROUTER heartbeat, 2 kernels in 4 died this way (13 and 31 sockets in CLOSE-WAIT);
 after it, 6 in 6 stayed alive with none."""
 import random, json, os, socket, subprocess, sys, tempfile, time, uuid, zmq
-binary = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
+binary = sys.argv[1] if sys.argv[1] == "ipykernel" else os.path.abspath(sys.argv[1]); n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
 def free():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 d = tempfile.mkdtemp()
