@@ -333,6 +333,26 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
             .unwrap();
         assert!(r.stdout().contains("started"), "{:?}", r.iopub);
         assert!(survivors(&marker(6)).is_empty());
+        // c': an interrupt always ends `%carbon exec`, even a command that ignores SIGINT and
+        // SIGTERM (killed after the escalation delay), and what it started
+        let id = k
+            .send_execute(&format!(
+                "%carbon exec sh -c 'trap \"\" INT TERM; sleep {m} & sleep {n}'",
+                m = marker(12),
+                n = marker(13)
+            ))
+            .unwrap();
+        let t0 = Instant::now();
+        while running_with(&marker(13)).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        k.interrupt();
+        let r = k.wait_timeout(&id, Duration::from_secs(30)).unwrap();
+        assert_eq!(r.status(), "error", "{:?}", r.iopub);
+        for n in 12..=13 {
+            let left = survivors(&marker(n));
+            assert!(left.is_empty(), "after interrupting %carbon exec: {left:?}");
+        }
         // d: shutdown of an idle kernel ends a background process of an earlier cell, and one
         // mid-cell ends the cell's
         k.execute(&format!(
@@ -364,6 +384,24 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
             let left = survivors(&marker(n));
             assert!(left.is_empty(), "after shutdown: {left:?}");
         }
+        // d': a restart (shutdown_request with restart) ends them the same way
+        let Some(mut k) = python_kernel() else { return };
+        k.execute(&format!(
+            "import subprocess\nbg = subprocess.Popen(['sleep', '{r}'])",
+            r = marker(14)
+        ));
+        assert_eq!(
+            running_with(&marker(14)).len(),
+            1,
+            "the background sleep runs"
+        );
+        k.shutdown(true);
+        assert!(
+            k.wait_exit(Duration::from_secs(20)).is_some(),
+            "kernel exits"
+        );
+        let left = survivors(&marker(14));
+        assert!(left.is_empty(), "after a restart: {left:?}");
         // e: kill -9 of the kernel: its guard ends a subprocess, a shell's job and a setsid'd
         // orphan (the guard looks at the tree every second: give it two looks)
         let Some(mut k) = python_kernel() else { return };
@@ -386,7 +424,7 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
             assert!(left.is_empty(), "after kill -9 of the kernel: {left:?}");
         }
     });
-    for n in 1..=11 {
+    for n in 1..=14 {
         cleanup(&marker(n));
     }
     if let Err(e) = result {
