@@ -35,6 +35,12 @@ enum Command {
     Report(report::ReportArgs),
     /// List the magics (`--markdown`: the README reference).
     Magics(magics::MagicsArgs),
+    /// (internal) Outlive a `kill -9` of the kernel with this pid and end what it started.
+    #[command(hide = true)]
+    Guard {
+        /// The kernel's pid.
+        pid: u32,
+    },
 }
 
 #[derive(Args)]
@@ -73,6 +79,10 @@ fn run(args: RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Orphans of cell processes (`sh -c 'x &'`, daemons) come back to the kernel, which finds
+    // and ends them on interrupt, timeout and shutdown; a guard process ends them after a
+    // `kill -9` of the kernel.
+    carbon_kernel::runtime::child::become_subreaper();
     let metrics = carbon_kernel::metrics::start(rt.handle(), &path, &workdir);
     let exit = rt.block_on(server::serve(ServerConfig {
         connection,
@@ -81,6 +91,8 @@ fn run(args: RunArgs) -> Result<()> {
         factory,
     }))?;
     log::info!("kernel exiting: {exit:?}");
+    // Nothing a cell started outlives the kernel (runtimes already stopped by the shutdown).
+    carbon_kernel::runtime::child::end_all_processes();
     drop(metrics); // removes this kernel's Prometheus file_sd target
     // Do not wait for a runtime that ignores shutdown: the process ends here.
     std::process::exit(0);
@@ -106,6 +118,10 @@ fn main() -> ExitCode {
             .map(drop)
             .map_err(Into::into),
         Command::Magics(a) => magics::run_magics(&a, &mut std::io::stdout()).map_err(Into::into),
+        Command::Guard { pid } => {
+            carbon_kernel::runtime::child::run_guard(pid);
+            Ok(())
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

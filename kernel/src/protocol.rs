@@ -396,6 +396,56 @@ pub enum DecodeError {
         /// what was wrong
         detail: String,
     },
+    /// A correctly signed message whose signature was seen before: a replay.
+    #[error("replayed message (its signature was already used)")]
+    Replayed,
+}
+
+/// How many signatures [`DigestHistory`] remembers: jupyter_client's
+/// `Session.digest_history_size` default (2**16).
+pub const DIGEST_HISTORY: usize = 1 << 16;
+
+/// The signatures of the signed messages received so far, so a replayed message (the same bytes,
+/// hence the same signature) is refused, as jupyter_client's `Session.digest_history` does. One
+/// per kernel, shared by every socket. Bounded: past [`DIGEST_HISTORY`] entries the oldest are
+/// forgotten (jupyter_client culls a random 10 %; oldest-first keeps the recent window exact).
+#[derive(Debug, Default)]
+pub struct DigestHistory {
+    inner: std::sync::Mutex<DigestInner>,
+}
+
+#[derive(Debug, Default)]
+struct DigestInner {
+    seen: std::collections::HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<Vec<u8>>,
+}
+
+impl DigestHistory {
+    /// Records the signature of a message that `decode` accepted; `Err(Replayed)` if it was
+    /// already seen. Unsigned messages (empty key: no authentication) are not tracked.
+    pub fn check(&self, signature: &[u8]) -> Result<(), DecodeError> {
+        if signature.is_empty() {
+            return Ok(());
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.seen.contains(signature) {
+            return Err(DecodeError::Replayed);
+        }
+        if g.order.len() >= DIGEST_HISTORY
+            && let Some(old) = g.order.pop_front()
+        {
+            g.seen.remove(&old);
+        }
+        g.seen.insert(signature.to_vec());
+        g.order.push_back(signature.to_vec());
+        Ok(())
+    }
+}
+
+/// The signature frame of a multipart message (the frame after `<IDS|MSG>`), if any.
+pub fn signature_of(multipart: &zeromq::ZmqMessage) -> Option<Vec<u8>> {
+    let at = multipart.iter().position(|f| &f[..] == b"<IDS|MSG>")?;
+    multipart.get(at + 1).map(|f| f.to_vec())
 }
 
 /// Fills in fields that the spec marks optional but `jupyter-protocol`'s types require, so

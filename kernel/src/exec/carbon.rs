@@ -257,6 +257,17 @@ impl Live {
     }
 }
 
+/// The cell's error when an interrupt stopped a `--repeat` series before run `done + 1`.
+fn interrupted_between_runs(done: u32, repeat: u32) -> ExecOutcome {
+    ExecOutcome {
+        error: Some(crate::runtime::ExecError::new(
+            "KeyboardInterrupt",
+            format!("interrupted: the series stopped after {done} of {repeat} runs"),
+        )),
+        ..Default::default()
+    }
+}
+
 fn status_of(
     res: &Result<ExecOutcome, RuntimeError>,
     timed_out: bool,
@@ -363,7 +374,15 @@ fn metered(
             return runtime_failure(&e);
         }
         let pids = rt.pids();
-        ex.interrupts.arm(Some(rt.interrupt_handle()));
+        // The first run clears the flag; later runs keep it, so an interrupt that lands between
+        // two runs (while a row is written) stops the series instead of being forgotten.
+        if i == 0 {
+            ex.interrupts.arm(Some(rt.interrupt_handle()));
+        } else if ex.interrupts.rearm(Some(rt.interrupt_handle())) {
+            ex.interrupts.disarm();
+            last = interrupted_between_runs(i, repeat);
+            break;
+        }
         let ints = ex.interrupts.clone();
         meter.start(&pids);
         let live = Live::spawn(
@@ -407,6 +426,14 @@ fn metered(
             );
         }
         if last.error.is_some() {
+            break;
+        }
+        if interrupted {
+            // the run ended without an error although an interrupt came (it landed as the
+            // code finished): the series still stops here
+            if i + 1 < repeat {
+                last = interrupted_between_runs(i + 1, repeat);
+            }
             break;
         }
     }

@@ -214,6 +214,16 @@ impl Interrupts {
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = h;
     }
 
+    /// Registers the handle of the next run of a series (`--repeat`) without clearing the flag,
+    /// so an interrupt that arrived between two runs is not lost. Returns true when an
+    /// interrupt is already pending: the series must stop before this run starts.
+    pub fn rearm(&self, h: Option<InterruptHandle>) -> bool {
+        *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = h;
+        // checked after the handle is in place: an interrupt now either saw the handle (and
+        // stops the run) or set the flag before (and the run does not start)
+        self.requested()
+    }
+
     /// Forgets the handle once the cell is done.
     pub fn disarm(&self) {
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -229,6 +239,13 @@ impl Interrupts {
             .clone();
         if let Some(h) = h {
             h();
+            // The runtime stops its code; the processes that code started (a subprocess, a
+            // shell and its background jobs, orphans) are ended here, as jupyter_client's
+            // SIGINT to the kernel's process group reaches ipykernel's. Off this thread: it
+            // scans /proc and waits a little.
+            let _ = std::thread::Builder::new()
+                .name("carbon-end-cell".into())
+                .spawn(crate::runtime::child::end_cell_processes);
         }
     }
 

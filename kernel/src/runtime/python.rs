@@ -282,6 +282,79 @@ struct Worker {
     rx: Receiver<Ev>,
     gate: Arc<Gate>,
     next_id: u64,
+    /// Between cells, output goes to the last cell at once (see [`Idle`]).
+    idle: Arc<Idle>,
+    /// An event read after a cell's end that the next pump handles first.
+    held: Option<Ev>,
+}
+
+/// Output of the worker's background threads between cells. ipykernel publishes a thread's
+/// output at once while the kernel is idle, under the last cell's parent (checked with
+/// ipykernel 7.4: a thread started by a cell prints 1 s later, idle: under that cell at 1.0 s;
+/// while another cell runs: under the running one). The router thread does the same: it owns
+/// the readers' channel, passes every event on to the pump while a cell (or a completion)
+/// runs, and between cells publishes text, displays and clears itself through a publisher of
+/// the last cell; events that need the runtime (the worker's end, other frames) wait for the
+/// next pump.
+#[derive(Default)]
+struct Idle {
+    /// No pump is reading: the router publishes.
+    active: AtomicBool,
+    /// A publisher of the last cell.
+    out: Mutex<Option<Box<dyn Publish>>>,
+}
+
+impl Idle {
+    /// A pump starts: events go to it from now on.
+    fn pause(&self) {
+        self.active.store(false, Ordering::SeqCst);
+    }
+    /// The pump is done; `out` (the cell's publisher) receives what comes until the next one.
+    fn resume(&self, out: Option<Box<dyn Publish>>) {
+        let mut g = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if out.is_some() {
+            *g = out;
+        }
+        self.active.store(g.is_some(), Ordering::SeqCst);
+    }
+}
+
+/// The router of [`Idle`]: reads `raw` until the readers are gone.
+fn route(raw: Receiver<Ev>, to_pump: SyncSender<Ev>, idle: Arc<Idle>, gate: Arc<Gate>) {
+    for ev in raw {
+        let ev = if idle.active.load(Ordering::SeqCst) {
+            let mut g = idle.out.lock().unwrap_or_else(|e| e.into_inner());
+            match (g.as_mut(), ev) {
+                (Some(o), Ev::Text(i, t)) => {
+                    o.stream(stream_name(i), &t);
+                    None
+                }
+                // the frame it announces is published below (no cell output to order against)
+                (Some(_), Ev::Marker(..)) => None,
+                (Some(o), Ev::Frame(f)) if f["t"] == "display" || f["t"] == "clear" => {
+                    if f["t"] == "clear" {
+                        o.clear_output(f["wait"] == true);
+                    } else {
+                        let b = bundle(&f["data"], &f["metadata"]);
+                        match f["display_id"].as_str() {
+                            Some(id) if f["update"] == true => o.update_display(b, id),
+                            id => o.display(b, id),
+                        }
+                    }
+                    gate.release(f["seq"].as_u64().unwrap_or(0));
+                    None
+                }
+                (_, ev) => Some(ev),
+            }
+        } else {
+            Some(ev)
+        };
+        if let Some(ev) = ev
+            && to_pump.send(ev).is_err()
+        {
+            return;
+        }
+    }
 }
 
 impl Worker {
@@ -408,8 +481,11 @@ impl PythonRuntime {
         else {
             return Err(unavailable("the python child has no pipes".into()));
         };
-        let (tx, rx) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
+        let (tx, raw) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
+        // small: the pump reads at once; `raw` already bounds what is in flight
+        let (to_pump, rx) = mpsc::sync_channel::<Ev>(2);
         let gate = Arc::new(Gate::default());
+        let idle = Arc::new(Idle::default());
         let io_err = |e| RuntimeError::Io {
             language: "python",
             source: e,
@@ -460,12 +536,21 @@ impl PythonRuntime {
             tx.send(ev).is_ok()
         })
         .map_err(io_err)?;
+        {
+            let (idle, gate) = (idle.clone(), gate.clone());
+            std::thread::Builder::new()
+                .name("carbon-py-route".into())
+                .spawn(move || route(raw, to_pump, idle, gate))
+                .map_err(io_err)?;
+        }
         let worker = Worker {
             proc,
             stdin: Some(stdin),
             rx,
             gate,
             next_id: 1,
+            idle,
+            held: None,
         };
         Ok(Launch { worker, exe })
     }
@@ -600,8 +685,50 @@ impl PythonRuntime {
     }
 
     /// Publishes the worker's events until the awaited frame (a cell's `done`, or a side reply).
-    /// `out` is `None` between cells (completion, inspection): output is kept for the next cell.
+    /// `out` is `None` between cells (completion, inspection): output goes to the last cell, as
+    /// the router publishes it between cells (see [`Idle`]), or, before any cell, to the next.
     fn pump(
+        &mut self,
+        out: Option<&mut dyn Publish>,
+        wait: Wait,
+    ) -> Result<Option<Value>, RuntimeError> {
+        let Some(idle) = self.worker.as_ref().map(|w| w.idle.clone()) else {
+            return self.pump_events(out, wait);
+        };
+        idle.pause();
+        let cell = matches!(wait, Wait::Done(_));
+        match out {
+            Some(o) => {
+                let r = self.pump_events(Some(&mut *o), wait);
+                if cell {
+                    // text already queued behind the cell's end is the cell's too
+                    if let Some(w) = self.worker.as_mut() {
+                        while let Ok(ev) = w.rx.try_recv() {
+                            match ev {
+                                Ev::Text(i, t) => o.stream(stream_name(i), &t),
+                                other => {
+                                    w.held = Some(other);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    idle.resume(Some(o.boxed_clone()));
+                } else {
+                    idle.resume(None);
+                }
+                r
+            }
+            None => {
+                let mut last = idle.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let r = self.pump_events(last.as_mut().map(|b| &mut **b as &mut dyn Publish), wait);
+                idle.resume(last);
+                r
+            }
+        }
+    }
+
+    fn pump_events(
         &mut self,
         mut out: Option<&mut dyn Publish>,
         wait: Wait,
@@ -656,7 +783,7 @@ impl PythonRuntime {
                 };
                 return Err(self.lose_worker(how));
             }
-            let Some(w) = self.worker.as_ref() else {
+            let Some(w) = self.worker.as_mut() else {
                 return Err(self.lose_worker("is gone".into()));
             };
             let timeout = if p.text.is_some() {
@@ -664,7 +791,11 @@ impl PythonRuntime {
             } else {
                 Duration::from_millis(100)
             };
-            match w.rx.recv_timeout(timeout) {
+            let ev = match w.held.take() {
+                Some(ev) => Ok(ev),
+                None => w.rx.recv_timeout(timeout),
+            };
+            match ev {
                 Ok(Ev::Text(i, t)) => {
                     p.last_activity = Instant::now();
                     p.push_text(i, t, &mut out, self);
@@ -1003,13 +1134,16 @@ impl Runtime for PythonRuntime {
             .interrupted_at
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = None;
+        // busy before the code can run: an interrupt that comes as soon as the cell starts
+        // (the executor thread descheduled right after the send) must not be ignored
+        self.shared.busy.store(true, Ordering::SeqCst);
         if w.send(&json!({"op": "execute", "id": id, "code": code}))
             .is_err()
         {
+            self.shared.busy.store(false, Ordering::SeqCst);
             let how = w.proc.exit_description();
             return Err(self.lose_worker(how));
         }
-        self.shared.busy.store(true, Ordering::SeqCst);
         let r = self.pump(Some(out), Wait::Done(id));
         self.shared.busy.store(false, Ordering::SeqCst);
         match r? {

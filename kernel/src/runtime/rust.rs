@@ -514,6 +514,10 @@ impl RustRuntime {
         let shared = Arc::clone(&self.shared);
         self.start()?;
         let child_pid = shared.child_pid();
+        if let Some(pid) = child_pid {
+            // evcxr waits for its child (and respawns it): never an orphan to reap
+            child::claim(pid);
+        }
         let with_hook = child_pid.is_none() || self.hook_pid != child_pid;
         let session = self.session()?;
         let (body, shift) = instrument(code, with_hook);
@@ -629,7 +633,7 @@ impl RustRuntime {
                 self.discard_session_if_dead();
                 ExecOutcome {
                     error: Some(ExecError::new(
-                        "RuntimeDied",
+                        carbon_magics::carbon::session::RUNTIME_DIED,
                         format!(
                             "evcxr's child process died ({how}); it was restarted: all variables \
                              are lost (fns, types and `use` items remain)"

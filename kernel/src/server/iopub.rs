@@ -1,12 +1,13 @@
 //! The one task that owns the iopub socket (XPUB, JEP 65 `iopub_welcome`). Everything else feeds
-//! it through a bounded channel, so a cell that prints faster than the front-end reads blocks
+//! it through a bounded channel, so a cell that prints faster than the socket takes it blocks
 //! the executor instead of growing the kernel's memory. Consecutive stream chunks of the same
 //! cell and stream are merged for up to [`MERGE_WINDOW`] so iopub is not flooded with tiny
-//! messages.
+//! messages. The socket ([`super::pubsock`]) never waits for a subscriber: one that does not
+//! read loses messages at its high-water mark, as with a ZeroMQ PUB socket, and stalls nobody.
 
+use super::pubsock::{PubSocket, Subscription};
 use crate::runtime::StreamName;
 use jupyter_protocol::{IoPubWelcome, JupyterMessage, StreamContent};
-use jupyter_zmq_client::{KernelIoPubXPubConnection, SubscriptionEvent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -21,8 +22,9 @@ pub const MERGE_WINDOW: Duration = Duration::from_millis(25);
 pub const MAX_MERGED: usize = 256 * 1024;
 
 /// Capacity of the channel into the iopub task (messages, not bytes; chunks are ≤ 64 KiB from
-/// the runtimes, so at most a few MiB are ever queued).
-pub const QUEUE: usize = 64;
+/// the runtimes, so at most 1 MiB is ever queued; with 64 a 10 MB print raised the kernel's
+/// peak memory by 4–5 MiB, the queue full while the socket's writer caught up).
+pub const QUEUE: usize = 16;
 
 /// What the iopub task is asked to do.
 pub enum IoItem {
@@ -83,16 +85,65 @@ struct Pending {
     deadline: Instant,
 }
 
+/// The iopub socket with what signs its messages.
+pub struct IoPub {
+    /// The bound socket.
+    pub socket: PubSocket,
+    /// HMAC-SHA256 key (`None`: an empty key, no signatures).
+    pub mac: Option<ring::hmac::Key>,
+    /// Session id written into every header.
+    pub session: String,
+}
+
 /// Starts the iopub task; returns the handle that feeds it.
-pub fn spawn(iopub: KernelIoPubXPubConnection) -> IoHandle {
+pub fn spawn(iopub: IoPub) -> IoHandle {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(run(iopub, rx));
     IoHandle { tx }
 }
 
-async fn write(iopub: &mut KernelIoPubXPubConnection, msg: JupyterMessage) {
-    if let Err(e) = iopub.send(msg).await {
-        log::warn!("iopub send failed: {e}");
+/// The wire frames of `msg`: identities (topic), `<IDS|MSG>`, signature, header, parent header,
+/// metadata, content, buffers (the messaging spec's "The Wire Protocol").
+fn frames(msg: JupyterMessage, iopub: &IoPub) -> Result<Vec<Vec<u8>>, serde_json::Error> {
+    let msg = msg.with_session(&iopub.session);
+    let parts = [
+        serde_json::to_vec(&msg.header)?,
+        match &msg.parent_header {
+            Some(p) => serde_json::to_vec(p)?,
+            None => b"{}".to_vec(),
+        },
+        serde_json::to_vec(&msg.metadata)?,
+        serde_json::to_vec(&msg.content)?,
+    ];
+    let signature = match &iopub.mac {
+        Some(key) => {
+            let mut ctx = ring::hmac::Context::with_key(key);
+            for p in &parts {
+                ctx.update(p);
+            }
+            ctx.sign()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        }
+        None => String::new(),
+    };
+    let mut out: Vec<Vec<u8>> = msg.zmq_identities.iter().map(|b| b.to_vec()).collect();
+    out.push(b"<IDS|MSG>".to_vec());
+    out.push(signature.into_bytes());
+    out.extend(parts);
+    out.extend(msg.buffers.iter().map(|b| b.to_vec()));
+    Ok(out)
+}
+
+async fn write(iopub: &mut IoPub, msg: JupyterMessage) {
+    match frames(msg, iopub) {
+        Ok(f) => {
+            iopub.socket.send(f);
+            iopub.socket.backpressure().await;
+        }
+        Err(e) => log::warn!("iopub: cannot encode a message: {e}"),
     }
 }
 
@@ -106,7 +157,7 @@ fn stream_message(p: Pending) -> JupyterMessage {
     m
 }
 
-async fn run(mut iopub: KernelIoPubXPubConnection, mut rx: mpsc::Receiver<IoItem>) {
+async fn run(mut iopub: IoPub, mut rx: mpsc::Receiver<IoItem>) {
     let mut pending: Option<Pending> = None;
     loop {
         let deadline = pending.as_ref().map(|p| p.deadline);
@@ -150,18 +201,16 @@ async fn run(mut iopub: KernelIoPubXPubConnection, mut rx: mpsc::Receiver<IoItem
                     let _ = ack.send(());
                 }
             },
-            sub = iopub.recv_subscription() => match sub {
-                Ok(SubscriptionEvent::Subscribe(topic)) => {
+            sub = iopub.socket.recv_subscription() => match sub {
+                Some(Subscription::Subscribe(topic)) => {
+                    let topic = String::from_utf8_lossy(&topic).into_owned();
                     log::debug!("iopub subscription {topic:?}: sending iopub_welcome");
                     let mut m: JupyterMessage = IoPubWelcome::new(topic).into();
                     m.header.username = crate::protocol::IMPLEMENTATION.to_string();
                     write(&mut iopub, m).await;
                 }
-                Ok(SubscriptionEvent::Unsubscribe(_)) => {}
-                Err(e) => {
-                    log::debug!("iopub: ignoring a frame that is not a subscription: {e}");
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                Some(Subscription::Unsubscribe(_)) => {}
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
             },
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 if let Some(p) = pending.take() {

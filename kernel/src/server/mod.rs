@@ -16,6 +16,7 @@
 pub mod executor;
 pub mod input_history;
 pub mod iopub;
+pub mod pubsock;
 pub mod stdin;
 
 use crate::protocol::{self, ConnectionError, ConnectionInfo};
@@ -25,7 +26,7 @@ use input_history::InputHistory;
 use iopub::IoHandle;
 use jupyter_protocol::{JupyterMessage, JupyterMessageContent, Status};
 use jupyter_zmq_client::{
-    KernelControlConnection, KernelHeartbeatConnection, RouterRecvConnection, RouterSendConnection,
+    KernelControlConnection, RouterRecvConnection, RouterSendConnection,
     RuntimeError as ZmqClientError,
 };
 use serde_json::{Value, json};
@@ -157,6 +158,8 @@ impl Kernel {
             st.history.clear();
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.exec.call(Job::Shutdown)).await;
+        // whatever the cells started, the runtimes' background processes and orphans included
+        let _ = tokio::task::spawn_blocking(crate::runtime::child::end_all_processes).await;
     }
 }
 
@@ -193,9 +196,10 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         log::warn!("connection file has an empty key: messages are neither signed nor verified");
     }
     let session = uuid::Uuid::new_v4().to_string();
-    let hb = jupyter_zmq_client::create_kernel_heartbeat_connection(&ci)
+    let mut hb = <zeromq::RouterSocket as zeromq::Socket>::new();
+    zeromq::Socket::bind(&mut hb, &ci.hb_url())
         .await
-        .map_err(bind_err("heartbeat", ci.hb_url()))?;
+        .map_err(|e| bind_err("heartbeat", ci.hb_url())(e.into()))?;
     let shell = jupyter_zmq_client::create_kernel_shell_connection(&ci, &session)
         .await
         .map_err(bind_err("shell", ci.shell_url()))?;
@@ -205,9 +209,18 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
     let stdin = jupyter_zmq_client::create_kernel_stdin_connection(&ci, &session)
         .await
         .map_err(bind_err("stdin", ci.stdin_url()))?;
-    let iopub = jupyter_zmq_client::create_kernel_iopub_xpub_connection(&ci, &session)
-        .await
-        .map_err(bind_err("iopub", ci.iopub_url()))?;
+    let iopub = iopub::IoPub {
+        socket: pubsock::PubSocket::bind(&ci.iopub_url())
+            .await
+            .map_err(|e| ServerError::Bind {
+                socket: "iopub",
+                url: ci.iopub_url(),
+                detail: e.to_string(),
+            })?,
+        mac: (!ci.key.is_empty())
+            .then(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ci.key.as_bytes())),
+        session: session.clone(),
+    };
 
     let io = iopub::spawn(iopub);
     let mut starting: JupyterMessage = Status::starting().into();
@@ -254,11 +267,25 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
     Ok(exit)
 }
 
-async fn heartbeat(mut hb: KernelHeartbeatConnection) {
+/// The heartbeat: every message comes back as it came, to the peer that sent it (ipykernel's
+/// `Heartbeat` is `zmq.device(QUEUE, ROUTER, ROUTER)` on one socket, the same echo). A ROUTER
+/// keeps no per-peer state between receive and send, so a client that leaves in the middle of a
+/// ping costs one failed send; `jupyter-zmq-client`'s REP heartbeat could stay stuck for good on
+/// such a peer (about one kernel in four after 3000 such clients, its sockets in CLOSE-WAIT).
+async fn heartbeat(mut hb: zeromq::RouterSocket) {
+    use zeromq::{SocketRecv, SocketSend};
     loop {
-        if let Err(e) = hb.single_heartbeat().await {
-            log::warn!("heartbeat: {e}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        match hb.recv().await {
+            // [peer identity, (REQ's empty delimiter), payload…] goes back as is
+            Ok(m) => {
+                if let Err(e) = hb.send(m).await {
+                    log::debug!("heartbeat: the peer left before its pong: {e}");
+                }
+            }
+            Err(e) => {
+                log::debug!("heartbeat: {e}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
     }
 }
@@ -358,8 +385,13 @@ async fn control_loop(k: Arc<Kernel>, mut control: KernelControlConnection) {
     }
 }
 
-/// Reads one message: transport errors, bad signatures and malformed frames are reported as
-/// [`protocol::DecodeError`] so the caller logs and drops them (see `protocol::decode`).
+/// The signatures seen on every socket of this kernel (one kernel per process).
+static DIGESTS: std::sync::LazyLock<protocol::DigestHistory> =
+    std::sync::LazyLock::new(protocol::DigestHistory::default);
+
+/// Reads one message: transport errors, bad signatures, malformed frames and replays of a
+/// message already received are reported as [`protocol::DecodeError`] so the caller logs and
+/// drops them (see `protocol::decode`, [`protocol::DigestHistory`]).
 async fn read_message<S: zeromq::SocketRecv>(
     conn: &mut jupyter_zmq_client::Connection<S>,
 ) -> Result<JupyterMessage, protocol::DecodeError> {
@@ -368,7 +400,15 @@ async fn read_message<S: zeromq::SocketRecv>(
         .recv()
         .await
         .map_err(|e| protocol::DecodeError::Wire(e.into()))?;
-    protocol::decode(multipart, &conn.mac)
+    let signature = protocol::signature_of(&multipart);
+    let msg = protocol::decode(multipart, &conn.mac)?;
+    // Only a verified signature is recorded: a forged one must not poison the history.
+    if conn.mac.is_some()
+        && let Some(sig) = signature
+    {
+        DIGESTS.check(&sig)?;
+    }
+    Ok(msg)
 }
 
 async fn shell_reader(mut recv: RouterRecvConnection, tx: mpsc::UnboundedSender<JupyterMessage>) {
@@ -595,9 +635,22 @@ async fn handle_shell(
             k.exec.interrupts.interrupt();
             reply(send, msg, "interrupt_reply", json!({ "status": "ok" })).await;
         }
-        JupyterMessageContent::CommOpen(_)
-        | JupyterMessageContent::CommMsg(_)
-        | JupyterMessageContent::CommClose(_) => {
+        JupyterMessageContent::CommOpen(open) => {
+            // No comm targets are registered: close it at once, as the messaging spec asks
+            // ("If the target_name key is not found on the receiving side, then it should
+            // immediately reply with a comm_close message") and ipykernel's CommManager does.
+            log::info!(
+                "shell: comm_open for unknown target {:?}: closing it",
+                open.target_name
+            );
+            k.iopub(
+                "comm_close",
+                json!({ "comm_id": open.comm_id.0, "data": {} }),
+                msg,
+            )
+            .await;
+        }
+        JupyterMessageContent::CommMsg(_) | JupyterMessageContent::CommClose(_) => {
             log::debug!("shell: no comm targets; ignoring {msg_type}");
         }
         _ if msg_type.ends_with("_request") => {

@@ -162,10 +162,20 @@ pub enum RunEnd<'a> {
     },
 }
 
+/// The `ename` of a cell whose runtime process died under it and was restarted (the Rust
+/// runtime's crash of evcxr's child).
+pub const RUNTIME_DIED: &str = "RuntimeDied";
+
 /// The status word of a run's row: `ok`, `error`, `interrupted`, `timeout`, `runtime-error`.
+/// A crash reads the same in every language: Python and Java report a dead runtime as a
+/// failure ([`RunEnd::RuntimeFailed`]); the Rust runtime restarts evcxr's child and reports the
+/// crash as the cell's error [`RUNTIME_DIED`], which is the same `runtime-error`.
 pub fn run_status(end: RunEnd<'_>, timed_out: bool, interrupted: bool) -> RowStatus {
     match end {
         RunEnd::RuntimeFailed => RowStatus::RuntimeError,
+        RunEnd::Finished {
+            error: Some(RUNTIME_DIED),
+        } if !timed_out && !interrupted => RowStatus::RuntimeError,
         RunEnd::Finished { .. } if timed_out => RowStatus::Timeout,
         RunEnd::Finished { error: None } => RowStatus::Ok,
         RunEnd::Finished { error: Some(e) } if interrupted || e == "KeyboardInterrupt" => {
@@ -627,6 +637,11 @@ mod tests {
             RowStatus::Interrupted
         );
         assert_eq!(run_status(fin(None), true, false), RowStatus::Timeout);
+        // a crash: the same word whether the runtime failed or reported its death as an error
+        assert_eq!(
+            run_status(fin(Some(RUNTIME_DIED)), false, false),
+            RowStatus::RuntimeError
+        );
         assert_eq!(
             run_status(RunEnd::RuntimeFailed, true, true),
             RowStatus::RuntimeError

@@ -5,10 +5,15 @@ use crate::runtime::{Publish, StreamName};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Bytes per read of the program's output pipes.
 const READ_CHUNK: usize = 8192;
+
+/// How long the output of a program that has exited is still read (what is already in the
+/// pipes drains in far less).
+const READER_GRACE: Duration = Duration::from_millis(500);
 
 /// Why a [`CommandRun`] did not succeed.
 #[derive(Debug, Error)]
@@ -120,9 +125,27 @@ impl CommandRun {
     /// Reaps the program and waits for the rest of its output (processes it started in the
     /// background keep the pipes open until they end). `Ok` when it exited with status 0.
     pub fn finish(mut self) -> Result<(), CommandError> {
+        // The program has exited: what it left running in its group (`sh -c 'x & …'`, whose
+        // background job keeps the output pipes open) ends with it. The unreaped leader still
+        // holds the group's id, so no other group can be hit.
+        self.proc.signal_group(libc::SIGKILL);
         let status = self.proc.reap();
+        // A process that left the group (setsid) may still hold the pipes: the command has
+        // returned, so its output is not waited for past a short grace (the kernel ends it on
+        // interrupt and shutdown).
+        let deadline = Instant::now() + READER_GRACE;
         for r in self.readers.drain(..) {
-            let _ = r.join();
+            while !r.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if r.is_finished() {
+                let _ = r.join();
+            } else {
+                log::info!(
+                    "{}: a process it started keeps its output open",
+                    self.program
+                );
+            }
         }
         match status {
             Ok(s) if s.success() => Ok(()),

@@ -10,7 +10,10 @@
 //!   stopping is a polite signal, then SIGKILL after the one [`ESCALATION_DELAY`];
 //! * how a child ended, in words ([`describe_exit`]: "killed by signal 9 (SIGKILL) — possibly
 //!   the OOM killer");
-//! * running a program to its end with live output ([`CommandRun`]).
+//! * running a program to its end with live output ([`CommandRun`]);
+//! * every process a cell started, found and ended even after its parent exited: the kernel
+//!   is a child subreaper, each child leads its own process group ([`become_subreaper`],
+//!   [`end_cell_processes`], [`end_all_processes`], the `tree` module).
 //!
 //! All of the kernel's `unsafe` code is in the private `sys` module, behind safe functions.
 
@@ -21,6 +24,7 @@ mod read;
 mod spawn;
 mod supervised;
 mod sys;
+mod tree;
 mod utf8;
 
 pub use command::{CommandError, CommandRun};
@@ -30,6 +34,10 @@ pub use read::{read_chunks, read_lines, read_text};
 pub use spawn::{die_with_kernel, spawn};
 pub use supervised::Supervised;
 pub use sys::{process_exists, signal_group, signal_pid};
+pub use tree::{
+    become_subreaper, cell_processes, claim, end_all_processes, end_cell_processes, reap_orphans,
+    release, run_guard,
+};
 pub use utf8::Utf8Carry;
 
 use std::time::Duration;

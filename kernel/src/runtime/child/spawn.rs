@@ -1,9 +1,10 @@
 //! Spawning: every child of the kernel starts on one long-lived thread, with the parent-death
 //! signal set.
 
-use super::sys;
+use super::{sys, tree};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -38,14 +39,21 @@ fn spawner() -> io::Result<&'static Mutex<mpsc::Sender<SpawnJob>>> {
 
 fn spawn_here(cmd: &mut Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
     sys::prepare_child(cmd, fd3.as_ref().map(|f| f.as_raw_fd()));
+    // its own process group: what it starts is told from the kernel's own helpers, and ended
+    // with it (see the `tree` module)
+    cmd.process_group(0);
     let child = cmd.spawn();
     drop(fd3); // the parent's copy of the child's end
+    if let Ok(c) = &child {
+        tree::claim(c.id());
+    }
     child
 }
 
 /// Spawns `cmd` with `PR_SET_PDEATHSIG = SIGKILL`, so the child dies with the kernel even when
-/// the kernel is killed. It stays in the kernel's process group (so jupyter_client's kill of the
-/// group reaches it) unless `cmd` says otherwise (see [`super::Supervised::spawn_group`]).
+/// the kernel is killed, as the leader of its own process group (so what it starts can be told
+/// from the kernel's own helpers and ended with it), claimed (see [`super::claim`]): the
+/// caller waits for it through the returned `Child`.
 /// `fd3`, if given, becomes the child's fd 3 (e.g. the write end of a protocol pipe); the
 /// parent's copy is closed once the child runs.
 pub fn spawn(cmd: Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
@@ -62,6 +70,9 @@ pub fn spawn(cmd: Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
 
 /// Sets the parent-death signal on a command that someone else spawns (evcxr spawns its own
 /// child). The caller must make sure the spawning thread lives as long as the kernel.
+/// The child also leads its own process group; the caller claims its pid once known
+/// ([`super::claim`]).
 pub fn die_with_kernel(cmd: &mut Command) {
     sys::prepare_child(cmd, None);
+    cmd.process_group(0);
 }

@@ -22,13 +22,15 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    /// Wraps a spawned child (records the cgroup's OOM counter now).
+    /// Wraps a spawned child (records the cgroup's OOM counter now). [`spawn`] makes every
+    /// child lead its own process group: stopping it then reaches what it started.
     pub fn new(child: Child) -> Self {
+        let leads_group = sys::pgid_of(child.id()) == Some(child.id());
         Self {
             child,
             oom_before: oom_kill_count(),
             status: None,
-            leads_group: false,
+            leads_group,
         }
     }
 
@@ -40,6 +42,11 @@ impl Supervised {
         let mut me = Self::new(child);
         me.leads_group = true;
         Ok(me)
+    }
+
+    /// Whether the child leads its own process group.
+    pub fn leads_group(&self) -> bool {
+        self.leads_group
     }
 
     /// The child's pid (its process group's id too after [`Supervised::spawn_group`]).
@@ -77,6 +84,9 @@ impl Supervised {
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
+            if self.status.is_some() {
+                super::release(self.pid());
+            }
         }
         self.status
     }
@@ -125,6 +135,7 @@ impl Supervised {
         }
         let s = self.child.wait()?;
         self.status = Some(s);
+        super::release(self.pid());
         Ok(s)
     }
 

@@ -94,6 +94,35 @@ pub fn process_exists(pid: u32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: processes orphaned below the kernel are reparented to
+/// it instead of init (prctl(2)), so they can be found and ended. False if refused.
+pub(super) fn set_child_subreaper() -> bool {
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) == 0 }
+}
+
+/// Reaps `pid` if it is an ended child of ours (`waitpid(pid, WNOHANG)`); true if it was.
+/// Only for pids no `std::process::Child` waits for (see `tree::reap_orphans`).
+pub(super) fn reap_pid(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into a local we own; a positive pid names one child.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+}
+
+/// The process group of `pid`, if it exists.
+pub(super) fn pgid_of(pid: u32) -> Option<u32> {
+    let pid = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0)?;
+    // SAFETY: getpgid(2) has no memory-safety preconditions.
+    let g = unsafe { libc::getpgid(pid) };
+    u32::try_from(g).ok()
+}
+
 /// Whether our child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`): its
 /// `/proc/<pid>/stat` then still holds its CPU times and its pid cannot be reused.
 pub(super) fn exited_unreaped(pid: u32) -> bool {
