@@ -283,6 +283,10 @@ fn show_report(out: &mut dyn Publish, runs: &[RunReport], where_: &str, shown: O
         Some(id) => out.update_display(b, &id),
         None => out.display(b, None),
     }
+    // The chart is an output of its own (SVG + PNG): see carbon_magics::report::png.
+    if let Some(c) = report::cell_chart(runs) {
+        out.display(c, None);
+    }
 }
 
 /// Runs `body` in `lang` metered, `repeat` times; one row per run, one report.
@@ -386,7 +390,19 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
             ex.carbon.reload(&ex.settings);
             text(ex.carbon.config_text(pairs.is_empty()))
         }
-        LineCommand::Summary => result(ex.carbon.summary()),
+        LineCommand::Summary => {
+            out.display(ex.carbon.summary(), None);
+            if let Some(c) = ex.carbon.summary_chart() {
+                out.display(c, None);
+            }
+            ExecOutcome::default()
+        }
+        LineCommand::Intensity => {
+            for b in ex.carbon.intensity() {
+                out.display(b, None);
+            }
+            ExecOutcome::default()
+        }
         LineCommand::Csv { rows } => result(ex.carbon.csv_view(rows)),
         LineCommand::Exec { argv, timeout } => {
             let label = argv.join(" ");
