@@ -135,7 +135,7 @@ fn cell_chart_reads_in_units_with_its_png() {
         t.iter().any(|t| t == "energy (mJ)" || t == "energy (J)"),
         "{t:?}"
     );
-    let png = assert_png("cell", &b, PNG_SCALE);
+    let png = assert_png("cell", &b, 1.0);
     assert!(png.len() < 20_000, "cell chart PNG is {} bytes", png.len());
     save("cell", &b, &png);
 }
@@ -180,4 +180,38 @@ fn the_map_has_its_png() {
     let png = assert_png("map", &b[1], 1.0);
     assert!(png.len() < 150_000, "map PNG is {} bytes", png.len());
     save("map", &b[1], &png);
+}
+
+#[test]
+#[ignore = "a measurement, not a check: cargo test -p carbon-magics -- --ignored --nocapture chart_cost"]
+fn chart_cost() {
+    let runs = [run(3_000_000)];
+    let _ = cell_chart(&runs);
+    let n = 20;
+    let t = std::time::Instant::now();
+    let mut bytes = 0;
+    for _ in 0..n {
+        bytes = cell_chart(&runs).unwrap().text("image/png").unwrap().len();
+    }
+    println!(
+        "cell chart with PNG: {:.2} ms each, PNG base64 {} bytes",
+        t.elapsed().as_secs_f64() * 1000.0 / n as f64,
+        bytes
+    );
+    let svg = cell_chart(&runs)
+        .unwrap()
+        .text("image/svg+xml")
+        .unwrap()
+        .to_string();
+    for scale in [1.0, 1.5, 2.0] {
+        let t = std::time::Instant::now();
+        let mut len = 0;
+        for _ in 0..n {
+            len = super::png::svg_to_png_at(&svg, scale).unwrap().bytes.len();
+        }
+        println!(
+            "  rasterize + encode at {scale}x: {:.2} ms, {len} bytes",
+            t.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
+    }
 }
