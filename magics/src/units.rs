@@ -274,9 +274,62 @@ pub fn fmt_length(m: f64) -> String {
     scaled(m, &LENGTH_M, "m")
 }
 
+/// The unit of a chart axis whose largest value is `max` (in the scale's base unit): the
+/// factor to divide values by and the unit's name, so ticks read `0 20 40 µg`, never `2.000e-5`.
+fn axis(max: f64, scale: &[Step]) -> (f64, &'static str) {
+    let i = if max.is_finite() && max > 0.0 {
+        scale.iter().rposition(|s| max >= s.from).unwrap_or(0)
+    } else {
+        0
+    };
+    (scale[i].factor, scale[i].unit)
+}
+
+/// Axis unit for masses given in grams (µg, mg, g, kg, t): `(grams per unit, unit)`.
+pub fn mass_axis_g(max_g: f64) -> (f64, &'static str) {
+    axis(max_g, &MASS_G)
+}
+
+/// Axis unit for energies given in joules (mJ, J, Wh, kWh, MWh): `(joules per unit, unit)`.
+pub fn energy_axis_j(max_j: f64) -> (f64, &'static str) {
+    axis(max_j, &ENERGY_J)
+}
+
+/// Round tick values from 0 to at least `max`: about `n` steps of 1, 2 or 5 × 10^k, so an axis
+/// reads `0 5 10 15`, not `0 0.383 0.767 1.15`.
+pub fn nice_ticks(max: f64, n: usize) -> Vec<f64> {
+    if !(max.is_finite() && max > 0.0) {
+        return vec![0.0, 1.0];
+    }
+    let raw = max / n.max(1) as f64;
+    let p = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|s| *s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * p);
+    let k = (max / step - 1e-9).ceil().max(1.0) as usize;
+    (0..=k).map(|i| i as f64 * step).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axes_pick_a_readable_unit_and_round_ticks() {
+        assert_eq!(mass_axis_g(2.0e-5), (1e-6, "µg"));
+        assert_eq!(mass_axis_g(0.004), (1e-3, "mg"));
+        assert_eq!(mass_axis_g(12.0), (1.0, "g"));
+        assert_eq!(mass_axis_g(0.0), (1e-6, "µg"));
+        assert_eq!(energy_axis_j(0.2), (1e-3, "mJ"));
+        assert_eq!(energy_axis_j(42.0), (1.0, "J"));
+        assert_eq!(nice_ticks(1.0, 4), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(nice_ticks(13.0, 4), vec![0.0, 5.0, 10.0, 15.0]);
+        assert_eq!(nice_ticks(383.0, 4), vec![0.0, 100.0, 200.0, 300.0, 400.0]);
+        let t = nice_ticks(0.0173, 4);
+        assert!(*t.last().unwrap() >= 0.0173 && t.len() <= 6, "{t:?}");
+    }
 
     #[test]
     fn conversions() {

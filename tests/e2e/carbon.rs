@@ -305,7 +305,15 @@ fn live_display_timeout_and_failures_are_recorded() {
             .unwrap()
             .contains("emissions")
     );
-    assert!(last["data"]["text/html"].as_str().unwrap().contains("<svg"));
+    // The chart follows the report as its own output (SVG + PNG; see report::png).
+    let chart = e.displays().last().copied().unwrap().clone();
+    assert!(
+        chart["data"]["image/svg+xml"]
+            .as_str()
+            .unwrap()
+            .contains("<svg")
+    );
+    assert!(chart["data"]["image/png"].is_string());
     let e2 = k.execute("%%carbon\nerror ValueError boom\n");
     assert_eq!(e2.status(), "error");
     let csv = Csv::read(&d.path().join("emissions.csv"));

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod carbon;
+mod charts;
 mod faults;
 mod harness;
 mod java;

@@ -20,8 +20,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
@@ -220,3 +223,138 @@ def test_carbon_cell_in_jupyterlab(chromium, carbon_kernelspecs, tmp_path, artif
         docs = ROOT / "docs"
         docs.mkdir(exist_ok=True)
         shutil.copyfile(shot, docs / "screenshot.png")
+
+
+# --- charts in a notebook reopened untrusted (issue 10, item 8) ---
+
+# What each front-end shows: JupyterLab renders image/svg+xml only in trusted notebooks (its SVG
+# renderer is registered safe: false) and sanitizes untrusted HTML, which drops inline <svg>; a
+# notebook saved by nbclient and opened from disk is untrusted. Each chart therefore comes as its
+# own output with image/png beside the SVG; this test checks the PNG is what the page shows.
+CHART_CELLS = [
+    "%%carbon\ntotal = sum(i * i for i in range(300_000))\nprint('sum of squares:', total)",
+    "%llm What's the capital of France?",
+    "%carbon intensity",
+]
+
+
+@contextmanager
+def _openai_loopback():
+    """An OpenAI-compatible chat endpoint on loopback that answers every request at once."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            n = int(self.headers.get("Content-Length") or 0)
+            req = json.loads(self.rfile.read(n) or b"{}")
+            body = json.dumps({
+                "id": "chatcmpl-charts", "object": "chat.completion", "created": 1730000000,
+                "model": req.get("model", "gpt-4o-mini"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17},
+            }).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(10)
+
+
+def _execute_untrusted(folder: Path, name: str, display_name: str) -> Path:
+    """Runs CHART_CELLS in the `carbon` kernel through nbclient and saves the notebook unsigned."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "carbon", "display_name": display_name, "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in CHART_CELLS]
+    NotebookClient(nb, kernel_name="carbon", timeout=CELL_DONE_S,
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    path = folder / name
+    nbformat.write(nb, path)  # no signature: JupyterLab opens it untrusted
+    return path
+
+
+@pytest.mark.timeout(LAB_START_S + KERNEL_READY_S + 3 * CELL_DONE_S + 60)
+def test_charts_render_in_a_notebook_reopened_untrusted(chromium, carbon_kernelspecs, tmp_path,
+                                                        artifacts_dir):
+    settings = Path(os.environ["JUPYTERLAB_SETTINGS_DIR"])
+    _lab_settings(settings)
+    # Every cell rendered at once (JupyterLab 4 otherwise renders only the cells in view).
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True, exist_ok=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
+    display_name = carbon_kernelspecs["carbon"]["spec"]["display_name"]
+
+    with _openai_loopback() as url:
+        (tmp_path / ".env").write_text(
+            f"OPENAI_API_KEY=sk-loopback\nOPENAI_BASE_URL={url}/v1\nOPENAI_MODEL=gpt-4o-mini\n"
+            "CARBON_COUNTRY=France\n")
+        path = _execute_untrusted(tmp_path, "charts-untrusted.ipynb", display_name)
+    shutil.copyfile(path, artifacts_dir / "charts-untrusted.ipynb")
+
+    # What the notebook holds: each chart as image/png + image/svg+xml, none inside HTML.
+    saved = nbformat.read(path, as_version=4)
+    charts = [o for c in saved.cells for o in c.outputs
+              if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
+    assert len(charts) >= 3, [list(o.get("data", {})) for c in saved.cells for o in c.outputs]
+    assert all("image/svg+xml" in o.data and "text/html" not in o.data for o in charts)
+
+    lab = JupyterLab(tmp_path, artifacts_dir / "jupyterlab-untrusted.log")
+    shot = artifacts_dir / "browser-charts-untrusted.png"
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                page.goto(f"{lab.base}/lab/tree/{path.name}?token={lab.token}",
+                          timeout=LAB_START_S * 1000)
+                page.wait_for_selector(".jp-Notebook .jp-OutputArea-output img",
+                                       timeout=LAB_START_S * 1000)
+                current_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+                if current_tab.count():
+                    current_tab.first.click()
+                # Decoded images have a natural size; wait for all of them.
+                page.wait_for_function(
+                    """() => {
+                        const imgs = [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output img')];
+                        return imgs.length >= 3 && imgs.every(i => i.complete && i.naturalWidth > 0);
+                    }""",
+                    timeout=LAB_START_S * 1000,
+                )
+                imgs = page.eval_on_selector_all(
+                    ".jp-Notebook .jp-OutputArea-output img",
+                    "els => els.map(e => ({src: e.src.slice(0, 22), w: e.naturalWidth, h: e.naturalHeight}))",
+                )
+                page.screenshot(path=str(shot), full_page=True)
+                outputs = page.locator(".jp-Notebook .jp-OutputArea-output img")
+                for i in range(outputs.count()):
+                    outputs.nth(i).scroll_into_view_if_needed()
+                    outputs.nth(i).screenshot(path=str(artifacts_dir / f"browser-chart-{i + 1}.png"))
+                text = page.locator(".jp-Notebook").inner_text()
+            finally:
+                browser.close()
+    finally:
+        lab.close()
+
+    pngs = [i for i in imgs if i["src"].startswith("data:image/png")]
+    # Untrusted: the PNG is what shows, never the SVG (JupyterLab would not render that).
+    assert len(pngs) >= 3 and all(i["w"] > 0 and i["h"] > 0 for i in pngs), imgs
+    assert not any(i["src"].startswith("data:image/svg") for i in imgs), imgs
+    assert "sum of squares" in text and "Paris." in text, text[:2000]
+    assert "France" in text, "the intensity table lists the configured zone"
+    assert shot.stat().st_size > 20_000, "the screenshot is (nearly) empty"

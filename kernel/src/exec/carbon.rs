@@ -306,6 +306,10 @@ fn show_report(
         Some(id) => out.update_display(b, &id),
         None => out.display(b, None),
     }
+    // The chart is an output of its own (SVG + PNG): see carbon_magics::report::png.
+    if let Some(c) = report::cell_chart(runs) {
+        out.display(c, None);
+    }
 }
 
 /// Runs `body` in `lang` metered, `repeat` times; one row per run, one report.
@@ -469,7 +473,19 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
             ex.carbon.reload(&ex.settings);
             text(ex.carbon.config_text(pairs.is_empty()))
         }
-        LineCommand::Summary => result(ex.carbon.summary()),
+        LineCommand::Summary => {
+            out.display(ex.carbon.summary(), None);
+            if let Some(c) = ex.carbon.summary_chart() {
+                out.display(c, None);
+            }
+            ExecOutcome::default()
+        }
+        LineCommand::Intensity => {
+            for b in ex.carbon.intensity() {
+                out.display(b, None);
+            }
+            ExecOutcome::default()
+        }
         LineCommand::Csv { rows } => result(ex.carbon.csv_view(rows)),
         LineCommand::Exec { argv, timeout } => {
             if let Some(word) = shell_word(&argv) {
@@ -755,6 +771,8 @@ mod tests {
                 Collected::Display(b, _) | Collected::Update(b, _) => Some(b),
                 _ => None,
             })
+            // Charts are outputs of their own (SVG + PNG); these tests read the reports.
+            .filter(|b| b.text("image/svg+xml").is_none())
             .collect()
     }
 
@@ -836,7 +854,11 @@ mod tests {
         });
         let (b, id) = first.expect("no live display");
         assert!(b.text("text/plain").unwrap().contains("running"));
-        let last = items.last().unwrap();
+        let last = items
+            .iter()
+            .rev()
+            .find(|i| matches!(i, Collected::Update(..)))
+            .unwrap();
         assert!(
             matches!(last, Collected::Update(b, i) if i == &id && b.text("text/plain").unwrap().contains("emissions")),
             "{last:?}"
@@ -874,7 +896,8 @@ mod tests {
         let v = sink::read_csv(&d.path().join("emissions.csv")).unwrap();
         assert_eq!(v.rows[1][col("status")], "error");
         // summary and csv views
-        let s = ex.execute("%carbon summary", &mut c).result.unwrap();
+        ex.execute("%carbon summary", &mut c);
+        let s = displays(&c).last().unwrap().clone();
         assert!(s.text("text/plain").unwrap().contains("command"));
         let s = ex.execute("%carbon csv", &mut c).result.unwrap();
         assert!(s.text("text/plain").unwrap().contains("2 row(s)"));

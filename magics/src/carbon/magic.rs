@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 /// Settings keys (`.env`, environment, `%carbon config`).
 pub mod keys {
-    /// ISO 3166-1 alpha-3 country of the electricity (default: world average).
+    /// Country of the electricity: alpha-3, alpha-2 or English name (default: world average).
     pub const COUNTRY: &str = "CARBON_COUNTRY";
     /// Power usage effectiveness (default 1.0).
     pub const PUE: &str = "CARBON_PUE";
@@ -124,9 +124,9 @@ pub fn cell_cmd() -> Command {
         .arg(
             Arg::new("country")
                 .long("country")
-                .value_name("ISO3")
+                .value_name("COUNTRY")
                 .value_parser(parse_country)
-                .help("Country of the electricity, ISO 3166-1 alpha-3 (e.g. FRA); default CARBON_COUNTRY, else the world average 475 gCO₂eq/kWh"),
+                .help("Country of the electricity: ISO 3166-1 alpha-3, alpha-2 or English name (FRA, fr, France); default CARBON_COUNTRY, else the world average 475 gCO₂eq/kWh; %carbon intensity lists them"),
         )
         .arg(
             Arg::new("pue")
@@ -234,6 +234,7 @@ fn line_cmd() -> Command {
                 ),
         )
         .subcommand(Command::new("summary").about("Totals and a chart of every metered cell of this session, by language"))
+        .subcommand(Command::new("intensity").about("Carbon intensity of electricity of every known country (table, world map), the configured zone marked"))
         .subcommand(
             Command::new("csv")
                 .about("Where emissions.csv is, how many rows, the last rows")
@@ -254,7 +255,7 @@ fn line_cmd() -> Command {
 pub fn magic_spec() -> MagicSpec {
     MagicSpec {
         name: "carbon",
-        summary: "Meter a cell's energy (CPU, RAM, GPU) and CO₂, record it in emissions.csv, report it inline; %carbon on|off|status|config|run|exec|summary|csv",
+        summary: "Meter a cell's energy (CPU, RAM, GPU) and CO₂, record it in emissions.csv, report it inline; %carbon on|off|status|config|run|exec|summary|csv|intensity",
         command: line_cmd,
     }
 }
@@ -309,6 +310,8 @@ pub enum LineCommand {
     },
     /// Session chart.
     Summary,
+    /// `%carbon intensity`: the intensity table and the world map.
+    Intensity,
     /// CSV view.
     Csv {
         /// last rows to show
@@ -345,7 +348,9 @@ pub fn parse_line_args(args: &str) -> Result<LineCommand, UsageError> {
     let m = line_cmd().try_get_matches_from(&argv).map_err(|e| {
         let mut msg = clap_message(&e);
         if msg.contains("unrecognized subcommand") && !msg.contains("on, off") {
-            msg.push_str(" [possible values: on, off, status, config, run, exec, summary, csv]");
+            msg.push_str(
+                " [possible values: on, off, status, config, run, exec, summary, csv, intensity]",
+            );
         }
         UsageError::new("%carbon", format!("{msg} (see %carbon?)"))
     })?;
@@ -357,6 +362,7 @@ pub fn parse_line_args(args: &str) -> Result<LineCommand, UsageError> {
         "off" => LineCommand::Off,
         "status" => LineCommand::Status,
         "summary" => LineCommand::Summary,
+        "intensity" => LineCommand::Intensity,
         "csv" => LineCommand::Csv {
             rows: sub.get_one::<usize>("rows").copied().unwrap_or(5),
         },
@@ -603,6 +609,7 @@ mod tests {
             "exec",
             "summary",
             "csv",
+            "intensity",
             "--country",
             "--repeat",
             "--no-csv",

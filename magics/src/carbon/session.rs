@@ -528,9 +528,23 @@ impl CarbonSession {
         s
     }
 
-    /// `%carbon summary`.
+    /// `%carbon intensity`: the table of the zones the kernel knows and the world map, the
+    /// configured zone marked.
+    pub fn intensity(&self) -> Vec<MimeBundle> {
+        let zone = intensity::zone(self.cfg.country.as_deref())
+            .or_else(|_| intensity::zone(None))
+            .expect("the world average always resolves");
+        crate::report::map::intensity_bundles(&zone)
+    }
+
+    /// `%carbon summary`: totals by language (the chart: [`Self::summary_chart`]).
     pub fn summary(&self) -> MimeBundle {
         report::summary(&self.entries)
+    }
+
+    /// `%carbon summary`'s chart (SVG + PNG), `None` before the first metered cell.
+    pub fn summary_chart(&self) -> Option<MimeBundle> {
+        report::summary_chart(&self.entries)
     }
 
     /// `%carbon csv [--rows N]`.

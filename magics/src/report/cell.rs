@@ -2,15 +2,18 @@
 //! everyday equivalents with sources, a collapsed "how this was computed" with this cell's
 //! numbers), the live display while it runs, `%carbon summary` and `%carbon csv`.
 
-use super::chart::{PALETTE, chart_err, svg};
-use super::esc;
+use super::chart::{PALETTE, chart_err, svg, tick};
+use super::{esc, png};
 use crate::MimeBundle;
 use crate::carbon::hardware::TdpSource;
 use crate::carbon::meter::{LiveSample, Measurement, Parts};
 use crate::carbon::record::{Column, EmissionRecord, RowKind, RowLanguage};
 use crate::carbon::sensor::{Scope, SensorKind};
 use crate::carbon::sink::CsvView;
-use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, fmt_length, sig3};
+use crate::units::{
+    Joules, KgCo2, energy_axis_j, fmt_co2, fmt_duration, fmt_energy, fmt_length, mass_axis_g,
+    nice_ticks, sig3,
+};
 use plotters::prelude::*;
 
 /// One everyday equivalent: how much of an activity emits (or uses) as much as the cell.
@@ -213,37 +216,62 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
 /// 1 KB) instead of plotters' mesh, axes and per-glyph attributes (about 8 KB, most of the
 /// report message). Every metered cell sends it through iopub, so its size and build time are
 /// part of what `%%carbon` adds to a cell's round trip (issue 9, performance).
-fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
+///
+/// `items` are in joules; the axis takes the unit of the largest (mJ, J, Wh) and round ticks, and
+/// each bar ends with its value, so no number needs an exponent.
+fn bars_svg(items: &[(&str, f64)]) -> String {
     use std::fmt::Write as _;
-    const W: f64 = 360.0;
+    const W: f64 = 380.0;
     const LEFT: f64 = 66.0; // label column
-    const RIGHT: f64 = 12.0;
+    const RIGHT: f64 = 16.0;
     const TOP: f64 = 24.0; // title
-    const ROW: f64 = 28.0;
+    const ROW: f64 = 24.0;
     let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max);
-    let max = if max > 0.0 { max * 1.15 } else { 1.0 };
-    let height = 40 + 28 * items.len() as u32;
+    let (per, unit) = energy_axis_j(max);
+    let ticks = nice_ticks(max / per, 4);
+    let top = ticks.last().copied().unwrap_or(1.0);
+    let height = TOP + ROW * items.len() as f64 + 22.0;
     let plot_w = W - LEFT - RIGHT;
     let axis_y = TOP + ROW * items.len() as f64;
-    let mut s = String::with_capacity(400 + 160 * items.len());
+    let mut s = String::with_capacity(600 + 200 * items.len());
     let _ = write!(
         s,
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{height}\" \
          viewBox=\"0 0 {W} {height}\" font-family=\"sans-serif\" font-size=\"11\">\
          <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\
-         <text x=\"{}\" y=\"15\" font-size=\"13\" text-anchor=\"middle\">{}</text>",
-        W / 2.0,
-        esc(title)
+         <text x=\"{}\" y=\"15\" font-size=\"13\" text-anchor=\"middle\">energy ({unit})</text>",
+        LEFT + plot_w / 2.0,
     );
+    for (k, t) in ticks.iter().enumerate() {
+        let x = LEFT + plot_w * t / top;
+        let _ = write!(
+            s,
+            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{}\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            axis_y + 3.0,
+            if k == 0 { "#000" } else { "#e4e4e4" },
+            axis_y + 15.0,
+            tick(*t)
+        );
+    }
     for (i, (label, v)) in items.iter().enumerate() {
         let y = TOP + ROW * i as f64;
-        let w = (v.max(0.0) / max * plot_w).max(0.0);
+        let w = (v.max(0.0) / per / top * plot_w).max(0.0);
         let c = PALETTE[i % 8];
+        let value = sig3(v / per);
+        // The value sits right of its bar, or inside it (white) when the bar reaches the end.
+        let inside = w > plot_w - 8.0 * value.len() as f64 - 6.0;
+        let (tx, anchor, fill) = if inside {
+            (LEFT + w - 4.0, "end", "#fff")
+        } else {
+            (LEFT + w + 4.0, "start", "#000")
+        };
         let _ = write!(
             s,
             "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
-             fill=\"rgb({},{},{})\"><title>{} {}</title></rect>",
+             fill=\"rgb({},{},{})\"><title>{} {value} {unit}</title></rect>\
+             <text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{fill}\">{value}</text>",
             LEFT - 4.0,
             y + ROW / 2.0 + 4.0,
             esc(label),
@@ -253,31 +281,61 @@ fn bars_svg(items: &[(&str, f64)], title: &str) -> String {
             c.1,
             c.2,
             esc(label),
-            sig3(*v)
-        );
-    }
-    let _ = write!(
-        s,
-        "<line x1=\"{LEFT}\" y1=\"{axis_y}\" x2=\"{}\" y2=\"{axis_y}\" stroke=\"#000\"/>",
-        W - RIGHT
-    );
-    for k in 0..=3 {
-        let v = max * k as f64 / 3.0;
-        let x = LEFT + plot_w * k as f64 / 3.0;
-        let anchor = match k {
-            0 => "start",
-            3 => "end",
-            _ => "middle",
-        };
-        let _ = write!(
-            s,
-            "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
-            axis_y + 13.0,
-            sig3(v)
+            y + ROW / 2.0 + 4.0,
         );
     }
     s.push_str("</svg>");
     s
+}
+
+/// The report's chart as its own output (SVG + PNG + text, see [`super::png`]): energy of CPU,
+/// RAM and GPU (and compile / run) with PUE, mean over the runs. `None` without a run.
+pub fn cell_chart(runs: &[RunReport]) -> Option<MimeBundle> {
+    let first = runs.first()?;
+    let pue = first.rec.pue;
+    let n = runs.len() as f64;
+    let mut sum = Parts::default();
+    let mut compile: Option<Parts> = None;
+    for r in runs {
+        let p = parts_pue(&r.meas, pue);
+        sum.cpu += p.cpu;
+        sum.ram += p.ram;
+        sum.gpu += p.gpu;
+        if let Some(c) = r.meas.compile {
+            let a = compile.get_or_insert_with(Parts::default);
+            a.cpu += c.cpu;
+            a.ram += c.ram;
+            a.gpu += c.gpu;
+        }
+    }
+    let mean = sum.scaled(1.0 / n);
+    let mut items = vec![
+        ("CPU", mean.cpu.0),
+        ("RAM", mean.ram.0),
+        ("GPU", mean.gpu.0),
+    ];
+    if let Some(c) = compile {
+        let c = c.scaled(pue / n).total();
+        items.push(("compile", c.0));
+        items.push(("run", (mean.total() - c).0));
+    }
+    let plain = format!(
+        "chart: energy with PUE{}: {}",
+        if runs.len() > 1 {
+            ", mean of the runs"
+        } else {
+            ""
+        },
+        items
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt_energy(Joules(*v))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // 1 PNG pixel per SVG pixel: every metered cell pays for this PNG before the cell ends
+    // (about 3 ms and 4 KB at 1x, 6 ms and 8 KB at 2x, release build on the 2-core VM); the
+    // sharper SVG is what trusted front-ends show anyway.
+    Some(png::chart_bundle_at(bars_svg(&items), plain, 1.0))
 }
 
 /// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.
@@ -566,14 +624,8 @@ pub fn cell_report_with_startup(
     ));
     h.push_str(&row("record", &esc(where_)));
     h.push_str("</table>");
-    let mut items = vec![("CPU", cpu.0), ("RAM", ram.0), ("GPU", gpu.0)];
-    if let Some(c) = compile {
-        let c = c.scaled(pue / n);
-        items.push(("compile", c.total().0));
-        items.push(("run", (tot - c.total()).0));
-    }
-    let chart = bars_svg(&items, "energy (J)");
-    h.push_str(&format!("<div>{chart}</div></div>"));
+    // The chart is its own output (cell_chart): an untrusted notebook drops SVG inside HTML.
+    h.push_str("</div>");
     h.push_str("<details><summary>How this was computed</summary><ul>");
     for l in &expl {
         h.push_str(&format!("<li>{}</li>", esc(l)));
@@ -738,68 +790,115 @@ pub fn summary(entries: &[SessionEntry]) -> MimeBundle {
     }
     let all: Vec<&SessionEntry> = entries.iter().collect();
     line("all", &all);
-    h.push_str("</table>");
-    let chart = summary_chart(entries);
-    h.push_str(&chart);
-    h.push_str("</div>");
-    MimeBundle::plain(t)
-        .with("text/html", h)
-        .with("image/svg+xml", chart)
+    h.push_str("</table></div>");
+    MimeBundle::plain(t).with("text/html", h)
 }
 
 /// A stacked part of the summary bars: name, how to get it, colour.
 type Component = (&'static str, fn(&Parts) -> f64, RGBColor);
 
-fn summary_chart(entries: &[SessionEntry]) -> String {
+/// `%carbon summary`'s chart as its own output (SVG + PNG + text): energy per metered cell,
+/// stacked CPU/RAM/GPU, and the cumulative emissions on a second axis. `None` without a cell.
+pub fn summary_chart(entries: &[SessionEntry]) -> Option<MimeBundle> {
+    if entries.is_empty() {
+        return None;
+    }
+    let svg = summary_svg(entries).ok()?;
+    let total: f64 = entries.iter().map(|e| e.emissions).sum();
+    let plain = format!(
+        "chart: energy of each of the {} metered cells (CPU, RAM, GPU) and cumulative emissions, {} in all",
+        entries.len(),
+        fmt_co2(KgCo2(total))
+    );
+    Some(png::chart_bundle(svg, plain))
+}
+
+/// The summary chart's SVG. The legend has a band of its own above the plot (it covered the
+/// first bars when drawn inside), each cell's number sits under the middle of its bar, and both
+/// axes are in the unit their largest value reads best in (mJ/J/Wh, µg/mg/g).
+fn summary_svg(entries: &[SessionEntry]) -> Result<String, super::chart::ChartError> {
     let n = entries.len();
-    let max_bar = entries
+    let max_j = entries
         .iter()
         .map(|e| e.parts.total().0)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.15;
-    let total_co2: f64 = entries
-        .iter()
-        .map(|e| e.emissions * 1000.0)
-        .sum::<f64>()
-        .max(1e-12)
-        * 1.1;
-    svg(640, 320, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "Energy per metered cell (bars) and cumulative emissions (line)",
-                ("sans-serif", 14),
-            )
+        .fold(0.0, f64::max);
+    let (per_j, e_unit) = energy_axis_j(max_j);
+    let e_top = *nice_ticks(max_j / per_j, 5).last().unwrap_or(&1.0);
+    let total_g: f64 = entries.iter().map(|e| e.emissions * 1000.0).sum();
+    let (per_g, m_unit) = mass_axis_g(total_g);
+    let m_top = *nice_ticks(total_g / per_g, 5).last().unwrap_or(&1.0);
+    let comps: [Component; 3] = [
+        ("CPU", |p| p.cpu.0, PALETTE[0]),
+        ("RAM", |p| p.ram.0, PALETTE[1]),
+        ("GPU", |p| p.gpu.0, PALETTE[2]),
+    ];
+    let line_colour = PALETTE[5];
+    let width = (220 + 36 * n as u32).clamp(480, 860);
+    svg(width, 320, |root| {
+        let (head, body) = root.split_vertically(46);
+        head.draw(&Text::new(
+            "Energy per metered cell and cumulative emissions",
+            (10, 6),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(chart_err)?;
+        // The legend, in a row under the title.
+        let mut x = 10;
+        let style = ("sans-serif", 11).into_font();
+        for (name, _, c) in &comps {
+            head.draw(&Rectangle::new([(x, 28), (x + 10, 38)], c.filled()))
+                .map_err(chart_err)?;
+            head.draw(&Text::new(*name, (x + 14, 27), style.clone()))
+                .map_err(chart_err)?;
+            x += 60;
+        }
+        head.draw(&PathElement::new(
+            vec![(x, 33), (x + 16, 33)],
+            line_colour.stroke_width(2),
+        ))
+        .map_err(chart_err)?;
+        head.draw(&Text::new(
+            format!("cumulative emissions ({m_unit} CO₂eq)"),
+            (x + 20, 27),
+            style,
+        ))
+        .map_err(chart_err)?;
+        let mut chart = ChartBuilder::on(&body)
             .margin(8)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
+            .x_label_area_size(34)
+            .y_label_area_size(56)
             .right_y_label_area_size(60)
-            .build_cartesian_2d(0.0..n as f64, 0.0..max_bar)
+            .build_cartesian_2d(-0.5..n as f64 - 0.5, 0.0..e_top)
             .map_err(chart_err)?
-            .set_secondary_coord(0.0..n as f64, 0.0..total_co2);
+            .set_secondary_coord(-0.5..n as f64 - 0.5, 0.0..m_top);
         chart
             .configure_mesh()
-            .x_desc("cell")
-            .y_desc("energy (J)")
-            .x_labels(n.min(12))
-            .x_label_formatter(&|x| format!("{}", *x as usize + 1))
-            .y_label_formatter(&|v| sig3(*v))
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc("metered cell")
+            .y_desc(format!("energy ({e_unit})"))
+            .x_labels((n + 1).min(13))
+            .x_label_formatter(&|x| {
+                // Integer positions are the bars' middles; no label between them.
+                let r = x.round();
+                if (x - r).abs() < 1e-6 && r >= 0.0 {
+                    format!("{}", r as usize + 1)
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(chart_err)?;
         chart
             .configure_secondary_axes()
-            .y_desc("cumulative gCO₂eq")
-            .y_label_formatter(&|v| sig3(*v))
+            .y_desc(format!("cumulative {m_unit} CO₂eq"))
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 11))
             .draw()
             .map_err(chart_err)?;
-        let comps: [Component; 3] = [
-            ("CPU", |p| p.cpu.0, PALETTE[0]),
-            ("RAM", |p| p.ram.0, PALETTE[1]),
-            ("GPU", |p| p.gpu.0, PALETTE[2]),
-        ];
-        for (ci, (name, get, color)) in comps.iter().enumerate() {
+        for (ci, (_, get, color)) in comps.iter().enumerate() {
             let color = *color;
             let bars: Vec<Rectangle<(f64, f64)>> = entries
                 .iter()
@@ -808,49 +907,33 @@ fn summary_chart(entries: &[SessionEntry]) -> String {
                     let below: f64 = comps[..ci].iter().map(|(_, g, _)| g(&e.parts)).sum();
                     let x = i as f64;
                     Rectangle::new(
-                        [(x + 0.15, below), (x + 0.85, below + get(&e.parts))],
+                        [
+                            (x - 0.35, below / per_j),
+                            (x + 0.35, (below + get(&e.parts)) / per_j),
+                        ],
                         color.filled(),
                     )
                 })
                 .collect();
-            chart
-                .draw_series(bars)
-                .map_err(chart_err)?
-                .label(*name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+            chart.draw_series(bars).map_err(chart_err)?;
         }
         let mut cum = 0.0;
         let pts: Vec<(f64, f64)> = entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                cum += e.emissions * 1000.0;
-                (i as f64 + 0.5, cum)
+                cum += e.emissions * 1000.0 / per_g;
+                (i as f64, cum)
             })
             .collect();
         chart
-            .draw_secondary_series(LineSeries::new(pts.clone(), PALETTE[5].stroke_width(2)))
-            .map_err(chart_err)?
-            .label("cumulative gCO₂eq")
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 12, y)], PALETTE[5].stroke_width(2))
-            });
-        chart
-            .draw_secondary_series(pts.iter().map(|p| Circle::new(*p, 3, PALETTE[5].filled())))
+            .draw_secondary_series(LineSeries::new(pts.clone(), line_colour.stroke_width(2)))
             .map_err(chart_err)?;
         chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 11))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
+            .draw_secondary_series(pts.iter().map(|p| Circle::new(*p, 3, line_colour.filled())))
             .map_err(chart_err)?;
         Ok(())
     })
-    .unwrap_or_default()
 }
 
 /// `%carbon csv`: where the file is, how many rows, the last `last` rows.
@@ -961,7 +1044,6 @@ mod tests {
         let text = b.text("text/plain").unwrap();
         for needle in [
             "<table>",
-            "<svg",
             "<details>",
             "How this was computed",
             "LED bulb",
@@ -976,6 +1058,11 @@ mod tests {
             text.contains(&format!("{:.2} s", r.meas.cpu_seconds)),
             "{text}"
         );
+        // The chart is its own output: an untrusted notebook drops SVG inside HTML.
+        assert!(!html.contains("<svg"));
+        let c = cell_chart(std::slice::from_ref(&r)).unwrap();
+        assert!(c.text("image/svg+xml").unwrap().contains("<svg"));
+        assert!(c.text("image/png").is_some() && c.text("text/html").is_none());
         let two = cell_report(&[r.clone(), r], "x");
         assert!(two.text("text/plain").unwrap().contains("2 runs"));
     }
@@ -1092,7 +1179,11 @@ mod tests {
         let b = summary(&[e("python", 10.0), e("java", 20.0), e("python", 5.0)]);
         let t = b.text("text/plain").unwrap();
         assert!(t.contains("python") && t.contains("java") && t.contains("all"));
-        assert!(b.text("image/svg+xml").unwrap().contains("<svg"));
+        assert!(b.text("image/svg+xml").is_none());
+        let c = summary_chart(&[e("python", 1.0), e("java", 3.0)]).unwrap();
+        assert!(c.text("image/svg+xml").unwrap().contains("<svg"));
+        assert!(c.text("image/png").is_some());
+        assert!(summary_chart(&[]).is_none());
         assert!(
             summary(&[])
                 .text("text/plain")

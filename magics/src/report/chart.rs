@@ -28,6 +28,96 @@ pub fn chart_err<E: std::fmt::Display>(e: E) -> ChartError {
     ChartError(e.to_string())
 }
 
+/// What a legend entry shows beside its label.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Key {
+    /// A filled square (bars).
+    Bar(RGBColor),
+    /// A short line (line series).
+    Line(RGBColor),
+}
+
+/// Legend font size, px; labels are measured at [`CHAR_W`] px a character (DejaVu Sans at 11 px
+/// averages about 6.2 px, so the estimate errs wide).
+const LEGEND_FONT: u32 = 11;
+const CHAR_W: i32 = 7;
+const ROW_H: i32 = 16;
+
+/// Lays the legend out in rows of at most `width` px: the top-left of each entry.
+fn legend_layout(items: &[(String, Key)], width: u32) -> Vec<(i32, i32)> {
+    let (mut x, mut y) = (10, 0);
+    items
+        .iter()
+        .map(|(label, _)| {
+            let w = 18 + CHAR_W * label.chars().count() as i32 + 14;
+            if x > 10 && x + w > width as i32 - 10 {
+                x = 10;
+                y += ROW_H;
+            }
+            let at = (x, y);
+            x += w;
+            at
+        })
+        .collect()
+}
+
+/// Height of the band [`legend`] needs for `items` in `width` px.
+pub fn legend_height(items: &[(String, Key)], width: u32) -> u32 {
+    legend_layout(items, width)
+        .last()
+        .map_or(0, |(_, y)| (*y + ROW_H) as u32 + 4)
+}
+
+/// Draws a legend in rows on `area` (a band above the plot, sized with [`legend_height`]):
+/// drawn outside the plot, it can never cover data, whatever the values.
+pub fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    items: &[(String, Key)],
+) -> Result<(), ChartError> {
+    let width = area.dim_in_pixel().0;
+    let font = ("sans-serif", LEGEND_FONT).into_font();
+    for ((label, key), (x, y)) in items.iter().zip(legend_layout(items, width)) {
+        let mid = y + ROW_H / 2;
+        match key {
+            Key::Bar(c) => area.draw(&Rectangle::new(
+                [(x, mid - 5), (x + 10, mid + 5)],
+                c.filled(),
+            )),
+            Key::Line(c) => area.draw(&PathElement::new(
+                vec![(x - 2, mid), (x + 12, mid)],
+                c.stroke_width(2),
+            )),
+        }
+        .map_err(chart_err)?;
+        area.draw(&Text::new(label.clone(), (x + 18, mid - 6), font.clone()))
+            .map_err(chart_err)?;
+    }
+    Ok(())
+}
+
+/// A tick label: three significant figures without trailing zeros (`0.8`, `80`, `1.25`), so an
+/// axis does not mix `0.800` and `80.0`.
+pub fn tick(v: f64) -> String {
+    let s = crate::units::sig3(v);
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A tick of a log axis in grams, in the unit that reads best (`10 µg`, `1 mg`, `2.5 g`): no
+/// exponent, no trailing zeros.
+pub fn mass_tick(g: f64) -> String {
+    let s = crate::units::fmt_mass_g(g);
+    match s.split_once(' ') {
+        Some((num, unit)) if num.contains('.') => {
+            format!("{} {unit}", num.trim_end_matches('0').trim_end_matches('.'))
+        }
+        _ => s,
+    }
+}
+
 /// The palette used by every chart (colour-blind friendly, Okabe–Ito), so CPU/RAM/GPU and
 /// languages look the same everywhere.
 pub const PALETTE: [RGBColor; 8] = [
@@ -66,5 +156,26 @@ mod tests {
         assert!(s.starts_with("<svg"));
         assert!(s.contains("energy"));
         assert!(s.contains("<rect"));
+    }
+
+    #[test]
+    fn legend_rows_wrap_within_the_width() {
+        let items: Vec<(String, Key)> =
+            ["seed operational", "seed embodied", "EcoLogits operational"]
+                .iter()
+                .map(|l| (l.to_string(), Key::Bar(PALETTE[0])))
+                .collect();
+        let at = legend_layout(&items, 330);
+        assert!(at.iter().all(|(x, _)| *x < 330));
+        assert!(at.last().unwrap().1 > 0, "wrapped: {at:?}");
+        assert_eq!(legend_layout(&items, 900).last().unwrap().1, 0);
+        assert_eq!(legend_height(&items, 900), 20);
+        assert_eq!(mass_tick(1e-5), "10 µg");
+        assert_eq!(mass_tick(1e-3), "1 mg");
+        assert_eq!(mass_tick(2.5), "2.5 g");
+        assert_eq!(
+            (tick(0.8), tick(80.0), tick(1.25), tick(0.0)),
+            ("0.8".into(), "80".into(), "1.25".into(), "0".into())
+        );
     }
 }

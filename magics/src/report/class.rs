@@ -16,10 +16,10 @@
 //! day, [`TimeBucket`]), while the JSON lists everything. [`Period`] limits the rows to a lab
 //! session or a week (`--since`, `--until`).
 
-use super::chart::{self, ChartError, PALETTE, chart_err};
+use super::chart::{self, ChartError, Key, PALETTE, chart_err};
 use super::esc;
 use crate::carbon::record::{Column, RowKind, RowLanguage};
-use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, sig3};
+use crate::units::{Joules, KgCo2, fmt_co2, fmt_duration, fmt_energy, mass_axis_g, nice_ticks};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use plotters::prelude::*;
 use serde::Serialize;
@@ -1225,37 +1225,55 @@ impl ClassReport {
         let x_of = |b: i64| (b - b0 + 1) as f64 * hours_per_bucket;
         let buckets = usize::try_from(b1 - b0 + 1).unwrap_or(usize::MAX);
         let span = x_of(b1);
-        let ymax = series
+        let top_g = series
             .iter()
             .filter_map(|(_, s)| s.last().map(|p| p.1))
-            .fold(0.0, f64::max)
-            .max(1e-9)
-            * 1.1;
+            .fold(0.0, f64::max);
+        // The axis in the unit its largest value reads best in (µg … t), round ticks.
+        let (per, unit) = mass_axis_g(top_g);
+        let ymax = nice_ticks(top_g / per, 5).last().copied().unwrap_or(1.0);
         let t0 = DateTime::<Utc>::from_timestamp(b0 * bucket.seconds(), 0).unwrap_or_default();
         let label_of = move |x: &f64| {
             let t = t0 + chrono::Duration::milliseconds((x * 3.6e6) as i64);
-            if span > 48.0 {
+            // Up to 10 days, six ticks fall several to a day: the hour tells them apart.
+            if span > 240.0 {
                 t.format("%m-%d").to_string()
+            } else if span > 48.0 {
+                t.format("%m-%d %Hh").to_string()
             } else {
                 t.format("%m-%d %H:%M").to_string()
             }
         };
         let caption = if students.len() > series.len() {
             format!(
-                "cumulative emissions per {}, the {} most emitting of {} students (g CO₂eq)",
+                "cumulative emissions per {}, the {} most emitting of {} students ({unit} CO₂eq)",
                 bucket.word(),
                 series.len(),
                 students.len()
             )
         } else {
             format!(
-                "cumulative emissions per student, per {} (g CO₂eq)",
+                "cumulative emissions per student, per {} ({unit} CO₂eq)",
                 bucket.word()
             )
         };
-        let svg = chart::svg(860, 380, |root| {
-            let mut c = ChartBuilder::on(root)
-                .caption(caption, ("sans-serif", 18))
+        // The legend has a band of its own above the plot: inside, it could cover a line.
+        let keys: Vec<(String, Key)> = series
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.to_string(), Key::Line(PALETTE[i % PALETTE.len()])))
+            .collect();
+        let band = 30 + chart::legend_height(&keys, 860);
+        let svg = chart::svg(860, 350 + band, |root| {
+            let (head, body) = root.split_vertically(band);
+            head.draw(&Text::new(
+                caption.clone(),
+                (12, 6),
+                ("sans-serif", 18).into_font(),
+            ))
+            .map_err(chart_err)?;
+            chart::legend(&head.margin(28, 0, 0, 0), &keys)?;
+            let mut c = ChartBuilder::on(&body)
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(70)
@@ -1266,28 +1284,19 @@ impl ClassReport {
                 .label_style(("sans-serif", 14))
                 .x_labels(6)
                 .x_label_formatter(&label_of)
-                .y_label_formatter(&|v| sig3(*v))
+                .y_label_formatter(&|v| chart::tick(*v))
                 .draw()
                 .map_err(chart_err)?;
-            for (i, (name, pts)) in series.iter().enumerate() {
+            for (i, (_, pts)) in series.iter().enumerate() {
                 let color = PALETTE[i % PALETTE.len()];
+                let pts: Vec<(f64, f64)> = pts.iter().map(|(x, y)| (*x, y / per)).collect();
                 c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-                    .map_err(chart_err)?
-                    .label(*name)
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 16, y)], color.stroke_width(2))
-                    });
+                    .map_err(chart_err)?;
                 if buckets <= MAX_DOTTED_BUCKETS {
                     c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))
                         .map_err(chart_err)?;
                 }
             }
-            c.configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(chart_err)?;
             Ok(())
         })?;
         Ok(svg)
@@ -1317,12 +1326,13 @@ fn more_line(rest: usize, what: &str) -> String {
 fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
     let n = groups.len();
     let height = (90 + 32 * n).min(900) as u32;
-    let max = groups
+    let top_g = groups
         .iter()
         .map(|g| g.emissions_kg * 1000.0)
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.12;
+        .fold(0.0, f64::max);
+    // The axis in the unit its largest value reads best in (µg … t), round ticks.
+    let (per, unit) = mass_axis_g(top_g);
+    let max = nice_ticks(top_g / per, 5).last().copied().unwrap_or(1.0);
     let labels: Vec<String> = groups
         .iter()
         .map(|g| {
@@ -1336,7 +1346,7 @@ fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
         .collect();
     let svg = chart::svg(860, height, |root| {
         let mut c = ChartBuilder::on(root)
-            .caption(format!("{caption} (g CO₂eq)"), ("sans-serif", 18))
+            .caption(format!("{caption} ({unit} CO₂eq)"), ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(240)
@@ -1348,7 +1358,7 @@ fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
             .label_style(("sans-serif", 14))
             .y_labels(n.max(1))
             .x_labels(6)
-            .x_label_formatter(&|v| sig3(*v))
+            .x_label_formatter(&|v| chart::tick(*v))
             .y_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
                     .get(n.wrapping_sub(1).wrapping_sub(*i as usize))
@@ -1368,14 +1378,14 @@ fn bar_chart(caption: &str, groups: &[Totals]) -> Result<String, ReportError> {
         let seg = |i: usize| SegmentValue::Exact((n - 1 - i) as i32);
         c.draw_series(groups.iter().enumerate().map(|(i, g)| {
             Rectangle::new(
-                [(0.0, seg(i)), (g.emissions_kg * 1000.0, next(seg(i)))],
+                [(0.0, seg(i)), (g.emissions_kg * 1000.0 / per, next(seg(i)))],
                 PALETTE[i % PALETTE.len()].filled(),
             )
         }))
         .map_err(chart_err)?;
         c.draw_series(groups.iter().enumerate().map(|(i, g)| {
             Rectangle::new(
-                [(0.0, seg(i)), (g.emissions_kg * 1000.0, next(seg(i)))],
+                [(0.0, seg(i)), (g.emissions_kg * 1000.0 / per, next(seg(i)))],
                 WHITE.stroke_width(5),
             )
         }))

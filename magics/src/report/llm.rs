@@ -3,7 +3,8 @@
 //! this was computed" with this request's numbers (the seed's explanation panel), and the views of
 //! `%llm models`, `%llm history` and `%llm summary`.
 
-use super::chart::{PALETTE, chart_err, svg};
+use super::chart::{Key, PALETTE, chart_err, legend, legend_height, mass_tick, svg, tick};
+use super::png;
 use super::{esc, html_table, short, text_table};
 use crate::MimeBundle;
 use crate::llm::client::LlmResponse;
@@ -405,12 +406,29 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
     let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
     let n = ok.len();
     let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
-    let res = svg(160 + 170 * n as u32, 380, |root| {
-        let mut ch = ChartBuilder::on(root)
-            .caption(
-                "gCO₂eq per request: operational vs embodied",
-                ("sans-serif", 16),
-            )
+    let width = (200 + 170 * n as u32).max(420);
+    let labels = [
+        "seed operational",
+        "seed embodied",
+        "EcoLogits operational",
+        "EcoLogits embodied",
+    ];
+    let keys: Vec<(String, Key)> = labels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| (l.to_string(), Key::Bar(PALETTE[k])))
+        .collect();
+    let band = 26 + legend_height(&keys, width);
+    let res = svg(width, 360 + band, |root| {
+        let (head, body) = root.split_vertically(band);
+        head.draw(&Text::new(
+            "CO₂eq per request: operational vs embodied",
+            (10, 6),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(chart_err)?;
+        legend(&head.margin(24, 0, 0, 0), &keys)?;
+        let mut ch = ChartBuilder::on(&body)
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
@@ -420,16 +438,10 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
             .x_label_formatter(&|x| category_label(&names, *x))
-            .y_desc("gCO₂eq (log)")
-            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .y_desc("CO₂eq per request (log scale)")
+            .y_label_formatter(&|y| mass_tick(*y))
             .draw()
             .map_err(chart_err)?;
-        let labels = [
-            "seed operational",
-            "seed embodied",
-            "EcoLogits operational",
-            "EcoLogits embodied",
-        ];
         for (k, label) in labels.iter().enumerate() {
             let colour = PALETTE[k];
             let rects: Vec<Rectangle<(f64, f64)>> = all
@@ -444,12 +456,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                     ))
                 })
                 .collect();
-            ch.draw_series(rects)
-                .map_err(chart_err)?
-                .label(*label)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
-                });
+            ch.draw_series(rects).map_err(chart_err)?;
             let errs: Vec<_> = all
                 .iter()
                 .enumerate()
@@ -468,12 +475,6 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .collect();
             ch.draw_series(errs).map_err(chart_err)?;
         }
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(chart_err)?;
         Ok(())
     });
     let svg_text = res.ok()?;
@@ -488,11 +489,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .join(", ")
         ));
     }
-    Some(
-        MimeBundle::new()
-            .with("image/svg+xml", svg_text)
-            .with("text/plain", plain),
-    )
+    Some(png::chart_bundle(svg_text, plain))
 }
 
 /// `%llm models`.
@@ -740,12 +737,29 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
     let max_lat = stats.iter().map(|s| s.lat).fold(0.0f64, f64::max).max(1e-3) * 1.2;
     let n = models.len();
     let names: Vec<String> = models.iter().map(|m| short(m, 28)).collect();
-    let chart1 = svg(200 + 150 * n as u32, 380, |root| {
-        let mut ch = ChartBuilder::on(root)
-            .caption(
-                "Mean gCO₂eq per call and mean latency, per model",
-                ("sans-serif", 16),
-            )
+    let width1 = (220 + 150 * n as u32).max(440);
+    let keys1 = vec![
+        (
+            "seed (latency × hardware)".to_string(),
+            Key::Bar(PALETTE[0]),
+        ),
+        (
+            "EcoLogits (tokens × parameters)".to_string(),
+            Key::Bar(PALETTE[2]),
+        ),
+        ("mean latency (s, right axis)".to_string(), Key::Line(BLACK)),
+    ];
+    let band1 = 26 + legend_height(&keys1, width1);
+    let chart1 = svg(width1, 360 + band1, |root| {
+        let (head, body) = root.split_vertically(band1);
+        head.draw(&Text::new(
+            "Mean CO₂eq per call and mean latency, per model",
+            (10, 6),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(chart_err)?;
+        legend(&head.margin(24, 0, 0, 0), &keys1)?;
+        let mut ch = ChartBuilder::on(&body)
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
@@ -757,12 +771,13 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             .disable_x_mesh()
             .x_labels(n * 2 + 1)
             .x_label_formatter(&|x| category_label(&names, *x))
-            .y_desc("gCO₂eq per call (log)")
-            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .y_desc("CO₂eq per call (log scale)")
+            .y_label_formatter(&|y| mass_tick(*y))
             .draw()
             .map_err(chart_err)?;
         ch.configure_secondary_axes()
             .y_desc("mean latency (s)")
+            .y_label_formatter(&|v| tick(*v))
             .draw()
             .map_err(chart_err)?;
         let c0 = PALETTE[0];
@@ -773,9 +788,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 c0.filled(),
             )
         }))
-        .map_err(chart_err)?
-        .label("seed (latency × hardware)")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c0.filled()));
+        .map_err(chart_err)?;
         ch.draw_series(stats.iter().enumerate().map(|(i, s)| {
             let mid = (s.eco_min + s.eco_max) / 2.0;
             Rectangle::new(
@@ -783,9 +796,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 c2.filled(),
             )
         }))
-        .map_err(chart_err)?
-        .label("EcoLogits (tokens × parameters)")
-        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c2.filled()));
+        .map_err(chart_err)?;
         ch.draw_series(
             stats
                 .iter()
@@ -810,9 +821,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 .map(|(i, s)| (i as f64 + 0.5, s.lat)),
             BLACK.stroke_width(2),
         ))
-        .map_err(chart_err)?
-        .label("mean latency (s, right axis)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], BLACK.stroke_width(2)));
+        .map_err(chart_err)?;
         ch.draw_secondary_series(
             stats
                 .iter()
@@ -820,12 +829,6 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 .map(|(i, s)| Circle::new((i as f64 + 0.5, s.lat), 4, BLACK.filled())),
         )
         .map_err(chart_err)?;
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(chart_err)?;
         Ok(())
     });
     let mut plain1 = String::from("chart: mean gCO₂eq per call and mean latency per model\n");
@@ -839,28 +842,37 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         ));
     }
     if let Ok(s) = chart1 {
-        out.push(
-            MimeBundle::new()
-                .with("image/svg+xml", s)
-                .with("text/plain", plain1),
-        );
+        out.push(png::chart_bundle(s, plain1));
     }
     let (lo, hi) = log_bounds(ok.iter().flat_map(|e| [e.seed_g, e.eco_g_min, e.eco_g_max]));
     let n = ok.len();
-    let chart2 = svg(640, 320, |root| {
-        let mut ch = ChartBuilder::on(root)
-            .caption("gCO₂eq per call over the session", ("sans-serif", 16))
+    let keys2 = vec![
+        ("seed".to_string(), Key::Line(PALETTE[0])),
+        ("EcoLogits (range)".to_string(), Key::Line(PALETTE[2])),
+    ];
+    let band2 = 26 + legend_height(&keys2, 640);
+    let chart2 = svg(640, 300 + band2, |root| {
+        let (head, body) = root.split_vertically(band2);
+        head.draw(&Text::new(
+            "CO₂eq per call over the session",
+            (10, 6),
+            ("sans-serif", 14).into_font(),
+        ))
+        .map_err(chart_err)?;
+        legend(&head.margin(24, 0, 0, 0), &keys2)?;
+        let mut ch = ChartBuilder::on(&body)
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
             .build_cartesian_2d(0.5f64..n as f64 + 0.5, (lo..hi).log_scale())
             .map_err(chart_err)?;
         ch.configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc("call number")
             .x_labels(n.min(12))
             .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_desc("gCO₂eq (log)")
-            .y_label_formatter(&|y| format!("{y:.0e}"))
+            .y_desc("CO₂eq per call (log scale)")
+            .y_label_formatter(&|y| mass_tick(*y))
             .draw()
             .map_err(chart_err)?;
         let c0 = PALETTE[0];
@@ -871,9 +883,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 .map(|(i, e)| ((i + 1) as f64, e.seed_g.max(lo))),
             c0.stroke_width(2),
         ))
-        .map_err(chart_err)?
-        .label("seed")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], c0.stroke_width(2)));
+        .map_err(chart_err)?;
         ch.draw_series(
             ok.iter()
                 .enumerate()
@@ -886,9 +896,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 .map(|(i, e)| ((i + 1) as f64, ((e.eco_g_min + e.eco_g_max) / 2.0).max(lo))),
             c2.stroke_width(2),
         ))
-        .map_err(chart_err)?
-        .label("EcoLogits (range)")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], c2.stroke_width(2)));
+        .map_err(chart_err)?;
         ch.draw_series(ok.iter().enumerate().map(|(i, e)| {
             ErrorBar::new_vertical(
                 (i + 1) as f64,
@@ -900,11 +908,6 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             )
         }))
         .map_err(chart_err)?;
-        ch.configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(chart_err)?;
         Ok(())
     });
     if let Ok(s) = chart2 {
@@ -919,11 +922,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
             ));
         }
-        out.push(
-            MimeBundle::new()
-                .with("image/svg+xml", s)
-                .with("text/plain", plain),
-        );
+        out.push(png::chart_bundle(s, plain));
     }
     out
 }
@@ -944,6 +943,7 @@ mod tests {
     use super::*;
     use crate::llm::footprint::{eco_estimate, seed_estimate};
     use crate::llm::providers::ProviderKind;
+    use crate::report::chart_tests;
 
     fn result(model: &str, provider: ProviderKind) -> RequestResult {
         let t = Tables::builtin();
@@ -988,6 +988,10 @@ mod tests {
         let c = chart_bundle(&rs).unwrap();
         let svg = c.text("image/svg+xml").unwrap();
         assert!(svg.contains("EcoLogits embodied") && svg.contains("<rect"));
+        chart_tests::assert_no_exponent("llm", svg);
+        chart_tests::assert_legend_clear("llm", svg);
+        let png = chart_tests::assert_png("llm", &c, png::PNG_SCALE);
+        chart_tests::save("llm", &c, &png);
     }
 
     #[test]
@@ -1021,5 +1025,12 @@ mod tests {
                 .unwrap()
                 .contains("openai:a (2 calls): seed 2.00 g")
         );
+        for (name, c) in [("llm-summary-models", &b[1]), ("llm-summary-calls", &b[2])] {
+            let svg = c.text("image/svg+xml").unwrap();
+            chart_tests::assert_no_exponent(name, svg);
+            let png = chart_tests::assert_png(name, c, png::PNG_SCALE);
+            chart_tests::save(name, c, &png);
+        }
+        chart_tests::assert_legend_clear("llm-summary-models", b[1].text("image/svg+xml").unwrap());
     }
 }

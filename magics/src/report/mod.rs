@@ -5,14 +5,20 @@
 //! * [`llm`]: what `%llm` shows (answers, comparison table, charts, explanation, models, history,
 //!   summary);
 //! * [`class`]: the class report over many `emissions.csv` files (`carbon-kernel report`);
-//! * [`chart`]: SVG charts with plotters, the palette every chart uses.
+//! * [`chart`]: SVG charts with plotters, the palette every chart uses;
+//! * [`png`]: each chart as its own output, SVG plus a PNG copy for untrusted front-ends;
+//! * [`map`]: the world map of `%carbon intensity`.
 //!
 //! Numbers with units come from [`crate::units`], so every report writes them the same way.
 
 pub mod cell;
 pub mod chart;
+#[cfg(test)]
+pub(crate) mod chart_tests;
 pub mod class;
 pub mod llm;
+pub mod map;
+pub mod png;
 
 /// `s` escaped for HTML text.
 pub(crate) fn esc(s: &str) -> String {
