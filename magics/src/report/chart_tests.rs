@@ -8,7 +8,7 @@ use crate::MimeBundle;
 use crate::carbon::gpu::NvmlChoice;
 use crate::carbon::intensity;
 use crate::carbon::meter::{Meter, MeterConfig, Parts};
-use crate::carbon::record::EmissionRecord;
+use crate::carbon::record::{EmissionRecord, RowKind};
 use crate::carbon::sensor::Scope;
 use crate::units::Joules;
 use base64::Engine as _;
@@ -143,6 +143,8 @@ fn cell_chart_reads_in_units_with_its_png() {
 #[test]
 fn summary_chart_keeps_its_legend_off_the_bars() {
     let e = |l: &str, j: f64, co2: f64| SessionEntry {
+        kind: RowKind::Cell,
+        repeat_index: None,
         language: l.into(),
         label: String::new(),
         parts: Parts {
