@@ -7,6 +7,7 @@
 
 mod carbon;
 mod harness;
+mod iofaults;
 mod java;
 mod llm;
 mod metrics;

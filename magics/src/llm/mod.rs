@@ -17,6 +17,8 @@ use providers::{LlmConfig, ModelSpec, ProviderKind};
 use std::time::Duration;
 
 pub mod client;
+#[cfg(test)]
+mod fault_tests;
 pub mod footprint;
 pub mod history;
 pub mod models;
@@ -214,6 +216,9 @@ pub struct AskArgs {
     pub stream: bool,
     /// `--zone` (checked, upper case).
     pub zone: Option<String>,
+    /// The answer's size cap in bytes (`LLM_MAX_ANSWER_BYTES`; the kernel sets it from the
+    /// settings).
+    pub max_answer_bytes: usize,
 }
 
 /// What a `%llm` / `%%llm` invocation asks for.
@@ -513,6 +518,7 @@ fn ask_from(
         timeout: timeout_of(m, settings_timeout),
         stream: !m.get_flag("no-stream"),
         zone: m.get_one::<String>("zone").cloned(),
+        max_answer_bytes: client::DEFAULT_MAX_ANSWER_BYTES,
     }
 }
 

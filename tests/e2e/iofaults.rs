@@ -1,0 +1,150 @@
+//! e2e: faults from outside the kernel (issue 13 items 4, 5, 8): endless LLM streams, a locked
+//! `emissions.csv`, servers that redirect keys elsewhere or echo them back, other people's `.env`
+//! files. Each test bounds its own waits and stops what it starts.
+
+use crate::harness::{Exec, Kernel, Opts};
+use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+const OPENAI_KEY: &str = "sk-proj-IOFAULT-SECRET-4242";
+const GEMINI_KEY: &str = "AIza-IOFAULT-SECRET-9191";
+
+fn kernel(dir: &Path, vars: &[(&str, String)]) -> Kernel {
+    let mut o = Opts::default()
+        .test_runtime()
+        .workdir(dir)
+        .without_provider_env();
+    for k in [
+        "LLM_DEFAULT",
+        "LLM_TIMEOUT_S",
+        "LLM_MAX_ANSWER_BYTES",
+        "LLM_PROFILES_FILE",
+        "LLM_MODELS_FILE",
+    ] {
+        o = o.env_remove(k);
+    }
+    o = o.env("LLM_RETRY_BASE_MS", "20");
+    for (k, v) in vars {
+        o = o.env(*k, v.clone());
+    }
+    Kernel::start(o).expect("kernel starts")
+}
+
+/// Bytes of every iopub message of the request (their content, as sent).
+fn iopub_bytes(r: &Exec) -> usize {
+    r.iopub.iter().map(|m| m.content.to_string().len()).sum()
+}
+
+fn all_text(r: &Exec) -> String {
+    r.iopub
+        .iter()
+        .map(|m| m.content.to_string())
+        .chain([r.reply.to_string()])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
+    let mut rd = csv::Reader::from_path(path).expect("csv file");
+    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    rd.records()
+        .map(|r| {
+            head.iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn piece(text: &str) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+    )
+}
+
+/// Item 4: a server that never ends its stream. Before the cap the cell never ended and the
+/// display re-sent the whole growing answer 20 times a second (500 MB of iopub for 3 MB of
+/// answer); now the answer stops at `LLM_MAX_ANSWER_BYTES`, the user is told, the row says
+/// `truncated`, and iopub carries a small multiple of the answer.
+#[test]
+fn an_endless_stream_is_capped_reported_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 400_000usize;
+    let srv = Server::script(vec![
+        Reply::sse(vec![piece(&"0123456789abcdef".repeat(16))])
+            .stream_end(Duration::ZERO, StreamEnd::Endless),
+    ]);
+    let mut k = kernel(
+        dir.path(),
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("OPENAI_BASE_URL", srv.url("/v1")),
+            ("LLM_MAX_ANSWER_BYTES", cap.to_string()),
+        ],
+    );
+    let id = k.send_execute("%llm openai:endless go on forever").unwrap();
+    let r = k
+        .wait_timeout(&id, Duration::from_secs(60))
+        .expect("the capped stream ends the cell");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let err = r.stderr();
+    assert!(
+        err.contains(&format!("cut at {cap} bytes")) && err.contains("LLM_MAX_ANSWER_BYTES"),
+        "{err}"
+    );
+    let bytes = iopub_bytes(&r);
+    eprintln!("endless stream: {bytes} iopub bytes for a {cap}-byte answer");
+    // the final display holds the answer twice (markdown and plain text); the streaming
+    // refreshes add at most a few times that
+    assert!(
+        bytes < 12 * cap,
+        "iopub carried {bytes} bytes for a {cap}-byte answer"
+    );
+    let updates = r.updates();
+    let last = updates
+        .last()
+        .and_then(|u| u["data"]["text/markdown"].as_str())
+        .unwrap_or("");
+    assert!(last.contains("answer cap"), "status line names the cap");
+    assert!(last.len() >= cap && last.len() < cap + 1000);
+    let rows = csv_rows(&dir.path().join("emissions.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "truncated");
+    k.shutdown(false);
+}
+
+/// Item 8a: a provider URL answering 307 to another origin (here another loopback port that
+/// records what it gets) never receives the key, custom header (`x-goog-api-key`) included.
+#[test]
+fn a_redirect_to_another_origin_is_refused_and_the_key_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let thief = Server::script(vec![Reply::json(json!({"stolen": true}))]);
+    let to = thief.url("/steal");
+    let srv = Server::start(move |_, _| Reply::status_json(307, json!({})).header("Location", &to));
+    let mut k = kernel(
+        dir.path(),
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("OPENAI_BASE_URL", srv.url("/v1")),
+            ("GEMINI_API_KEY", GEMINI_KEY.into()),
+            ("GEMINI_BASE_URL", srv.url("/v1beta")),
+        ],
+    );
+    let r = k.execute("%%llm --models openai:m,gemini:gemini-2.5-flash --no-stream\nhello");
+    assert_eq!(r.status(), "error");
+    let text = all_text(&r);
+    assert!(text.contains("refused to follow a redirect"), "{text}");
+    assert!(text.contains("another origin"), "{text}");
+    assert!(
+        thief.received().is_empty(),
+        "the other origin was contacted"
+    );
+    assert_eq!(srv.received().len(), 2, "each provider asked once: {text}");
+    assert!(!text.contains(OPENAI_KEY) && !text.contains(GEMINI_KEY));
+    k.shutdown(false);
+}
