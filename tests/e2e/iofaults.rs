@@ -148,3 +148,111 @@ fn a_redirect_to_another_origin_is_refused_and_the_key_stays() {
     assert!(!text.contains(OPENAI_KEY) && !text.contains(GEMINI_KEY));
     k.shutdown(false);
 }
+
+/// A process holding `flock(LOCK_EX)` on a file until its stdin closes.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn hold(path: &Path) -> LockHolder {
+        use std::io::BufRead;
+        let mut c = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import fcntl, sys\nf = open(sys.argv[1], 'a')\nfcntl.flock(f, fcntl.LOCK_EX)\nprint('locked', flush=True)\nsys.stdin.read()",
+            ])
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        LockHolder(c)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Item 5: another process holds the lock of `emissions.csv` (a student's script with
+/// `fcntl.flock`). Before, the cell hung as long as the lock was held. Now the row waits
+/// `CARBON_LOCK_WAIT_S` at most, an interrupt ends the wait at once, the rows go to
+/// `emissions.pending.csv` (the cell says so), and the next row written takes them along.
+#[test]
+fn a_locked_emissions_file_never_hangs_a_cell_and_loses_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("emissions.csv");
+    let side = dir.path().join("emissions.pending.csv");
+    let mut k = Kernel::start(
+        Opts::default()
+            .test_runtime()
+            .workdir(dir.path())
+            .env("CARBON_NVML_LIB", "none")
+            .env("CARBON_LOCK_WAIT_S", "1")
+            .timeout(Duration::from_secs(60)),
+    )
+    .expect("kernel starts");
+    let holder = LockHolder::hold(&csv);
+    let r = k.execute("%%carbon\nprint while locked\n");
+    assert_eq!(r.status(), "ok");
+    let shown = all_text(&r);
+    assert!(shown.contains("holds its lock"), "{shown}");
+    assert!(shown.contains("emissions.pending.csv"), "{shown}");
+    assert_eq!(csv_rows(&side).len(), 1);
+    drop(holder);
+    let r = k.execute("%%carbon\nprint after\n");
+    assert_eq!(r.status(), "ok");
+    assert!(all_text(&r).contains("1 row(s) that waited"));
+    assert!(!side.exists());
+    assert_eq!(csv_rows(&csv).len(), 2);
+    k.shutdown(false);
+
+    // a long wait, ended by an interrupt
+    let mut k = Kernel::start(
+        Opts::default()
+            .test_runtime()
+            .workdir(dir.path())
+            .env("CARBON_NVML_LIB", "none")
+            .env("CARBON_LOCK_WAIT_S", "600")
+            .timeout(Duration::from_secs(60)),
+    )
+    .expect("kernel starts");
+    let holder = LockHolder::hold(&csv);
+    let id = k
+        .send_execute("%%carbon\nprint interrupted wait\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    k.interrupt();
+    let r = k
+        .wait_timeout(&id, Duration::from_secs(30))
+        .expect("the interrupt ends the lock wait");
+    let shown = all_text(&r);
+    assert!(
+        shown.contains("the wait for its lock was interrupted"),
+        "{shown}"
+    );
+    assert_eq!(csv_rows(&side).len(), 1);
+    drop(holder);
+    k.shutdown(false);
+    drop(k);
+    // the next kernel's first row merges what waited
+    let mut k = Kernel::start(
+        Opts::default()
+            .test_runtime()
+            .workdir(dir.path())
+            .env("CARBON_NVML_LIB", "none"),
+    )
+    .expect("kernel starts");
+    assert_eq!(k.execute("%%carbon\nprint merged\n").status(), "ok");
+    assert_eq!(csv_rows(&csv).len(), 4, "every row is in emissions.csv");
+    assert!(!side.exists());
+    k.shutdown(false);
+}

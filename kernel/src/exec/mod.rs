@@ -268,6 +268,18 @@ pub fn runtime_failure(e: &RuntimeError) -> ExecOutcome {
     }
 }
 
+/// `CARBON_LOCK_WAIT_S`: seconds a row waits for a lock another process holds on
+/// `emissions.csv` (default [`carbon_magics::carbon::sink::DEFAULT_LOCK_WAIT`]).
+const LOCK_WAIT_KEY: &str = "CARBON_LOCK_WAIT_S";
+
+fn lock_wait(s: &Settings) -> std::time::Duration {
+    s.get(LOCK_WAIT_KEY)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 3600.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(carbon_magics::carbon::sink::DEFAULT_LOCK_WAIT)
+}
+
 impl Executor {
     /// A new executor; runtimes start lazily.
     pub fn new(cfg: ExecConfig) -> Self {
@@ -276,7 +288,16 @@ impl Executor {
         // handed to each session that writes rows.
         let session_id = uuid::Uuid::new_v4().to_string();
         // The live metrics (`crate::metrics`) are a view of the rows written, told by the sink.
-        let sink = EmissionsSink::default().with_observer(Arc::new(crate::metrics::observe));
+        let interrupts = Arc::new(Interrupts::default());
+        // A lock another process holds on emissions.csv is waited for a bounded time (an
+        // interrupt ends the wait); the rows then wait beside the file.
+        let stop = interrupts.clone();
+        let sink = EmissionsSink::default()
+            .with_observer(Arc::new(crate::metrics::observe))
+            .with_lock_wait(
+                lock_wait(&settings),
+                Some(Arc::new(move || stop.requested())),
+            );
         let carbon = CarbonSession::new(&settings, &cfg.workdir, sink.clone(), &*session_id);
         let llm = LlmSession::new(&cfg.workdir, sink, session_id);
         Self {
@@ -284,7 +305,7 @@ impl Executor {
             default_language: cfg.default_language,
             settings,
             workdir: cfg.workdir,
-            interrupts: Arc::new(Interrupts::default()),
+            interrupts,
             carbon,
             llm,
             settings_warned: false,
