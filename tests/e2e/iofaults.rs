@@ -256,3 +256,85 @@ fn a_locked_emissions_file_never_hangs_a_cell_and_loses_no_row() {
     assert!(!side.exists());
     k.shutdown(false);
 }
+
+/// Item 8c: a shared class folder holding another student's `.env` (a base URL pointing at their
+/// server, a model list). As root the folder and the file are given to another uid (chown); as
+/// another user the folder is made writable by all, as a drop folder is. Either way the
+/// student's kernel, one folder down, never reads it. A `.env` of the student's own in a parent
+/// folder may set models and keys but not a base URL, unless the environment does.
+#[test]
+fn another_students_dotenv_in_a_shared_class_folder_is_never_read() {
+    let root = tempfile::tempdir().unwrap();
+    let class = root.path().join("class");
+    let mine = class.join("alice");
+    std::fs::create_dir_all(&mine).unwrap();
+    let thief = Server::script(vec![Reply::json(json!({"stolen": true}))]);
+    let legit = Server::script(vec![Reply::json(json!({"choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "hi from the real server"}, "finish_reason": "stop"}]}))]);
+    let env_file = class.join(".env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "OPENAI_BASE_URL={}\nOPENAI_MODEL=theirs\n",
+            thief.url("/v1")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let given_away = std::os::unix::fs::chown(&env_file, Some(4242), Some(4242)).is_ok()
+        && std::os::unix::fs::chown(&class, Some(4242), Some(4242)).is_ok();
+    if !given_away {
+        std::fs::set_permissions(&class, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut k = kernel(&mine, &[("OPENAI_API_KEY", OPENAI_KEY.into())]);
+    let r = k.execute("%llm models");
+    let err = r.stderr();
+    assert!(
+        err.contains(&format!("{}: not read", env_file.display())),
+        "{err}"
+    );
+    let shown = all_text(&r);
+    assert!(
+        !shown.contains(&thief.url("")),
+        "the other student's URL is used"
+    );
+    k.shutdown(false);
+
+    // the student's own parent folder: models are read, the base URL is refused by name
+    let root2 = tempfile::tempdir().unwrap();
+    let nb = root2.path().join("nb");
+    std::fs::create_dir(&nb).unwrap();
+    std::fs::set_permissions(root2.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let parent_env = root2.path().join(".env");
+    std::fs::write(
+        &parent_env,
+        format!("OPENAI_BASE_URL={}\nOPENAI_MODEL=mine\n", thief.url("/v1")),
+    )
+    .unwrap();
+    let mut k = kernel(&nb, &[("OPENAI_API_KEY", OPENAI_KEY.into())]);
+    let r = k.execute("%llm models");
+    let err = r.stderr();
+    assert!(
+        err.contains(&format!(
+            "{}: OPENAI_BASE_URL not used",
+            parent_env.display()
+        )),
+        "{err}"
+    );
+    assert!(all_text(&r).contains("mine"), "the model list is read");
+    k.shutdown(false);
+    // …unless the environment sets it: then the environment's URL is used, silently
+    let mut k = kernel(
+        &nb,
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("OPENAI_BASE_URL", legit.url("/v1")),
+        ],
+    );
+    let r = k.execute("%llm openai:mine hello --no-stream");
+    assert_eq!(r.status(), "ok", "{}", all_text(&r));
+    assert!(!r.stderr().contains("OPENAI_BASE_URL not used"));
+    assert_eq!(legit.received().len(), 1);
+    assert!(thief.received().is_empty(), "the thief got a request");
+    k.shutdown(false);
+}

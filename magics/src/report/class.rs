@@ -497,15 +497,25 @@ fn field(rec: &csv::ByteRecord, i: usize) -> &str {
 /// field's bytes, and only the texts a row keeps (project, model) are allocated.
 fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    read_bytes(path, &bytes, index)
+}
+
+/// Reads an emissions file's bytes as the class report reads a file (the fuzz target's entry):
+/// the rows kept and skipped, or the one-line reason the whole file is skipped.
+pub fn read_emissions_bytes(bytes: &[u8]) -> Result<(usize, usize), String> {
+    read_bytes(Path::new("emissions.csv"), bytes, 0)
+        .map(|(info, rows)| (rows.len(), info.skipped_rows))
+}
+
+/// [`read_file`] once the bytes are read.
+fn read_bytes(path: &Path, bytes: &[u8], index: usize) -> Result<(FileInfo, Vec<Row>), String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("empty file".into());
     }
-    if std::str::from_utf8(&bytes).is_err() {
+    if std::str::from_utf8(bytes).is_err() {
         return Err("not a text file (not UTF-8), not an emissions.csv".into());
     }
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| format!("unreadable CSV header: {e}"))?
