@@ -199,18 +199,19 @@ impl Settings {
             .insert(key.to_string(), (value.to_string(), Source::Session));
     }
 
-    /// Removes every secret value from `text` (replaced by `***`).
+    /// Removes every secret value from `text` (replaced by `***`): keys, tokens, passwords in
+    /// URLs ([`crate::redact::Redactor::from_settings`]).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for k in SECRET_KEYS {
-            if let Some(v) = self.get(k) {
-                let v = v.trim();
-                if v.len() >= 4 {
-                    out = out.replace(v, "***");
-                }
-            }
-        }
-        out
+        crate::redact::Redactor::from_settings(self)
+            .redact(text)
+            .into_owned()
+    }
+
+    /// Every setting and its value (secrets included: callers redact).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
     }
 }
 

@@ -338,3 +338,103 @@ fn another_students_dotenv_in_a_shared_class_folder_is_never_read() {
     assert!(thief.received().is_empty(), "the thief got a request");
     k.shutdown(false);
 }
+
+/// Every file under `dir` (recursively) as text.
+fn files_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(t) = std::fs::read_to_string(&p) {
+                out.push_str(&format!("== {}\n{t}\n", p.display()));
+            }
+        }
+    }
+    out
+}
+
+/// Item 8b: a server that echoes the key back — in the answer, in the model name it reports
+/// (which goes into the row), in an error message — and a local server URL with a password in its
+/// user-info. No output, reply, CSV row, history line or log line shows either secret.
+#[test]
+fn secrets_echoed_back_are_redacted_from_every_output_file_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = Server::start(|n, req| {
+        let auth = req.header("authorization").unwrap_or("").to_string();
+        if n == 1 {
+            return Reply::status_json(
+                400,
+                json!({"error": {"message": format!("bad request for {auth}"), "type": "x"}}),
+            );
+        }
+        Reply::json(json!({
+            "model": auth.clone(),
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                "content": format!("I saw {auth} in your request")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 5}
+        }))
+    });
+    let password = "Pw-IOFAULT-SECRET-77";
+    let local_url = echo
+        .url("/v1")
+        .replace("http://", &format!("http://student:{password}@"));
+    let mut k = Kernel::start(
+        Opts::default()
+            .test_runtime()
+            .workdir(dir.path())
+            .without_provider_env()
+            .log_level("debug")
+            .env("CARBON_NVML_LIB", "none")
+            .env("OPENAI_API_KEY", OPENAI_KEY)
+            .env("OPENAI_BASE_URL", echo.url("/v1"))
+            .env("LLM_LOCAL_BASE_URL", local_url.clone()),
+    )
+    .expect("kernel starts");
+    let mut seen = String::new();
+    for cell in [
+        "%llm openai:echo say it back --no-stream",
+        "%llm openai:echo fail --no-stream",
+        &format!("%%carbon --label {OPENAI_KEY}\nprint the key is {OPENAI_KEY} and {password}\n"),
+        &format!("print {local_url}\n"),
+        "%llm history",
+        "%carbon csv",
+    ] {
+        let mut r = k.execute(cell);
+        // execute_input re-broadcasts the code as the user typed it (as ipykernel does): the
+        // cells here type the secrets themselves on purpose
+        r.iopub.retain(|m| m.msg_type != "execute_input");
+        seen.push_str(&all_text(&r));
+    }
+    assert!(
+        seen.contains("I saw Bearer ***"),
+        "the answer is shown, masked"
+    );
+    assert!(seen.contains("the key is ***"), "{seen}");
+    let log = k.log();
+    drop(k);
+    let files = files_text(dir.path());
+    assert!(files.contains("emissions.csv"), "rows were written");
+    for (what, text) in [
+        ("iopub and replies", &seen),
+        ("files", &files),
+        ("log", &log),
+    ] {
+        if let Some(i) = text.find(OPENAI_KEY) {
+            panic!(
+                "the key leaked into the {what}: …{}…",
+                &text[i.saturating_sub(200)..(i + 50).min(text.len())]
+            );
+        }
+        assert!(
+            !text.contains(password),
+            "the password leaked into the {what}"
+        );
+        assert!(
+            !text.contains("IOFAULT-SECRET"),
+            "part of a secret leaked into the {what}"
+        );
+    }
+}

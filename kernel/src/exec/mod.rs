@@ -10,6 +10,7 @@ use carbon_magics::carbon::session::{CarbonSession, EmissionsSink};
 use carbon_magics::config::Settings;
 use carbon_magics::llm::session::LlmSession;
 use carbon_magics::parse::{MagicCall, parse_cell};
+use carbon_magics::redact::Redactor;
 use carbon_magics::registry::{self, MagicKind, MagicSpec};
 use carbon_magics::{MimeBundle, UsageError, builtin};
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 pub mod carbon;
 pub mod llm;
+pub mod redacting;
 
 /// Runs `%name ARGS` (a line magic).
 pub type LineHandler = fn(&mut Executor, &MagicCall, &mut dyn Publish) -> ExecOutcome;
@@ -284,6 +286,8 @@ impl Executor {
     /// A new executor; runtimes start lazily.
     pub fn new(cfg: ExecConfig) -> Self {
         let settings = Settings::load(&cfg.workdir);
+        // the log, the CSV and the history mask the keys from the start
+        Redactor::from_settings(&settings).install();
         // One session id (`experiment_id` of every row) and one emissions sink for the kernel,
         // handed to each session that writes rows.
         let session_id = uuid::Uuid::new_v4().to_string();
@@ -361,8 +365,17 @@ impl Executor {
         self.runtimes.shutdown_all();
     }
 
-    /// Runs one cell (magics included).
+    /// Runs one cell (magics included). Every output goes through the one redaction layer,
+    /// kept current with the settings (a `%carbon config` may add a key).
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
+        Redactor::from_settings(&self.settings).install();
+        let o = self.execute_cell(code, &mut redacting::Redacting::new(out));
+        let r = Redactor::from_settings(&self.settings);
+        r.clone().install();
+        redacting::outcome(&r, o)
+    }
+
+    fn execute_cell(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
         let plan = match parse_cell(code) {
             Ok(p) => p,
             Err(e) => return usage_error(e.into()),

@@ -229,7 +229,8 @@ impl CsvSink {
         let old = std::mem::take(&mut self.queued);
         let mut body = old.clone();
         for r in rows {
-            body.push_str(&csv_line(&r.fields()));
+            // a label or model name may hold a key (a server echoing it): the file never does
+            body.push_str(&crate::redact::redact(&csv_line(&r.fields())));
         }
         self.write_body(&body).inspect_err(|_| {
             // this write failed and says so; what was queued before stays queued
