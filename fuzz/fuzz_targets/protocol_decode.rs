@@ -17,7 +17,9 @@ fn hex(b: &[u8]) -> String {
 fuzz_target!(|input: &[u8]| {
     let mut parts: Vec<&[u8]> = input.split(|b| *b == 0xFF).collect();
     // identities before the delimiter: at most two, as a ROUTER gives them
-    let ids = parts.first().map_or(0, |p| p.first().map_or(0, |b| usize::from(b % 3)));
+    let ids = parts
+        .first()
+        .map_or(0, |p| p.first().map_or(0, |b| usize::from(b % 3)));
     if let Some(p) = parts.first_mut()
         && !p.is_empty()
     {
