@@ -529,7 +529,14 @@ fn read_bytes(path: &Path, bytes: &[u8], index: usize) -> Result<(FileInfo, Vec<
         .map(|c| c.name())
         .collect();
     if !missing.is_empty() {
-        let start: String = header.join(",").chars().take(40).collect();
+        // a quoted header field may hold a newline or control bytes: the reason stays one line
+        // (found by the class_csv fuzz target)
+        let start: String = header
+            .join(",")
+            .chars()
+            .take(40)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         return Err(format!(
             "not an emissions.csv: no column {} (header starts \"{start}\")",
             missing.join(", ")
@@ -1949,5 +1956,14 @@ mod tests {
         assert_eq!(fmt_co2(KgCo2(2e-7)), "200 µg CO₂eq");
         assert_eq!(fmt_energy(Joules::from_kwh(5e-6)), "18.0 J");
         assert_eq!(fmt_duration(90.0), "90.0 s");
+    }
+
+    /// Regression (class_csv fuzz target): a header field quoted across a newline made the
+    /// skip reason two lines.
+    #[test]
+    fn a_skip_reason_is_one_line_whatever_the_header_holds() {
+        let why = read_emissions_bytes(b",\"\0\0l\n2#026\x16tioesr&\x16\"").unwrap_err();
+        assert!(why.starts_with("not an emissions.csv"), "{why}");
+        assert!(!why.contains('\n') && !why.contains('\0'), "{why:?}");
     }
 }
