@@ -188,6 +188,21 @@ os.replace(out + ".part", out)
     export CARBON_SMOLLM2_GGUF="$SMOLLM2_GGUF"
 }
 
+# cargo-fuzz (pinned) and a nightly toolchain (libFuzzer's instrumentation needs -Z flags) for the
+# fuzz step of install/test.sh.
+CARGO_FUZZ_VERSION=0.12.0
+ensure_cargo_fuzz() {
+    if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+        say "installing a nightly toolchain for cargo-fuzz"
+        rustup toolchain install nightly --profile minimal || return 1
+    fi
+    if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        return 0
+    fi
+    say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+}
+
 # The kernel binary built by cargo: release when asked, else debug.
 kernel_bin() {
     local profile="${1:-debug}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test of carbon-kernel:
-#   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings, cargo test --workspace, then
+#   cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings, cargo test --workspace, the
+#   fuzz targets for about a minute (fuzz/, cargo-fuzz on nightly), then
 #   the Python-side tests (jupyter-kernel-test conformance, notebooks through nbclient, JupyterLab
 #   in headless chromium, a real local model through llama.cpp's server).
 # It installs what those need: the project venv (.venv) from install/requirements-test.txt,
@@ -60,7 +61,26 @@ if [ "$run_rust" = 1 ]; then
     # The Java runtime's e2e tests need jshell.
     ensure_jdk
     step "cargo test --workspace" cargo test --workspace --locked
+    step "fuzz (each target ${CARBON_FUZZ_SECONDS:-12} s)" run_fuzz
 fi
+
+# Every fuzz target (fuzz/, its own workspace) for CARBON_FUZZ_SECONDS each (12 s: about a
+# minute for the five), from the seed corpus in fuzz/corpus/<target>/ (new inputs go to a scratch
+# folder, the repository stays clean). A crash fails the step; its input is kept in
+# fuzz/artifacts/<target>/. No sanitizer (-s none): the code under test is safe Rust, so
+# AddressSanitizer would only slow each run; debug assertions (-a) catch overflows.
+run_fuzz() {
+    ensure_cargo_fuzz || return 1
+    local secs="${CARBON_FUZZ_SECONDS:-12}" t rc=0 work
+    (cd "$ROOT/fuzz" && cargo +nightly fuzz build -s none -a) || return 1
+    for t in protocol_decode cell_parse dotenv class_csv sse_stream; do
+        work="$(mktemp -d)"
+        (cd "$ROOT/fuzz" && cargo +nightly fuzz run -s none -a "$t" "$work" "corpus/$t" -- \
+            -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) || rc=1
+        rm -rf "$work"
+    done
+    return $rc
+}
 
 run_pytest() {
     local rc

@@ -101,7 +101,21 @@ fn run(args: RunArgs) -> Result<()> {
 fn main() -> ExitCode {
     // evcxr re-executes this binary as its runtime child; the hook must run before anything else.
     evcxr::runtime_hook();
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CARBON_LOG", "warn")).init();
+    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CARBON_LOG", "warn"))
+        // every log line goes through the one redaction layer (a logged message may quote a key)
+        .format(|buf, record| {
+            use std::io::Write;
+            let msg = record.args().to_string();
+            writeln!(
+                buf,
+                "[{} {} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                carbon_magics::redact::redact(&msg)
+            )
+        })
+        .init();
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Run(a) => run(a),

@@ -1,6 +1,13 @@
 //! Settings from `.env` (in the notebook's folder or a parent), then the process environment, then
 //! values set in the session (`%carbon config KEY=VALUE`). Later sources win.
 //!
+//! A `.env` is looked for from the notebook's folder up to the user's home or the repository root
+//! (a folder with `.git`), and only in folders the user owns that no one else can write, in files
+//! the user owns that no one else can write: in a shared class folder another student's `.env`
+//! is never read. Settings that run code or receive keys ([`is_guarded`]) are taken from the
+//! notebook's own folder's `.env` only; from a parent folder's they are refused with a warning
+//! naming the file, unless the environment sets them.
+//!
 //! Values are kept as strings; each module parses the keys it owns (`CARBON_*` in `carbon`,
 //! provider keys and model lists in `llm`). API keys are secrets: [`Settings::redact`] removes them
 //! from any text before it is shown, written or logged.
@@ -39,18 +46,106 @@ pub const SECRET_KEYS: [&str; 4] = [
     "HUGGINGFACE_API_KEY",
 ];
 
+/// Settings that run code (interpreters, JVM options, a shared library) or decide where keys are
+/// sent (base URLs) or which files are read as data: only the notebook's own `.env` or the
+/// environment may set them.
+pub fn is_guarded(key: &str) -> bool {
+    matches!(
+        key,
+        "CARBON_PYTHON" | "CARBON_JAVA_HOME" | "CARBON_JAVA_OPTS" | "CARBON_NVML_LIB"
+    ) || key.ends_with("_BASE_URL")
+        || (key.starts_with("LLM_") && key.ends_with("_FILE"))
+}
+
+/// Whose files a `.env` may come from and where the search up the folders stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// The user (effective uid).
+    pub uid: u32,
+    /// The user's primary group: a folder writable by it is the user's own (user-private
+    /// groups, umask 002).
+    pub gid: u32,
+    /// The user's home: the search stops there.
+    pub home: Option<PathBuf>,
+}
+
+impl Trust {
+    /// The user running this process.
+    pub fn current() -> Trust {
+        Trust {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+        }
+    }
+
+    /// Why `meta` (a folder or a `.env`) is not the user's alone, if it is not.
+    fn distrust(&self, meta: &std::fs::Metadata) -> Option<&'static str> {
+        use std::os::unix::fs::MetadataExt;
+        let mode = meta.mode();
+        if meta.uid() != self.uid {
+            Some("owned by another user")
+        } else if mode & 0o002 != 0 {
+            Some("writable by every user")
+        } else if mode & 0o020 != 0 && meta.gid() != self.gid {
+            Some("writable by its group")
+        } else {
+            None
+        }
+    }
+}
+
 impl Settings {
-    /// Loads `.env` from `dir` or its nearest parent that has one, then the environment.
+    /// Loads `.env` from `dir` or its nearest parent that has one (see the module's docs for
+    /// which are trusted), then the environment.
     pub fn load(dir: &Path) -> Settings {
+        Settings::load_trusting(dir, &Trust::current())
+    }
+
+    /// [`Settings::load`] for the user `trust` describes (tests play other users with it).
+    pub fn load_trusting(dir: &Path, trust: &Trust) -> Settings {
         let mut s = Settings::default();
         let mut cur = Some(dir);
+        let mut own_folder = true;
         while let Some(d) = cur {
             let candidate = d.join(".env");
+            let folder_doubt =
+                std::fs::metadata(d).map_or(Some("unreadable"), |m| trust.distrust(&m));
+            if let Some(why) = folder_doubt {
+                // a shared folder (/tmp, a class folder): neither it nor anything above is
+                // searched; said only when it holds a .env someone may have meant for us
+                if candidate.is_file() {
+                    s.warnings.push(format!(
+                        "{}: not read: its folder is {why} (a .env is read only from folders that are yours alone)",
+                        candidate.display()
+                    ));
+                }
+                break;
+            }
             if candidate.is_file() {
+                if let Some(why) =
+                    std::fs::metadata(&candidate).map_or(Some("unreadable"), |m| trust.distrust(&m))
+                {
+                    s.warnings.push(format!(
+                        "{}: not read: the file is {why} (a .env is read only when it is yours alone)",
+                        candidate.display()
+                    ));
+                    break;
+                }
                 match std::fs::read_to_string(&candidate) {
                     Ok(text) => {
                         let parsed = parse_dotenv(&text);
                         for (k, v) in parsed.values {
+                            if !own_folder && is_guarded(&k) {
+                                if std::env::var_os(&k).is_none() {
+                                    s.warnings.push(format!(
+                                        "{}: {k} not used: a .env in a parent folder may not set settings that run code or receive keys; set it in {} or the environment",
+                                        candidate.display(),
+                                        dir.join(".env").display()
+                                    ));
+                                }
+                                continue;
+                            }
                             s.values.insert(k, (v, Source::DotEnv));
                         }
                         for p in parsed.problems {
@@ -66,6 +161,10 @@ impl Settings {
                 s.dotenv_path = Some(candidate);
                 break;
             }
+            if trust.home.as_deref() == Some(d) || d.join(".git").exists() {
+                break;
+            }
+            own_folder = false;
             cur = d.parent();
         }
         for (k, v) in std::env::vars() {
@@ -100,18 +199,19 @@ impl Settings {
             .insert(key.to_string(), (value.to_string(), Source::Session));
     }
 
-    /// Removes every secret value from `text` (replaced by `***`).
+    /// Removes every secret value from `text` (replaced by `***`): keys, tokens, passwords in
+    /// URLs ([`crate::redact::Redactor::from_settings`]).
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for k in SECRET_KEYS {
-            if let Some(v) = self.get(k) {
-                let v = v.trim();
-                if v.len() >= 4 {
-                    out = out.replace(v, "***");
-                }
-            }
-        }
-        out
+        crate::redact::Redactor::from_settings(self)
+            .redact(text)
+            .into_owned()
+    }
+
+    /// Every setting and its value (secrets included: callers redact).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
     }
 }
 
@@ -311,6 +411,128 @@ mod tests {
         assert_eq!(
             s.redact("error with key sk-secret-123 here"),
             "error with key *** here"
+        );
+    }
+
+    fn me() -> Trust {
+        Trust {
+            home: None,
+            ..Trust::current()
+        }
+    }
+
+    fn mode(p: &Path, m: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+
+    /// A shared class folder: the teacher's (here: writable by all, as a drop folder is) with
+    /// another student's `.env` in it; the student's notebook one level down.
+    #[test]
+    fn a_shared_parent_folder_is_not_searched() {
+        let root = tempfile::tempdir().unwrap();
+        let class = root.path().join("class");
+        let mine = class.join("alice");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(
+            class.join(".env"),
+            "OPENAI_BASE_URL=http://thief
+OPENAI_MODEL=m
+",
+        )
+        .unwrap();
+        mode(&class, 0o777);
+        let s = Settings::load_trusting(&mine, &me());
+        assert_eq!(s.get("OPENAI_MODEL"), None);
+        assert_eq!(s.get("OPENAI_BASE_URL"), None);
+        assert!(s.dotenv_path.is_none());
+        assert!(
+            s.warnings[0].contains("class/.env: not read: its folder is writable by every user"),
+            "{:?}",
+            s.warnings
+        );
+        // group-writable by another group: not ours alone either
+        mode(&class, 0o775);
+        let other_group = Trust {
+            gid: me().gid.wrapping_add(1),
+            ..me()
+        };
+        let s = Settings::load_trusting(&mine, &other_group);
+        assert!(
+            s.warnings[0].contains("writable by its group"),
+            "{:?}",
+            s.warnings
+        );
+        // our own group (user-private groups) is fine
+        let s = Settings::load_trusting(&mine, &me());
+        assert_eq!(s.get("OPENAI_MODEL"), Some("m"));
+    }
+
+    #[test]
+    fn guarded_settings_come_only_from_the_notebooks_own_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let mine = root.path().join("nb");
+        std::fs::create_dir(&mine).unwrap();
+        mode(root.path(), 0o755);
+        std::fs::write(
+            root.path().join(".env"),
+            "OPENAI_BASE_URL=http://elsewhere/v1\nCARBON_PYTHON=/tmp/evil\nLLM_MODELS_FILE=x.csv\nOPENAI_API_KEY=sk-parent-key\n",
+        )
+        .unwrap();
+        let s = Settings::load_trusting(&mine, &me());
+        assert_eq!(s.get("OPENAI_API_KEY"), Some("sk-parent-key"));
+        for k in ["OPENAI_BASE_URL", "CARBON_PYTHON", "LLM_MODELS_FILE"] {
+            if std::env::var_os(k).is_none() {
+                assert_eq!(s.get(k), None, "{k}");
+                assert!(
+                    s.warnings.iter().any(|w| w.contains(k)
+                        && w.contains(&format!("{}", root.path().join(".env").display()))),
+                    "{k}: {:?}",
+                    s.warnings
+                );
+            }
+        }
+        // the same file in the notebook's own folder is trusted
+        std::fs::rename(root.path().join(".env"), mine.join(".env")).unwrap();
+        let s = Settings::load_trusting(&mine, &me());
+        assert_eq!(s.get("LLM_MODELS_FILE"), Some("x.csv"));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // the search stops at home (here: the notebook's folder)
+        std::fs::rename(mine.join(".env"), root.path().join(".env")).unwrap();
+        let home = Trust {
+            home: Some(mine.clone()),
+            ..me()
+        };
+        assert!(Settings::load_trusting(&mine, &home).dotenv_path.is_none());
+        // …and at a repository root
+        std::fs::create_dir(mine.join(".git")).unwrap();
+        assert!(Settings::load_trusting(&mine, &me()).dotenv_path.is_none());
+    }
+
+    /// Another user's `.env` (a file we do not own, in a folder we do) is never read. Needs root
+    /// to give the file away (chown); as another user the case is played with a different uid.
+    #[test]
+    fn another_users_file_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(".env");
+        std::fs::write(&f, "OPENAI_MODEL=theirs\n").unwrap();
+        let meta = std::fs::metadata(&f).unwrap();
+        let stranger = Trust {
+            uid: me().uid.wrapping_add(1),
+            ..me()
+        };
+        assert_eq!(stranger.distrust(&meta), Some("owned by another user"));
+        if me().uid != 0 {
+            return; // giving the file away needs root; the rule itself is checked above
+        }
+        std::os::unix::fs::chown(&f, Some(4242), None).unwrap();
+        let t = me();
+        let s = Settings::load_trusting(d.path(), &t);
+        assert_eq!(s.get("OPENAI_MODEL"), None);
+        assert!(
+            s.warnings[0].contains("not read: the file is owned by another user"),
+            "{:?}",
+            s.warnings
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod lang;
 pub mod llm;
 pub mod mime;
 pub mod parse;
+pub mod redact;
 pub mod registry;
 pub mod report;
 #[cfg(any(test, feature = "testing"))]

@@ -9,6 +9,7 @@ mod carbon;
 mod charts;
 mod faults;
 mod harness;
+mod iofaults;
 mod java;
 mod llm;
 mod llm_local;

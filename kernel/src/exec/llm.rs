@@ -9,7 +9,7 @@ use super::{Executor, usage_error};
 use crate::runtime::{ExecError, ExecOutcome, Publish, StreamName};
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
-use carbon_magics::llm::client::ProviderErrorKind;
+use carbon_magics::llm::client::{self, ProviderErrorKind};
 use carbon_magics::llm::client::{LlmResponse, RetryPolicy};
 use carbon_magics::llm::footprint::Tables;
 use carbon_magics::llm::local::LocalMeters;
@@ -27,6 +27,17 @@ use std::time::{Duration, Instant};
 
 /// How often a streaming answer's display is refreshed at most (keeps iopub traffic bounded).
 const STREAM_REFRESH: Duration = Duration::from_millis(50);
+/// Text bytes per second a streaming display may re-send. A display update replaces the whole
+/// output (the messaging spec has no append for `update_display_data`), so each refresh costs
+/// the whole answer so far: the refresh interval grows with the answer (a 3 KB answer still
+/// refreshes every 50 ms, a 640 KB one every 10 s) and iopub carries at most this rate per
+/// answer, times the two MIME types, instead of a quadratic total.
+const STREAM_BYTES_PER_S: f64 = 64.0 * 1024.0;
+
+/// The pause before the next refresh of a display showing `len` bytes.
+fn refresh_interval(len: usize) -> Duration {
+    STREAM_REFRESH.max(Duration::from_secs_f64(len as f64 / STREAM_BYTES_PER_S))
+}
 /// How often the waiting loop checks for an interrupt when nothing arrives.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -154,7 +165,17 @@ struct Slot {
     result: Option<Result<LlmResponse, RequestError>>,
 }
 
-fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish) -> ExecOutcome {
+fn ask(
+    ex: &mut Executor,
+    mut args: AskArgs,
+    cfg: &LlmConfig,
+    out: &mut dyn Publish,
+) -> ExecOutcome {
+    let (cap, cap_warning) = client::max_answer_bytes(&ex.settings);
+    args.max_answer_bytes = cap;
+    if let Some(w) = cap_warning {
+        out.stream(StreamName::Stderr, &format!("%llm: {w}\n"));
+    }
     let tables = tables(&mut ex.llm, &ex.settings, out);
     let zone = zone_choice(args.zone.as_deref(), &ex.settings, out);
     for m in &args.models {
@@ -197,7 +218,7 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             .filter(|s| s.dirty && s.result.is_none())
             .filter_map(|s| {
                 s.last_update
-                    .map(|t| STREAM_REFRESH.saturating_sub(t.elapsed()))
+                    .map(|t| refresh_interval(s.text.len()).saturating_sub(t.elapsed()))
             })
             .fold(POLL, Duration::min);
         match rx.recv_timeout(wait) {
@@ -254,7 +275,9 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
             if !s.dirty || s.result.is_some() {
                 continue;
             }
-            if s.last_update.is_none_or(|t| t.elapsed() >= STREAM_REFRESH) {
+            if s.last_update
+                .is_none_or(|t| t.elapsed() >= refresh_interval(s.text.len()))
+            {
                 s.text.push_str(&streams.take(idx));
                 out.update_display(
                     report::answer_bundle(&s.spec, &s.text, "streaming…"),
@@ -282,6 +305,16 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
         // the third figure goes with an answer (a failed request has no estimates either)
         if r.response.is_some() {
             r.measured = measured;
+        }
+        if r.response.as_ref().is_some_and(|x| x.truncated) {
+            out.stream(
+                StreamName::Stderr,
+                &format!(
+                    "%llm: {}: the answer was cut at {cap} bytes ({}); its row says `truncated`\n",
+                    r.spec,
+                    client::MAX_ANSWER_BYTES_KEY
+                ),
+            );
         }
         let text = match &r.response {
             Some(resp) => resp.text.clone(),
@@ -347,4 +380,31 @@ fn ask(ex: &mut Executor, args: AskArgs, cfg: &LlmConfig, out: &mut dyn Publish)
 
 fn cfg_redact(s: &Settings, text: &str) -> String {
     LlmConfig::from_settings(s).redact(&s.redact(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refresh re-sends the whole answer; over a long, steady stream the bytes re-sent per
+    /// second stay near STREAM_BYTES_PER_S instead of growing with the answer.
+    #[test]
+    fn refreshes_resend_a_bounded_rate() {
+        // 1 MB arriving evenly over 100 s, refreshed as the loop does
+        let (total, secs) = (1_000_000usize, 100.0);
+        let (mut t, mut next, mut sent) = (0.0f64, 0.0f64, 0usize);
+        while t < secs {
+            if t >= next {
+                let len = (total as f64 * t / secs) as usize;
+                sent += len;
+                next = t + refresh_interval(len).as_secs_f64();
+            }
+            t += 0.01;
+        }
+        let per_s = sent as f64 / secs;
+        assert!(per_s <= 2.0 * STREAM_BYTES_PER_S, "{per_s} B/s");
+        // the fixed 50 ms refresh alone would have sent ~10 GB (20 × 0.5 MB on average per s)
+        assert!(sent < 20_000_000, "{sent}");
+        assert_eq!(refresh_interval(10), STREAM_REFRESH);
+    }
 }

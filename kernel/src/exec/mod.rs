@@ -10,6 +10,7 @@ use carbon_magics::carbon::session::{CarbonSession, EmissionsSink};
 use carbon_magics::config::Settings;
 use carbon_magics::llm::session::LlmSession;
 use carbon_magics::parse::{MagicCall, parse_cell};
+use carbon_magics::redact::Redactor;
 use carbon_magics::registry::{self, MagicKind, MagicSpec};
 use carbon_magics::{MimeBundle, UsageError, builtin};
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 pub mod carbon;
 pub mod complete;
 pub mod llm;
+pub mod redacting;
 
 /// Runs `%name ARGS` (a line magic).
 pub type LineHandler = fn(&mut Executor, &MagicCall, &mut dyn Publish) -> ExecOutcome;
@@ -311,15 +313,38 @@ pub fn runtime_failure(e: &RuntimeError) -> ExecOutcome {
     }
 }
 
+/// `CARBON_LOCK_WAIT_S`: seconds a row waits for a lock another process holds on
+/// `emissions.csv` (default [`carbon_magics::carbon::sink::DEFAULT_LOCK_WAIT`]).
+const LOCK_WAIT_KEY: &str = "CARBON_LOCK_WAIT_S";
+
+fn lock_wait(s: &Settings) -> std::time::Duration {
+    s.get(LOCK_WAIT_KEY)
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 3600.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(carbon_magics::carbon::sink::DEFAULT_LOCK_WAIT)
+}
+
 impl Executor {
     /// A new executor; runtimes start lazily.
     pub fn new(cfg: ExecConfig) -> Self {
         let settings = Settings::load(&cfg.workdir);
+        // the log, the CSV and the history mask the keys from the start
+        Redactor::from_settings(&settings).install();
         // One session id (`experiment_id` of every row) and one emissions sink for the kernel,
         // handed to each session that writes rows.
         let session_id = uuid::Uuid::new_v4().to_string();
         // The live metrics (`crate::metrics`) are a view of the rows written, told by the sink.
-        let sink = EmissionsSink::default().with_observer(Arc::new(crate::metrics::observe));
+        let interrupts = Arc::new(Interrupts::default());
+        // A lock another process holds on emissions.csv is waited for a bounded time (an
+        // interrupt ends the wait); the rows then wait beside the file.
+        let stop = interrupts.clone();
+        let sink = EmissionsSink::default()
+            .with_observer(Arc::new(crate::metrics::observe))
+            .with_lock_wait(
+                lock_wait(&settings),
+                Some(Arc::new(move || stop.requested())),
+            );
         let carbon = CarbonSession::new(&settings, &cfg.workdir, sink.clone(), &*session_id);
         let llm = LlmSession::new(&cfg.workdir, sink, session_id);
         Self {
@@ -327,7 +352,7 @@ impl Executor {
             default_language: cfg.default_language,
             settings,
             workdir: cfg.workdir,
-            interrupts: Arc::new(Interrupts::default()),
+            interrupts,
             carbon,
             llm,
             settings_warned: false,
@@ -383,8 +408,17 @@ impl Executor {
         self.runtimes.shutdown_all();
     }
 
-    /// Runs one cell (magics included).
+    /// Runs one cell (magics included). Every output goes through the one redaction layer,
+    /// kept current with the settings (a `%carbon config` may add a key).
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
+        Redactor::from_settings(&self.settings).install();
+        let o = self.execute_cell(code, &mut redacting::Redacting::new(out));
+        let r = Redactor::from_settings(&self.settings);
+        r.clone().install();
+        redacting::outcome(&r, o)
+    }
+
+    fn execute_cell(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
         let plan = match parse_cell(code, is_own_magic) {
             Ok(p) => p,
             Err(e) => return usage_error(e.into()),

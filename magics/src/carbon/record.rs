@@ -92,6 +92,9 @@ word_enum! {
         Timeout = "timeout",
         /// The runtime itself failed (crashed, could not start) (`runtime-error`).
         RuntimeError = "runtime-error",
+        /// An LLM answer cut at `LLM_MAX_ANSWER_BYTES` (`truncated`): its figures cover the
+        /// part received.
+        Truncated = "truncated",
     }
 }
 
@@ -613,6 +616,7 @@ mod tests {
             RowStatus::Interrupted,
             RowStatus::Timeout,
             RowStatus::RuntimeError,
+            RowStatus::Truncated,
         ] {
             assert_eq!(st.to_string().parse::<RowStatus>(), Ok(st));
         }

@@ -48,6 +48,18 @@ struct SinkSlot {
     output: PathBuf,
     /// Opened on the first row.
     sink: Option<CsvSink>,
+    /// How long a write waits for a lock held elsewhere.
+    lock_wait: std::time::Duration,
+    /// Ends a lock wait early (the kernel's interrupt).
+    stop: Option<sink::StopCheck>,
+}
+
+impl SinkSlot {
+    fn open(&mut self) -> &mut CsvSink {
+        let (out, wait, stop) = (self.output.clone(), self.lock_wait, self.stop.clone());
+        self.sink
+            .get_or_insert_with(|| CsvSink::new(out).with_lock_wait(wait).with_stop(stop))
+    }
 }
 
 impl Default for EmissionsSink {
@@ -63,6 +75,8 @@ impl EmissionsSink {
             inner: Arc::new(Mutex::new(SinkSlot {
                 output: output.into(),
                 sink: None,
+                lock_wait: sink::DEFAULT_LOCK_WAIT,
+                stop: None,
             })),
             observer: None,
         }
@@ -71,6 +85,23 @@ impl EmissionsSink {
     /// The same sink, telling `observer` of every batch of rows written.
     pub fn with_observer(mut self, observer: RowObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// The same sink waiting at most `wait` for a lock another process holds on the file, and
+    /// ending the wait early when `stop` returns true (the kernel passes its interrupt); the rows
+    /// then wait beside the file (see [`sink`]).
+    pub fn with_lock_wait(
+        self,
+        wait: std::time::Duration,
+        stop: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    ) -> Self {
+        {
+            let mut s = self.slot();
+            s.lock_wait = wait;
+            s.stop = stop.map(sink::StopCheck);
+            s.sink = None;
+        }
         self
     }
 
@@ -95,26 +126,14 @@ impl EmissionsSink {
 
     /// Appends one row.
     pub fn record(&self, rec: &EmissionRecord) -> Result<Written, SinkError> {
-        let written = {
-            let mut s = self.slot();
-            let out = s.output.clone();
-            s.sink
-                .get_or_insert_with(|| CsvSink::new(out))
-                .record(rec)?
-        };
+        let written = self.slot().open().record(rec)?;
         self.written(std::slice::from_ref(rec));
         Ok(written)
     }
 
     /// Appends rows.
     pub fn record_all(&self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
-        let written = {
-            let mut s = self.slot();
-            let out = s.output.clone();
-            s.sink
-                .get_or_insert_with(|| CsvSink::new(out))
-                .record_all(rows)?
-        };
+        let written = self.slot().open().record_all(rows)?;
         self.written(rows);
         Ok(written)
     }

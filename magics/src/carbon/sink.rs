@@ -6,13 +6,84 @@
 //! ours (CodeCarbon's own, an older version of ours, anything else) is never rewritten or mixed
 //! with our rows: its data stays as it is, our rows go to a sibling file, and the caller gets a
 //! notice to show the user.
+//!
+//! A lock held by another process (a script of the user's, a stuck kernel) never hangs a cell:
+//! the sink waits at most [`DEFAULT_LOCK_WAIT`] (less when the caller's stop check, the kernel's
+//! interrupt, fires), then writes the rows to `emissions.pending.csv` beside the file (or, when
+//! that is locked too, keeps them in memory) and says so; the next row written to the file takes
+//! the waiting ones with it, so nothing is lost.
 
 use super::record::{EmissionRecord, csv_line, header};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// How long a write waits for the lock of `emissions.csv` before diverting its rows. Kernels hold
+/// the lock for one append (milliseconds), so a lock held this long belongs to something else;
+/// 3 s is short enough that the cell's end does not look hung.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the side file's lock is waited for (it is only ever held for one append).
+const PENDING_LOCK_WAIT: Duration = Duration::from_millis(500);
+
+/// How often a held lock is tried again.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+
+/// Asked while waiting for a lock: true ends the wait (the kernel's interrupt).
+#[derive(Clone)]
+pub struct StopCheck(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for StopCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopCheck")
+    }
+}
+
+/// How a bounded lock wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Locked {
+    Yes,
+    TimedOut,
+    Stopped,
+}
+
+/// Takes `f`'s exclusive lock, trying again every [`LOCK_POLL`] for at most `wait`, ending
+/// early when `stop` says so.
+fn lock_bounded(f: &File, wait: Duration, stop: Option<&StopCheck>) -> std::io::Result<Locked> {
+    let end = Instant::now() + wait;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(Locked::Yes),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if stop.is_some_and(|s| (s.0)()) {
+            return Ok(Locked::Stopped);
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(Locked::TimedOut);
+        }
+        std::thread::sleep(LOCK_POLL.min(end - now));
+    }
+}
+
+/// `emissions.csv` → `emissions.pending.csv`: rows waiting for the file's lock.
+pub fn pending_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "emissions".into());
+    let ext = path
+        .extension()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "csv".into());
+    path.with_file_name(format!("{stem}.pending.{ext}"))
+}
 
 /// A record could not be written.
 #[derive(Debug, Error)]
@@ -46,10 +117,14 @@ pub trait Sink: Send {
 }
 
 /// Appends to a CSV file with CodeCarbon's columns first.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CsvSink {
     requested: PathBuf,
     actual: PathBuf,
+    lock_wait: Duration,
+    stop: Option<StopCheck>,
+    /// CSV lines that found both the file and its side file locked (written with the next row).
+    queued: String,
 }
 
 /// `emissions.csv` → `emissions.carbon-kernel.csv`, then `…-2.csv`, `…-3.csv`.
@@ -115,7 +190,27 @@ impl CsvSink {
         CsvSink {
             requested: p.clone(),
             actual: p,
+            lock_wait: DEFAULT_LOCK_WAIT,
+            stop: None,
+            queued: String::new(),
         }
+    }
+
+    /// The same sink waiting at most `wait` for a lock held elsewhere.
+    pub fn with_lock_wait(mut self, wait: Duration) -> CsvSink {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// The same sink ending a lock wait as soon as `stop` says so.
+    pub fn with_stop(mut self, stop: Option<StopCheck>) -> CsvSink {
+        self.stop = stop;
+        self
+    }
+
+    /// Rows kept in memory because every file was locked (written with the next row).
+    pub fn queued_rows(&self) -> usize {
+        self.queued.lines().count()
     }
 
     /// The file asked for.
@@ -130,10 +225,20 @@ impl CsvSink {
 
     /// Appends several rows at once (one write under one lock).
     pub fn record_all(&mut self, rows: &[EmissionRecord]) -> Result<Written, SinkError> {
-        let mut body = String::new();
+        // rows kept in memory by an earlier write go first (older)
+        let old = std::mem::take(&mut self.queued);
+        let mut body = old.clone();
         for r in rows {
-            body.push_str(&csv_line(&r.fields()));
+            // a label or model name may hold a key (a server echoing it): the file never does
+            body.push_str(&crate::redact::redact(&csv_line(&r.fields())));
         }
+        self.write_body(&body).inspect_err(|_| {
+            // this write failed and says so; what was queued before stays queued
+            self.queued.insert_str(0, &old);
+        })
+    }
+
+    fn write_body(&mut self, body: &str) -> Result<Written, SinkError> {
         let mut notice: Option<String> = None;
         let mut n = 1;
         loop {
@@ -148,7 +253,13 @@ impl CsvSink {
                 .create(true)
                 .open(&path)
                 .map_err(io)?;
-            f.lock().map_err(io)?;
+            match lock_bounded(&f, self.lock_wait, self.stop.as_ref()).map_err(io)? {
+                Locked::Yes => {}
+                how => {
+                    drop(f);
+                    return self.divert(body, &path, how, notice);
+                }
+            }
             match inspect(&mut f).map_err(io)? {
                 HeaderState::Foreign(what) => {
                     drop(f); // unlocks
@@ -169,18 +280,34 @@ impl CsvSink {
                     self.actual = next;
                     continue;
                 }
-                HeaderState::Empty => {
-                    let mut all = header_line();
-                    all.push_str(&body);
-                    f.write_all(all.as_bytes()).map_err(io)?;
-                }
-                HeaderState::Ours { needs_newline } => {
-                    let mut all = String::new();
-                    if needs_newline {
-                        all.push('\n');
+                state => {
+                    let mut all = match state {
+                        HeaderState::Ours {
+                            needs_newline: true,
+                        } => "\n".to_string(),
+                        HeaderState::Ours { .. } => String::new(),
+                        _ => header_line(),
+                    };
+                    // rows that waited in the side file go in first, under this lock
+                    let pending = take_pending(&pending_path(&self.requested));
+                    if let Some((lines, n)) = &pending {
+                        all.push_str(lines);
+                        if notice.is_none() {
+                            notice = Some(format!(
+                                "{n} row(s) that waited in {} were added to {}",
+                                pending_path(&self.requested).display(),
+                                path.display()
+                            ));
+                        }
                     }
-                    all.push_str(&body);
-                    f.write_all(all.as_bytes()).map_err(io)?;
+                    all.push_str(body);
+                    if let Err(e) = f.write_all(all.as_bytes()) {
+                        if let Some((lines, _)) = pending {
+                            // they were taken from the side file: keep them
+                            self.queued.insert_str(0, &lines);
+                        }
+                        return Err(io(e));
+                    }
                 }
             }
             f.flush().map_err(io)?;
@@ -188,6 +315,136 @@ impl CsvSink {
                 path: self.actual.clone(),
                 notice,
             });
+        }
+    }
+}
+
+impl CsvSink {
+    /// The file's lock is held elsewhere (or the wait was interrupted): the rows go to the side
+    /// file, else stay in memory; the notice says where.
+    fn divert(
+        &mut self,
+        body: &str,
+        path: &Path,
+        how: Locked,
+        earlier: Option<String>,
+    ) -> Result<Written, SinkError> {
+        let why = match how {
+            Locked::Stopped => "the wait for its lock was interrupted".to_string(),
+            _ => format!(
+                "another process holds its lock (waited {:.1} s)",
+                self.lock_wait.as_secs_f64()
+            ),
+        };
+        let n = body.lines().count();
+        let side = pending_path(&self.requested);
+        let notice = match append_pending(&side, body, self.stop.as_ref()) {
+            Ok(true) => {
+                // the memory queue is part of `body`: it is in the side file now
+                format!(
+                    "{} was not written: {why}; {n} row(s) went to {} and will be added to it with the next row",
+                    path.display(),
+                    side.display()
+                )
+            }
+            _ => {
+                self.queued = body.to_string();
+                format!(
+                    "{} was not written: {why}, and {} is locked too; {n} row(s) are kept in memory and written with the next row",
+                    path.display(),
+                    side.display()
+                )
+            }
+        };
+        let notice = match earlier {
+            Some(e) => format!("{e}; {notice}"),
+            None => notice,
+        };
+        Ok(Written {
+            path: side,
+            notice: Some(notice),
+        })
+    }
+}
+
+/// Appends `body` to the side file (header first when it is new); false when its lock could not
+/// be had in time.
+fn append_pending(side: &Path, body: &str, stop: Option<&StopCheck>) -> std::io::Result<bool> {
+    // a file being merged is removed under its lock: a handle on a removed file is opened again
+    for _ in 0..3 {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(side)?;
+        if lock_bounded(&f, PENDING_LOCK_WAIT, stop)? != Locked::Yes {
+            return Ok(false);
+        }
+        if f.metadata()?.nlink() == 0 {
+            continue;
+        }
+        let mut all = match inspect(&mut f)? {
+            HeaderState::Empty => header_line(),
+            HeaderState::Ours { needs_newline } => {
+                if needs_newline {
+                    "\n".into()
+                } else {
+                    String::new()
+                }
+            }
+            HeaderState::Foreign(_) => return Ok(false),
+        };
+        all.push_str(body);
+        f.write_all(all.as_bytes())?;
+        f.flush()?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// The rows waiting in the side file, and how many, removing the file (under its lock, which is
+/// never waited for here: a busy side file is merged next time). None when there are none.
+fn take_pending(side: &Path) -> Option<(String, usize)> {
+    let mut f = OpenOptions::new().read(true).write(true).open(side).ok()?;
+    f.try_lock().ok()?;
+    if f.metadata().ok()?.nlink() == 0 {
+        return None; // merged and removed by another kernel meanwhile
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).ok()?;
+    let head = header_line();
+    let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut rows = match body.strip_prefix(head.as_str()) {
+        Some(r) => r.to_string(),
+        None if body.is_empty() => String::new(),
+        None => return None, // not ours: left for the user
+    };
+    if !rows.is_empty() && !rows.ends_with('\n') {
+        rows.push('\n');
+    }
+    // emptied, then removed, both under its lock: a handle opened before sees nothing to merge
+    f.set_len(0).ok()?;
+    std::fs::remove_file(side).ok()?;
+    let n = rows.lines().filter(|l| !l.trim().is_empty()).count();
+    (n > 0).then_some((rows, n))
+}
+
+impl Drop for CsvSink {
+    /// Rows still in memory (every file was locked) go to the side file, else to the log: they
+    /// are never dropped silently.
+    fn drop(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let side = pending_path(&self.requested);
+        if !matches!(append_pending(&side, &self.queued, None), Ok(true)) {
+            eprintln!(
+                "carbon-kernel: {} emissions row(s) could not be written ({} and {} locked):\n{}",
+                self.queued_rows(),
+                self.requested.display(),
+                side.display(),
+                self.queued
+            );
         }
     }
 }
@@ -404,5 +661,86 @@ mod tests {
         // exactly one header
         let text = std::fs::read_to_string(&p).unwrap();
         assert_eq!(text.matches("timestamp,project_name").count(), 1);
+    }
+
+    /// A lock held elsewhere (flock locks of two open files conflict even in one process):
+    /// the write waits a bounded time, the rows wait beside the file, the next write merges
+    /// them, nothing is lost or doubled.
+    #[test]
+    fn a_held_lock_diverts_rows_then_they_are_merged() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("emissions.csv");
+        let mut s = CsvSink::new(&p).with_lock_wait(Duration::from_millis(100));
+        s.record(&rec("first")).unwrap();
+        let holder = File::open(&p).unwrap();
+        holder.lock().unwrap();
+        let w = s.record(&rec("while-locked")).unwrap();
+        let side = pending_path(&p);
+        assert_eq!(w.path, side);
+        let n = w.notice.unwrap();
+        assert!(
+            n.contains("holds its lock") && n.contains("emissions.pending.csv"),
+            "{n}"
+        );
+        assert_eq!(read_csv(&side).unwrap().rows.len(), 1);
+        assert_eq!(read_csv(&p).unwrap().rows.len(), 1);
+        drop(holder);
+        let w = s.record(&rec("after")).unwrap();
+        assert!(w.notice.unwrap().contains("1 row(s) that waited"));
+        assert!(!side.exists(), "the side file is merged and removed");
+        let v = read_csv(&p).unwrap();
+        let label = v.header.iter().position(|h| h == "label").unwrap();
+        let labels: Vec<&str> = v.rows.iter().map(|r| r[label].as_str()).collect();
+        assert_eq!(labels, ["first", "while-locked", "after"]);
+    }
+
+    #[test]
+    fn both_files_locked_keeps_rows_in_memory_and_a_stop_ends_the_wait() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("emissions.csv");
+        let side = pending_path(&p);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let mut s = CsvSink::new(&p)
+            .with_lock_wait(Duration::from_secs(600))
+            .with_stop(Some(StopCheck(Arc::new(move || {
+                s2.load(std::sync::atomic::Ordering::SeqCst)
+            }))));
+        let h1 = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .unwrap();
+        h1.lock().unwrap();
+        let h2 = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&side)
+            .unwrap();
+        h2.lock().unwrap();
+        let s3 = stop.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            s3.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        // without the stop this would wait 600 s
+        let w = s.record(&rec("held")).unwrap();
+        t.join().unwrap();
+        assert!(w.notice.unwrap().contains("interrupted"));
+        assert_eq!(s.queued_rows(), 1);
+        drop((h1, h2));
+        stop.store(false, std::sync::atomic::Ordering::SeqCst);
+        s.record(&rec("next")).unwrap();
+        assert_eq!(s.queued_rows(), 0);
+        let v = read_csv(&p).unwrap();
+        assert_eq!(v.rows.len(), 2);
+        // a queue left at the end goes to the side file
+        let h1 = File::open(&p).unwrap();
+        h1.lock().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        s.record(&rec("last")).unwrap();
+        assert_eq!(read_csv(&side).unwrap().rows.len(), 1);
+        drop(s);
+        assert_eq!(read_csv(&side).unwrap().rows.len(), 1, "nothing doubled");
     }
 }

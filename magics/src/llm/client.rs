@@ -30,6 +30,9 @@ pub struct LlmRequest {
     pub timeout: Duration,
     /// Ask for an SSE stream.
     pub stream: bool,
+    /// The answer is cut at this many bytes of text (`LLM_MAX_ANSWER_BYTES`): an endless stream
+    /// ends there instead of filling memory and the front-end.
+    pub max_answer_bytes: usize,
 }
 
 /// Server-side timing fields (Groq's `usage` / `x_groq.usage`, seconds).
@@ -74,6 +77,9 @@ pub struct LlmResponse {
     pub streamed: bool,
     /// What happened on the way (retries and their waits).
     pub notes: Vec<String>,
+    /// True when the answer was cut at [`LlmRequest::max_answer_bytes`] (its `finish_reason`
+    /// says so too); the row's status is then `truncated`.
+    pub truncated: bool,
 }
 
 /// A failed request, as the user sees it (texts never contain keys).
@@ -422,12 +428,37 @@ impl HttpProvider {
             .connect_timeout(Duration::from_secs(10))
             // timeouts are per request (LlmRequest::timeout)
             .timeout(None::<Duration>)
+            // Keys travel in headers reqwest does not strip on a cross-host redirect
+            // (`x-goog-api-key`), so a redirect may only stay on the configured origin.
+            .redirect(same_origin_redirects())
             .build()
             .unwrap_or_else(|_| reqwest::blocking::Client::new())
     }
 
     fn label(&self) -> &'static str {
         self.cfg.kind.label()
+    }
+
+    /// Reads a whole `text/event-stream` body from memory as a streamed answer would be read
+    /// (the fuzz target of the stream parser and tests use it; no network).
+    pub fn parse_sse_body(
+        &self,
+        body: &[u8],
+        max_answer_bytes: usize,
+    ) -> Result<LlmResponse, ProviderError> {
+        let mut acc = Acc::default();
+        let mut emitted = 0;
+        self.read_sse(
+            body,
+            Instant::now(),
+            1.0,
+            max_answer_bytes,
+            &AtomicBool::new(false),
+            &mut |_| {},
+            &mut emitted,
+            &mut acc,
+        )?;
+        Ok(acc.out)
     }
 
     fn build(&self, req: &LlmRequest) -> (String, Value) {
@@ -499,6 +530,16 @@ impl HttpProvider {
         let resp = rb.send().map_err(|e| {
             if e.is_timeout() {
                 ProviderError::Timeout { provider: p, secs }
+            } else if e.is_redirect() {
+                ProviderError::Api {
+                    provider: p,
+                    message: format!(
+                        "refused to follow a redirect ({}): keys are sent only to {} ({} sets it)",
+                        root_cause(&e),
+                        self.cfg.base_url,
+                        self.cfg.kind.base_url_var()
+                    ),
+                }
             } else {
                 ProviderError::Connect {
                     provider: p,
@@ -522,7 +563,16 @@ impl HttpProvider {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let mut acc = Acc::default();
         if is_sse {
-            self.read_sse(resp, t0, secs, cancel, on_delta, emitted, &mut acc)?;
+            self.read_sse(
+                resp,
+                t0,
+                secs,
+                req.max_answer_bytes,
+                cancel,
+                on_delta,
+                emitted,
+                &mut acc,
+            )?;
             acc.out.streamed = true;
         } else {
             let mut text = String::new();
@@ -544,6 +594,7 @@ impl HttpProvider {
                 detail: format!("{e}; body starts {:?}", snippet(&text, 80)),
             })?;
             self.absorb(&v, &mut acc)?;
+            cap_answer(&mut acc.out, req.max_answer_bytes);
             if !acc.saw_answer {
                 return Err(ProviderError::Malformed {
                     provider: p,
@@ -576,9 +627,10 @@ impl HttpProvider {
     #[allow(clippy::too_many_arguments)]
     fn read_sse(
         &self,
-        resp: reqwest::blocking::Response,
+        resp: impl Read,
         t0: Instant,
         secs: f64,
+        max_answer_bytes: usize,
         cancel: &AtomicBool,
         on_delta: &mut dyn FnMut(&str),
         emitted: &mut usize,
@@ -594,25 +646,37 @@ impl HttpProvider {
                 return Err(ProviderError::Cancelled { provider: p });
             }
             line.clear();
-            let n = rd.read_until(b'\n', &mut line).map_err(|e| {
-                if is_timeout_io(&e) {
-                    if acc.chunks == 0 {
-                        ProviderError::Timeout { provider: p, secs }
+            // One line (or one event's data) longer than the whole answer may be is not read
+            // to its end: a server sending bytes without a newline would fill memory.
+            let max_line = max_answer_bytes.saturating_add(SSE_LINE_SLACK);
+            let n = (&mut rd)
+                .take(max_line as u64)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| {
+                    if is_timeout_io(&e) {
+                        if acc.chunks == 0 {
+                            ProviderError::Timeout { provider: p, secs }
+                        } else {
+                            ProviderError::Stalled {
+                                provider: p,
+                                chunks: acc.chunks,
+                                secs,
+                            }
+                        }
                     } else {
-                        ProviderError::Stalled {
+                        ProviderError::Broken {
                             provider: p,
                             chunks: acc.chunks,
-                            secs,
+                            detail: root_io(&e),
                         }
                     }
-                } else {
-                    ProviderError::Broken {
-                        provider: p,
-                        chunks: acc.chunks,
-                        detail: root_io(&e),
-                    }
-                }
-            })?;
+                })?;
+            if n == max_line && line.last() != Some(&b'\n') {
+                return Err(ProviderError::Malformed {
+                    provider: p,
+                    detail: format!("a stream line longer than {max_line} bytes"),
+                });
+            }
             let eof = n == 0;
             let l = String::from_utf8_lossy(&line);
             let l = l.trim_end_matches(['\n', '\r']);
@@ -634,6 +698,7 @@ impl HttpProvider {
                     data.clear();
                     let before = acc.out.text.len();
                     self.absorb(&v, acc)?;
+                    let capped = cap_answer(&mut acc.out, max_answer_bytes);
                     if acc.out.text.len() > before {
                         if acc.out.ttft_s.is_none() {
                             acc.out.ttft_s = Some(t0.elapsed().as_secs_f64());
@@ -641,6 +706,10 @@ impl HttpProvider {
                         acc.chunks += 1;
                         *emitted += 1;
                         on_delta(&acc.out.text[before..]);
+                    }
+                    if capped {
+                        // the rest of the stream is not read: dropping the reader closes it
+                        return Ok(());
                     }
                 }
                 if eof {
@@ -656,6 +725,12 @@ impl HttpProvider {
                     data.push('\n');
                 }
                 data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+                if data.len() > max_line {
+                    return Err(ProviderError::Malformed {
+                        provider: p,
+                        detail: format!("a stream event longer than {max_line} bytes"),
+                    });
+                }
             }
             // `event:`, `id:`, `retry:` carry nothing we use
         }
@@ -861,6 +936,75 @@ impl HttpProvider {
             },
         }
     }
+}
+
+/// Room for the JSON around an answer's text in one stream line (an event carries its text
+/// escaped inside a JSON object; escaping at most doubles plain text, plus the envelope).
+const SSE_LINE_SLACK: usize = 64 * 1024;
+
+/// Cuts `out.text` at `max` bytes (on a character boundary) and marks the answer truncated;
+/// true when it did.
+fn cap_answer(out: &mut LlmResponse, max: usize) -> bool {
+    if out.text.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !out.text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.text.truncate(cut);
+    out.truncated = true;
+    out.finish_reason = Some(format!(
+        "answer cap of {max} bytes reached ({MAX_ANSWER_BYTES_KEY}); the rest was not read"
+    ));
+    true
+}
+
+/// The setting that caps an answer's size.
+pub const MAX_ANSWER_BYTES_KEY: &str = "LLM_MAX_ANSWER_BYTES";
+
+/// The default cap: 1 MiB. The longest answers current models may give are 64k–128k output
+/// tokens (≈ 4 bytes of English each, so ≤ 512 KB); twice that leaves every real answer whole
+/// while an endless stream stops after a second or two instead of growing without end.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// `LLM_MAX_ANSWER_BYTES` from the settings (a positive integer), else the default; the warning
+/// for a value that is not one.
+pub fn max_answer_bytes(s: &Settings) -> (usize, Option<String>) {
+    match s.get(MAX_ANSWER_BYTES_KEY).map(str::trim) {
+        None | Some("") => (DEFAULT_MAX_ANSWER_BYTES, None),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => (n, None),
+            _ => (
+                DEFAULT_MAX_ANSWER_BYTES,
+                Some(format!(
+                    "{MAX_ANSWER_BYTES_KEY}={v:?} is not a positive number of bytes; using {DEFAULT_MAX_ANSWER_BYTES}"
+                )),
+            ),
+        },
+    }
+}
+
+/// A redirect policy that follows at most 10 redirects and only within one origin (scheme,
+/// host and port): a key must never reach another server.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().cloned();
+        let same = first.as_ref().is_some_and(|f| {
+            let u = attempt.url();
+            f.scheme() == u.scheme()
+                && f.host_str() == u.host_str()
+                && f.port_or_known_default() == u.port_or_known_default()
+        });
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            let to = attempt.url().origin().ascii_serialization();
+            attempt.error(format!("it leads to another origin, {to}"))
+        }
+    })
 }
 
 #[derive(Default)]

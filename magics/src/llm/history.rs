@@ -84,7 +84,9 @@ impl History {
         }
         let mut text = String::new();
         for e in &new {
-            text.push_str(&serde_json::to_string(e).map_err(std::io::Error::other)?);
+            let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+            // an answer may echo a key back: the file never holds one
+            text.push_str(&crate::redact::redact(&line));
             text.push('\n');
         }
         let mut f = std::fs::OpenOptions::new()

@@ -18,6 +18,8 @@ use providers::{LlmConfig, ModelSpec, ProviderKind};
 use std::time::Duration;
 
 pub mod client;
+#[cfg(test)]
+mod fault_tests;
 pub mod footprint;
 pub mod history;
 pub mod local;
@@ -216,6 +218,9 @@ pub struct AskArgs {
     pub stream: bool,
     /// `--zone` (checked, upper case).
     pub zone: Option<String>,
+    /// The answer's size cap in bytes (`LLM_MAX_ANSWER_BYTES`; the kernel sets it from the
+    /// settings).
+    pub max_answer_bytes: usize,
 }
 
 /// What a `%llm` / `%%llm` invocation asks for.
@@ -515,6 +520,7 @@ fn ask_from(
         timeout: timeout_of(m, settings_timeout),
         stream: !m.get_flag("no-stream"),
         zone: m.get_one::<String>("zone").cloned(),
+        max_answer_bytes: client::DEFAULT_MAX_ANSWER_BYTES,
     }
 }
 

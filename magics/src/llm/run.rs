@@ -36,9 +36,10 @@ pub struct RequestResult {
 impl RequestResult {
     /// The `status` of this request's `emissions.csv` row: `ok` when it answered; a failure is
     /// `interrupted` when the user interrupted the cell (whatever ended it) or it was cancelled,
-    /// `error` otherwise.
+    /// `error` otherwise; an answer cut at its size cap is `truncated`.
     pub fn row_status(&self, interrupted: bool) -> RowStatus {
         match (&self.response, &self.error) {
+            (Some(r), _) if r.truncated => RowStatus::Truncated,
             (Some(_), _) => RowStatus::Ok,
             (None, Some(e)) if e.kind == ProviderErrorKind::Cancelled => RowStatus::Interrupted,
             (None, _) if interrupted => RowStatus::Interrupted,
@@ -181,6 +182,7 @@ pub fn spawn(
             temperature: args.temperature,
             timeout: args.timeout,
             stream: args.stream,
+            max_answer_bytes: args.max_answer_bytes,
         };
         let ttx: Sender<Event> = tx.clone();
         let cancel = cancel.clone();
@@ -248,6 +250,11 @@ mod tests {
             measured: None,
         };
         assert_eq!(r(None).row_status(true), RowStatus::Ok);
+        let mut cut = r(None);
+        if let Some(resp) = cut.response.as_mut() {
+            resp.truncated = true;
+        }
+        assert_eq!(cut.row_status(false), RowStatus::Truncated);
         let key = RequestError::new(ProviderErrorKind::MissingKey, "openai: no API key");
         assert_eq!(r(Some(key.clone())).row_status(false), RowStatus::Error);
         assert_eq!(

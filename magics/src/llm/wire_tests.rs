@@ -41,6 +41,7 @@ fn req(model: &str, stream: bool) -> LlmRequest {
         temperature: Some(0.5),
         timeout: Duration::from_secs(10),
         stream,
+        max_answer_bytes: 1 << 20,
     }
 }
 

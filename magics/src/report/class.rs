@@ -517,15 +517,25 @@ fn field(rec: &csv::ByteRecord, i: usize) -> &str {
 /// field's bytes, and only the texts a row keeps (project, model) are allocated.
 fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    read_bytes(path, &bytes, index)
+}
+
+/// Reads an emissions file's bytes as the class report reads a file (the fuzz target's entry):
+/// the rows kept and skipped, or the one-line reason the whole file is skipped.
+pub fn read_emissions_bytes(bytes: &[u8]) -> Result<(usize, usize), String> {
+    read_bytes(Path::new("emissions.csv"), bytes, 0)
+        .map(|(info, rows)| (rows.len(), info.skipped_rows))
+}
+
+/// [`read_file`] once the bytes are read.
+fn read_bytes(path: &Path, bytes: &[u8], index: usize) -> Result<(FileInfo, Vec<Row>), String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("empty file".into());
     }
-    if std::str::from_utf8(&bytes).is_err() {
+    if std::str::from_utf8(bytes).is_err() {
         return Err("not a text file (not UTF-8), not an emissions.csv".into());
     }
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_reader(bytes.as_slice());
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| format!("unreadable CSV header: {e}"))?
@@ -539,7 +549,14 @@ fn read_file(path: &Path, index: usize) -> Result<(FileInfo, Vec<Row>), String> 
         .map(|c| c.name())
         .collect();
     if !missing.is_empty() {
-        let start: String = header.join(",").chars().take(40).collect();
+        // a quoted header field may hold a newline or control bytes: the reason stays one line
+        // (found by the class_csv fuzz target)
+        let start: String = header
+            .join(",")
+            .chars()
+            .take(40)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         return Err(format!(
             "not an emissions.csv: no column {} (header starts \"{start}\")",
             missing.join(", ")
@@ -2036,5 +2053,14 @@ mod tests {
         assert_eq!(fmt_co2(KgCo2(2e-7)), "200 µg CO₂eq");
         assert_eq!(fmt_energy(Joules::from_kwh(5e-6)), "18.0 J");
         assert_eq!(fmt_duration(90.0), "90.0 s");
+    }
+
+    /// Regression (class_csv fuzz target): a header field quoted across a newline made the
+    /// skip reason two lines.
+    #[test]
+    fn a_skip_reason_is_one_line_whatever_the_header_holds() {
+        let why = read_emissions_bytes(b",\"\0\0l\n2#026\x16tioesr&\x16\"").unwrap_err();
+        assert!(why.starts_with("not an emissions.csv"), "{why}");
+        assert!(!why.contains('\n') && !why.contains('\0'), "{why:?}");
     }
 }

@@ -47,6 +47,9 @@ pub enum StreamEnd {
     Stall(Duration),
     /// Cut the connection in the middle of a chunk.
     Break,
+    /// Repeat the last event without end (no pause) until the client goes away or the server
+    /// stops: a server that never finishes its answer.
+    Endless,
 }
 
 /// What the server sends back.
@@ -318,6 +321,15 @@ fn serve(conn: TcpStream, log: &Mutex<Vec<Recorded>>, handler: &Handler, stop: &
                     let _ = w.write_all(b"0\r\n\r\n");
                 }
                 StreamEnd::Stall(d) => sleep_unless(*d, stop),
+                StreamEnd::Endless => {
+                    let Some(e) = events.last() else { return };
+                    let chunk = format!("{:x}\r\n{e}\r\n", e.len());
+                    while !stop.load(Ordering::SeqCst) {
+                        if w.write_all(chunk.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
                 StreamEnd::Break => {
                     // announce a chunk, send half of it, cut the connection
                     let _ = w.write_all(b"40\r\ndata: {\"choices\": [{\"delta\"");
