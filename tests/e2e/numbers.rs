@@ -214,7 +214,14 @@ fn repeat_reports_mean_and_spread_with_its_runs_and_counts_them_apart() {
     assert_eq!(idx, ["1", "2", "3"]);
     let r = k.execute("%%carbon\nprint y\n");
     assert_eq!(r.status(), "ok");
-    let s = k.execute("%carbon summary").result_text().unwrap();
+    // the summary is a table and a chart (displays), not a result
+    let e = k.execute("%carbon summary");
+    let s: Vec<&str> = e
+        .displays()
+        .into_iter()
+        .filter_map(|d| d["data"]["text/plain"].as_str())
+        .collect();
+    let s = s.join("\n");
     assert!(s.contains("2 cells in 4 runs"), "{s}");
     let s = k.execute("%carbon status").result_text().unwrap();
     assert!(s.contains("2 cells in 4 runs"), "{s}");
