@@ -500,6 +500,21 @@ impl EmissionRecord {
         self.emissions = KgCo2::of(p.total(), self.carbon_intensity).0;
     }
 
+    /// The energy and machine columns of a metering `m` over `duration_s` seconds (a cell's run,
+    /// or a local LLM server metered for a request).
+    pub fn set_measurement(&mut self, duration_s: f64, m: &Measurement) {
+        self.set_energy(duration_s, &m.energy);
+        self.tracking_mode = Some(m.scope);
+        self.cpu_utilization_percent = m.machine_load * 100.0;
+        self.cpu_count = m.setup.machine.logical_cpus;
+        self.cpu_model = m.setup.machine.cpu_model.clone();
+        self.ram_total_size = m.setup.machine.mem_total as f64 / (1u64 << 30) as f64;
+        self.gpu_count = m.setup.gpu_count;
+        self.gpu_model = m.setup.gpu_model.clone();
+        self.cpu_method = m.setup.cpu.name.clone();
+        self.ram_method = m.setup.ram.name.clone();
+        self.gpu_method = m.setup.gpu.name.clone();
+    }
     /// A cell's row from its measurement.
     pub fn from_measurement(
         m: &Measurement,
@@ -510,17 +525,7 @@ impl EmissionRecord {
     ) -> EmissionRecord {
         let mut r = EmissionRecord::base(project, session_id, zone, pue);
         r.kind = RowKind::Cell;
-        r.set_energy(m.duration_s, &m.energy);
-        r.tracking_mode = Some(m.scope);
-        r.cpu_utilization_percent = m.machine_load * 100.0;
-        r.cpu_count = m.setup.machine.logical_cpus;
-        r.cpu_model = m.setup.machine.cpu_model.clone();
-        r.ram_total_size = m.setup.machine.mem_total as f64 / (1u64 << 30) as f64;
-        r.gpu_count = m.setup.gpu_count;
-        r.gpu_model = m.setup.gpu_model.clone();
-        r.cpu_method = m.setup.cpu.name.clone();
-        r.ram_method = m.setup.ram.name.clone();
-        r.gpu_method = m.setup.gpu.name.clone();
+        r.set_measurement(m.duration_s, m);
         let measured = m.setup.cpu.kind.measured();
         r.method = format!(
             "{} ({} scope)",

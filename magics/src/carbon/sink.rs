@@ -74,6 +74,12 @@ fn lock_bounded(f: &File, wait: Duration, stop: Option<&StopCheck>) -> std::io::
 
 /// `emissions.csv` → `emissions.pending.csv`: rows waiting for the file's lock.
 pub fn pending_path(path: &Path) -> PathBuf {
+    let (stem, ext) = stem_and_ext(path);
+    path.with_file_name(format!("{stem}.pending.{ext}"))
+}
+
+/// A CSV file's stem and extension, for the names of its side files.
+fn stem_and_ext(path: &Path) -> (String, String) {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -82,7 +88,7 @@ pub fn pending_path(path: &Path) -> PathBuf {
         .extension()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "csv".into());
-    path.with_file_name(format!("{stem}.pending.{ext}"))
+    (stem, ext)
 }
 
 /// A record could not be written.
@@ -129,14 +135,7 @@ pub struct CsvSink {
 
 /// `emissions.csv` → `emissions.carbon-kernel.csv`, then `…-2.csv`, `…-3.csv`.
 fn sibling(path: &Path, n: u32) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "emissions".into());
-    let ext = path
-        .extension()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "csv".into());
+    let (stem, ext) = stem_and_ext(path);
     let name = if n <= 1 {
         format!("{stem}.carbon-kernel.{ext}")
     } else {

@@ -115,17 +115,7 @@ fn measured_columns(base: &mut EmissionRecord, lm: &LocalMeasurement, latency_s:
     base.carbon_intensity = lm.zone.g_per_kwh;
     base.intensity_source = lm.zone.source.clone();
     base.pue = lm.pue;
-    base.set_energy(latency_s, &m.energy);
-    base.tracking_mode = Some(m.scope);
-    base.cpu_utilization_percent = m.machine_load * 100.0;
-    base.cpu_count = m.setup.machine.logical_cpus;
-    base.cpu_model = m.setup.machine.cpu_model.clone();
-    base.ram_total_size = m.setup.machine.mem_total as f64 / (1u64 << 30) as f64;
-    base.gpu_count = m.setup.gpu_count;
-    base.gpu_model = m.setup.gpu_model.clone();
-    base.cpu_method = m.setup.cpu.name.clone();
-    base.ram_method = m.setup.ram.name.clone();
-    base.gpu_method = m.setup.gpu.name.clone();
+    base.set_measurement(latency_s, m);
     base.process_cpu_seconds = Some(m.cpu_seconds);
     base.method = format!(
         "measured on this machine ({}): the server {}, its process tree, {:.3} s; the energy and emissions columns are this measurement, emissions_min_kg/emissions_max_kg the {}",
