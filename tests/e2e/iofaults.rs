@@ -438,3 +438,36 @@ fn secrets_echoed_back_are_redacted_from_every_output_file_and_log() {
         );
     }
 }
+
+#[test]
+fn inspection_and_completion_of_a_variable_holding_a_key_show_it_masked() {
+    // ipykernel shows a variable's value on Shift-Tab; here a key the kernel knows is masked
+    // there too (the cell itself typed the key on purpose).
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = Kernel::start(
+        Opts::default()
+            .workdir(dir.path())
+            .without_provider_env()
+            .env("OPENAI_API_KEY", OPENAI_KEY),
+    )
+    .expect("kernel starts");
+    let r = k.execute(&format!(
+        "held = '{OPENAI_KEY}'\nheld_items = ['{OPENAI_KEY}']\n"
+    ));
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let code = "held";
+    let i = k.request(
+        "inspect_request",
+        json!({"code": code, "cursor_pos": code.len(), "detail_level": 0}),
+    );
+    assert_eq!(i["status"], "ok", "{i}");
+    let shown = i["data"].to_string();
+    assert!(shown.contains("***"), "the value is shown, masked: {shown}");
+    assert!(!shown.contains(OPENAI_KEY), "{shown}");
+    let code = "held_items[0].";
+    let c = k.request(
+        "complete_request",
+        json!({"code": code, "cursor_pos": code.len()}),
+    );
+    assert!(!c.to_string().contains(OPENAI_KEY), "{c}");
+}

@@ -195,11 +195,22 @@ fn run(
             }
             Job::Complete(code, cursor, done) => {
                 // Magic lines from the magic table, code from the cell's language.
-                let _ = done.send(crate::exec::complete::complete(ex, &code, cursor));
+                let mut c = crate::exec::complete::complete(ex, &code, cursor);
+                // a completion can be a secret's value (a string variable holding a key)
+                let r = carbon_magics::redact::global();
+                for m in &mut c.matches {
+                    if let std::borrow::Cow::Owned(x) = r.redact(m) {
+                        *m = x;
+                    }
+                }
+                let _ = done.send(c);
                 false
             }
             Job::Inspect(code, cursor, detail, done) => {
-                let _ = done.send(crate::exec::complete::inspect(ex, &code, cursor, detail));
+                let mut i = crate::exec::complete::inspect(ex, &code, cursor, detail);
+                // Shift-Tab on a variable shows its value, which may be a key
+                i.data = crate::exec::redacting::bundle(&carbon_magics::redact::global(), i.data);
+                let _ = done.send(i);
                 false
             }
             Job::Restart(done) => {
