@@ -432,6 +432,35 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
     }
 }
 
+/// Runs `code` (a cell that prints `early` and starts a thread that prints `late 0`..`late 299`
+/// about 1 s later), then, the kernel idle and nothing else sent, waits (bounded) for the late
+/// lines: all of them, in order, each under that cell. Then `next` (a cell printing `next`) gets
+/// only its own output. `false`: the language is not usable here (skipped).
+fn late_lines_reach_their_cell(k: &mut Kernel, lang: &str, code: &str, next: &str) -> bool {
+    let r = k.execute(code);
+    if !r.errors().is_empty() {
+        eprintln!("SKIP {lang}: {:?}", r.errors());
+        return false;
+    }
+    assert_eq!(r.stdout(), "early\n", "{lang}");
+    let cell = r.msg_id.clone();
+    let t0 = Instant::now();
+    let mut text = String::new();
+    while !text.contains("late 299\n") && t0.elapsed() < Duration::from_secs(20) {
+        for m in k.unclaimed(Duration::from_millis(200)).unwrap() {
+            if m.msg_type == "stream" {
+                assert_eq!(m.parent_id(), Some(cell.as_str()), "{lang}: {m:?}");
+                text.push_str(m.content["text"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    let want: String = (0..300).map(|i| format!("late {i}\n")).collect();
+    assert_eq!(text, want, "{lang}: late output lost or misplaced");
+    let r = k.execute(next);
+    assert_eq!(r.stdout(), "next\n", "{lang}");
+    true
+}
+
 /// Item 2: output of a thread that prints after its cell ended reaches the front-end while the
 /// kernel is idle, under the cell that started it, with nothing dropped. ipykernel 7.4 does the
 /// same (its thread's `late` arrives 1.0 s after the cell, parent = that cell; while another
@@ -442,25 +471,38 @@ fn item2_late_thread_output_goes_to_its_cell_at_once() {
     let code = "import threading, time\n\
                 def f():\n    time.sleep(1.0)\n    for i in range(300):\n        print('late', i, flush=True)\n\
                 threading.Thread(target=f).start()\nprint('early')";
-    let r = k.execute(code);
-    assert_eq!(r.stdout(), "early\n");
-    let cell = r.msg_id.clone();
-    // the kernel is idle: nothing else is sent; the lines come on their own
-    let t0 = Instant::now();
-    let mut text = String::new();
-    while !text.contains("late 299\n") && t0.elapsed() < Duration::from_secs(20) {
-        for m in k.unclaimed(Duration::from_millis(200)).unwrap() {
-            if m.msg_type == "stream" {
-                assert_eq!(m.parent_id(), Some(cell.as_str()), "{m:?}");
-                text.push_str(m.content["text"].as_str().unwrap_or(""));
-            }
-        }
-    }
-    let want: String = (0..300).map(|i| format!("late {i}\n")).collect();
-    assert_eq!(text, want, "late output lost or misplaced");
-    // and the next cell gets only its own output
-    let r = k.execute("print('next')");
-    assert_eq!(r.stdout(), "next\n");
+    late_lines_reach_their_cell(&mut k, "python", code, "print('next')");
+}
+
+/// Item 2 in Java and Rust: a `Thread` / `std::thread::spawn` that prints after its cell ended
+/// is published at once under that cell, as in Python (before: with the next cell of the same
+/// language, under that cell). Rust: stderr only; evcxr reads its child's stdout only while a
+/// cell runs, so stdout lines still wait for the next Rust cell. A language whose runtime is
+/// not installed is skipped.
+#[test]
+fn item2_java_and_rust_late_thread_output_goes_to_its_cell_at_once() {
+    let mut k = Kernel::start(
+        Opts::default()
+            .env("CARBON_NVML_LIB", "none")
+            .timeout(Duration::from_secs(300)),
+    )
+    .unwrap();
+    late_lines_reach_their_cell(
+        &mut k,
+        "java",
+        "%%java\nnew Thread(() -> { try { Thread.sleep(1000); } catch (InterruptedException e) {}\n\
+         for (int i = 0; i < 300; i++) System.out.println(\"late \" + i); }).start();\n\
+         System.out.println(\"early\");\n",
+        "%%java\nSystem.out.println(\"next\");\n",
+    );
+    late_lines_reach_their_cell(
+        &mut k,
+        "rust",
+        "%%rust\nstd::thread::spawn(|| { std::thread::sleep(std::time::Duration::from_secs(1));\n\
+         for i in 0..300 { eprintln!(\"late {i}\"); } });\n\
+         println!(\"early\");\n",
+        "%%rust\nprintln!(\"next\");\n",
+    );
 }
 
 /// Item 3: a subscriber that connects to iopub and never reads does not stall the kernel: a

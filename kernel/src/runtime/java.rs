@@ -20,6 +20,7 @@
 //! kernel stays up, the next cell starts a fresh JVM.
 
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
+use super::idle::{self, Idle};
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Phase, Publish, Runtime, RuntimeError, StreamName,
@@ -367,6 +368,39 @@ fn spawn_frame_reader(stdout: ChildStdout, tx: Sender<Event>) -> io::Result<()> 
         .map(|_| ())
 }
 
+/// The router of the JVM's events (see [`Idle`]): between cells it publishes the output of
+/// background threads under the last cell; the rest goes to the runtime.
+fn spawn_router(
+    raw: Receiver<Event>,
+    to_runtime: Sender<Event>,
+    idle: Arc<Idle>,
+) -> io::Result<()> {
+    let mut carry = StreamText::default();
+    std::thread::Builder::new()
+        .name("java-route".into())
+        .spawn(move || {
+            idle::route(
+                raw,
+                &idle,
+                |o, ev| {
+                    let (name, bytes) = match ev {
+                        Event::Frame(f) if f.kind == "OUT" => (StreamName::Stdout, f.payload),
+                        Event::Frame(f) if f.kind == "ERR" => (StreamName::Stderr, f.payload),
+                        Event::Stderr(b) => (StreamName::Stderr, b),
+                        other => return Some(other),
+                    };
+                    let text = carry.push(name, &bytes);
+                    if !text.is_empty() {
+                        o.stream(name, &text);
+                    }
+                    None
+                },
+                |ev| to_runtime.send(ev).is_ok(),
+            )
+        })
+        .map(|_| ())
+}
+
 /// Text of the two output streams: a frame boundary can fall inside a character.
 #[derive(Default)]
 struct StreamText {
@@ -470,8 +504,11 @@ struct Jvm {
     version: String,
     /// An event read ahead while coalescing output.
     ahead: Option<Event>,
-    /// Output that arrived between cells (background threads), shown with the next cell.
+    /// Output that arrived before the first cell (background threads of a start-up script),
+    /// shown with it; after a cell, the router publishes it at once (see [`Idle`]).
     backlog: Vec<(StreamName, Vec<u8>)>,
+    /// Between cells, the router publishes the JVM's output under the last cell.
+    idle: Arc<Idle>,
     /// Replies still owed to requests that timed out.
     stale_replies: usize,
     stdout_closed: bool,
@@ -603,7 +640,10 @@ impl JavaRuntime {
             (Some(a), Some(b), Some(e)) => (a, b, e),
             _ => return Err(protocol("the JVM's pipes are missing")),
         };
-        let (tx, rx) = mpsc::channel();
+        let (tx, raw) = mpsc::channel();
+        let (to_runtime, rx) = mpsc::channel();
+        let idle = Arc::new(Idle::default());
+        spawn_router(raw, to_runtime, idle.clone()).map_err(io_err)?;
         spawn_frame_reader(stdout, tx.clone()).map_err(io_err)?;
         child::read_chunks("java-stderr", stderr, 8192, move |b| {
             let ev = if b.is_empty() {
@@ -623,6 +663,7 @@ impl JavaRuntime {
             version,
             ahead: None,
             backlog: Vec::new(),
+            idle,
             stale_replies: 0,
             stdout_closed: false,
             stderr_closed: false,
@@ -1044,7 +1085,8 @@ impl Runtime for JavaRuntime {
             });
         }
         if let Some(jvm) = self.jvm.as_mut() {
-            // output of background threads since the last cell
+            jvm.idle.pause();
+            // output of background threads before the first cell
             while let Ok(ev) = jvm.events.try_recv() {
                 match ev {
                     Event::Frame(f) if f.kind == "OUT" => {
@@ -1076,6 +1118,22 @@ impl Runtime for JavaRuntime {
             let _ = self.control.send("STOP", b"");
         }
         let res = self.run_cell(out);
+        if let Some(jvm) = self.jvm.as_mut() {
+            // text already queued behind the cell's end is the cell's too
+            while let Ok(ev) = jvm.events.try_recv() {
+                let (name, bytes) = match ev {
+                    Event::Frame(f) if f.kind == "OUT" => (StreamName::Stdout, f.payload),
+                    Event::Frame(f) if f.kind == "ERR" => (StreamName::Stderr, f.payload),
+                    Event::Stderr(b) => (StreamName::Stderr, b),
+                    other => {
+                        jvm.ahead = Some(other);
+                        break;
+                    }
+                };
+                out.stream(name, &String::from_utf8_lossy(&bytes));
+            }
+            jvm.idle.resume(Some(out.boxed_clone()));
+        }
         self.control.running.store(0, Ordering::SeqCst);
         self.control.pending.store(false, Ordering::SeqCst);
         res

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 pub mod child;
+mod idle;
 pub mod java;
 pub mod python;
 pub mod rust;

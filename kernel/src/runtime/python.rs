@@ -11,6 +11,7 @@
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
+use super::idle::{self, Idle};
 use super::{
     Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
     LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
@@ -288,73 +289,37 @@ struct Worker {
     held: Option<Ev>,
 }
 
-/// Output of the worker's background threads between cells. ipykernel publishes a thread's
-/// output at once while the kernel is idle, under the last cell's parent (checked with
-/// ipykernel 7.4: a thread started by a cell prints 1 s later, idle: under that cell at 1.0 s;
-/// while another cell runs: under the running one). The router thread does the same: it owns
-/// the readers' channel, passes every event on to the pump while a cell (or a completion)
-/// runs, and between cells publishes text, displays and clears itself through a publisher of
-/// the last cell; events that need the runtime (the worker's end, other frames) wait for the
-/// next pump.
-#[derive(Default)]
-struct Idle {
-    /// No pump is reading: the router publishes.
-    active: AtomicBool,
-    /// A publisher of the last cell.
-    out: Mutex<Option<Box<dyn Publish>>>,
-}
-
-impl Idle {
-    /// A pump starts: events go to it from now on.
-    fn pause(&self) {
-        self.active.store(false, Ordering::SeqCst);
-    }
-    /// The pump is done; `out` (the cell's publisher) receives what comes until the next one.
-    fn resume(&self, out: Option<Box<dyn Publish>>) {
-        let mut g = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        if out.is_some() {
-            *g = out;
-        }
-        self.active.store(g.is_some(), Ordering::SeqCst);
-    }
-}
-
-/// The router of [`Idle`]: reads `raw` until the readers are gone.
+/// The router of the worker's output (see [`Idle`]): reads `raw` until the readers are gone;
+/// between cells it publishes text, displays and clears itself through a publisher of the last
+/// cell; events that need the runtime (the worker's end, other frames) wait for the next pump.
 fn route(raw: Receiver<Ev>, to_pump: SyncSender<Ev>, idle: Arc<Idle>, gate: Arc<Gate>) {
-    for ev in raw {
-        let ev = if idle.active.load(Ordering::SeqCst) {
-            let mut g = idle.out.lock().unwrap_or_else(|e| e.into_inner());
-            match (g.as_mut(), ev) {
-                (Some(o), Ev::Text(i, t)) => {
-                    o.stream(stream_name(i), &t);
-                    None
-                }
-                // the frame it announces is published below (no cell output to order against)
-                (Some(_), Ev::Marker(..)) => None,
-                (Some(o), Ev::Frame(f)) if f["t"] == "display" || f["t"] == "clear" => {
-                    if f["t"] == "clear" {
-                        o.clear_output(f["wait"] == true);
-                    } else {
-                        let b = bundle(&f["data"], &f["metadata"]);
-                        match f["display_id"].as_str() {
-                            Some(id) if f["update"] == true => o.update_display(b, id),
-                            id => o.display(b, id),
-                        }
-                    }
-                    gate.release(f["seq"].as_u64().unwrap_or(0));
-                    None
-                }
-                (_, ev) => Some(ev),
+    idle::route(
+        raw,
+        &idle,
+        |o, ev| match ev {
+            Ev::Text(i, t) => {
+                o.stream(stream_name(i), &t);
+                None
             }
-        } else {
-            Some(ev)
-        };
-        if let Some(ev) = ev
-            && to_pump.send(ev).is_err()
-        {
-            return;
-        }
-    }
+            // the frame it announces is published below (no cell output to order against)
+            Ev::Marker(..) => None,
+            Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" => {
+                if f["t"] == "clear" {
+                    o.clear_output(f["wait"] == true);
+                } else {
+                    let b = bundle(&f["data"], &f["metadata"]);
+                    match f["display_id"].as_str() {
+                        Some(id) if f["update"] == true => o.update_display(b, id),
+                        id => o.display(b, id),
+                    }
+                }
+                gate.release(f["seq"].as_u64().unwrap_or(0));
+                None
+            }
+            ev => Some(ev),
+        },
+        |ev| to_pump.send(ev).is_ok(),
+    );
 }
 
 impl Worker {
@@ -720,7 +685,7 @@ impl PythonRuntime {
                 r
             }
             None => {
-                let mut last = idle.out.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let mut last = idle.take();
                 let r = self.pump_events(last.as_mut().map(|b| &mut **b as &mut dyn Publish), wait);
                 idle.resume(last);
                 r

@@ -65,14 +65,71 @@ const RUN_PRELUDE: &str = r#"println!("\u{1}CARBON_RUN");"#;
 /// How long the pump keeps listening to stderr after evcxr returned. evcxr reads the child's
 /// stderr on its own thread and only waits for stdout at the end of a cell, so the last stderr
 /// lines can arrive a moment later. 5 ms is 2 % of the ~250 ms of the cheapest cell (measured,
-/// shared/reference/jupyter-kernel.md §2). A line later than that is not lost: the next Rust
-/// cell's pump forwards it first.
+/// shared/reference/jupyter-kernel.md §2). A line later than that is not lost: [`Between`]
+/// publishes it under the same cell.
 const STDERR_GRACE: Duration = Duration::from_millis(5);
 /// Poll period of the pump (it also re-applies a pending interrupt, e.g. to a cargo started after
 /// the interrupt arrived). It bounds how long the end of a cell waits for the pump to notice: at
 /// 10 ms that cost ~5 ms per cell, a measurable share of a ~250 ms cell in bench/rust_bench.py;
 /// 2 ms wakes the thread 500 times a second while a cell runs, negligible CPU.
 const PUMP_TICK: Duration = Duration::from_millis(2);
+
+/// Poll period of [`Between`] (a stop request waits at most this long). 20 ms keeps a
+/// background thread's line well under the ~100 ms a reader perceives as at once, and wakes an
+/// idle kernel 50 times a second, negligible CPU.
+const BETWEEN_TICK: Duration = Duration::from_millis(20);
+
+/// Publishes the child's output between cells under the last cell, as ipykernel publishes a
+/// background thread's output under the cell that started it (see the `idle` module). It owns
+/// clones of evcxr's receivers until [`Between::stop`]: the next cell's pump is then the only
+/// reader, so no line goes to the wrong cell. evcxr 0.22 reads the child's stderr all the time
+/// (a thread of its own) but its stdout only inside `execute` (`ChildProcess::recv_line`): a
+/// background thread's stderr lines come at once, its stdout lines wait in the pipe for the
+/// next Rust cell.
+struct Between {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Between {
+    fn start(outputs: EvalContextOutputs, mut out: Box<dyn Publish>) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("carbon-rust-idle".into())
+            .spawn(move || {
+                let EvalContextOutputs { stdout, stderr } = outputs;
+                while !flag.load(Ordering::SeqCst) {
+                    while let Ok(line) = stderr.try_recv() {
+                        out.stream(StreamName::Stderr, &format!("{line}\n"));
+                    }
+                    match stdout.recv_timeout(BETWEEN_TICK) {
+                        Ok(line) => out.stream(StreamName::Stdout, &format!("{line}\n")),
+                        Err(e) if e.is_disconnected() => return,
+                        Err(_) => {}
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the thread; what it did not read stays for the next cell.
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Between {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
 
 /// State shared with the interrupt handle (called from the server's control thread) and the pump.
 #[derive(Default)]
@@ -144,6 +201,8 @@ pub struct RustRuntime {
     path_override: Option<OsString>,
     /// pid of the evcxr child that has our panic hook (see [`HOOK_PRELUDE`]).
     hook_pid: Option<u32>,
+    /// Between cells: the last cell's late output (see [`Between`]).
+    between: Option<Between>,
 }
 
 impl RustRuntime {
@@ -156,6 +215,7 @@ impl RustRuntime {
             runtime_exe: None,
             path_override: None,
             hook_pid: None,
+            between: None,
         }
     }
 
@@ -867,7 +927,21 @@ impl Runtime for RustRuntime {
     }
 
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
-        self.run_cell(code, out)
+        if let Some(b) = self.between.take() {
+            b.stop();
+        }
+        let r = self.run_cell(code, out);
+        if let Some(s) = self.session.as_ref() {
+            let outputs = EvalContextOutputs {
+                stdout: s.outputs.stdout.clone(),
+                stderr: s.outputs.stderr.clone(),
+            };
+            match Between::start(outputs, out.boxed_clone()) {
+                Ok(b) => self.between = Some(b),
+                Err(e) => log::warn!("rust: cannot publish output between cells: {e}"),
+            }
+        }
+        r
     }
 
     fn is_complete_needs_child(&self) -> bool {
@@ -962,6 +1036,7 @@ impl Runtime for RustRuntime {
     }
 
     fn shutdown(&mut self) {
+        self.between = None;
         if let Some(session) = self.session.take() {
             let handle = session.ctx.process_handle();
             {
