@@ -100,6 +100,7 @@ fn run(args: RunArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     // evcxr re-executes this binary as its runtime child; the hook must run before anything else.
+    carbon_kernel::runtime::rust::child_hook();
     evcxr::runtime_hook();
     env_logger::Builder::from_env(env_logger::Env::new().filter_or("CARBON_LOG", "warn"))
         // every log line goes through the one redaction layer (a logged message may quote a key)

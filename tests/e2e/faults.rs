@@ -476,9 +476,8 @@ fn item2_late_thread_output_goes_to_its_cell_at_once() {
 
 /// Item 2 in Java and Rust: a `Thread` / `std::thread::spawn` that prints after its cell ended
 /// is published at once under that cell, as in Python (before: with the next cell of the same
-/// language, under that cell). Rust: stderr only; evcxr reads its child's stdout only while a
-/// cell runs, so stdout lines still wait for the next Rust cell. A language whose runtime is
-/// not installed is skipped.
+/// language, under that cell; Rust's evcxr reads its child's stdout only while a cell runs). A
+/// language whose runtime is not installed is skipped.
 #[test]
 fn item2_java_and_rust_late_thread_output_goes_to_its_cell_at_once() {
     let mut k = Kernel::start(
@@ -499,7 +498,7 @@ fn item2_java_and_rust_late_thread_output_goes_to_its_cell_at_once() {
         &mut k,
         "rust",
         "%%rust\nstd::thread::spawn(|| { std::thread::sleep(std::time::Duration::from_secs(1));\n\
-         for i in 0..300 { eprintln!(\"late {i}\"); } });\n\
+         for i in 0..300 { println!(\"late {i}\"); } });\n\
          println!(\"early\");\n",
         "%%rust\nprintln!(\"next\");\n",
     );

@@ -74,6 +74,87 @@ const STDERR_GRACE: Duration = Duration::from_millis(5);
 /// 2 ms wakes the thread 500 times a second while a cell runs, negligible CPU.
 const PUMP_TICK: Duration = Duration::from_millis(2);
 
+/// Prefix of a stdout line of the child that a background thread wrote between cells; the
+/// child sends it on stderr, which evcxr reads all the time (see [`child_hook`]).
+const LATE_STDOUT: &str = "\u{1}CARBON_OUT";
+/// evcxr's line after a cell's code (`evcxr::runtime::EVCXR_EXECUTION_COMPLETE`, 0.22, private).
+const EVCXR_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE\n";
+
+/// Run first in `main`: in evcxr's child only (`EVCXR_IS_RUNTIME`), puts the child's stdin and
+/// stdout behind pipes of its own. evcxr reads the child's stdout only while a cell runs, up to
+/// its end-of-cell line; between that line and evcxr's next command, stdout lines (of background
+/// threads) go to stderr behind [`LATE_STDOUT`], which the kernel publishes as stdout at once.
+pub fn child_hook() {
+    if std::env::var_os("EVCXR_IS_RUNTIME").is_none() {
+        return;
+    }
+    if let Err(e) = interpose() {
+        eprintln!("carbon: output of background threads waits for the next cell: {e}");
+    }
+}
+
+fn interpose() -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, BufWriter, Write};
+    use std::os::fd::AsFd;
+    let orig_in = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let orig_out = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let (in_r, mut in_w) = std::io::pipe()?;
+    let (out_r, out_w) = std::io::pipe()?;
+    child::replace_fd(0, in_r.as_fd())?;
+    child::replace_fd(1, out_w.as_fd())?;
+    drop((in_r, out_w));
+    // evcxr's commands: one arriving means a cell runs until evcxr's end-of-cell line
+    let busy = Arc::new(AtomicBool::new(false));
+    let b = busy.clone();
+    std::thread::Builder::new()
+        .name("carbon-child-in".into())
+        .spawn(move || {
+            let mut r = BufReader::new(orig_in);
+            let mut line = Vec::new();
+            // at the end of evcxr's commands, dropping `in_w` ends the child's loop
+            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                b.store(true, Ordering::SeqCst);
+                if in_w.write_all(&line).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        })?;
+    std::thread::Builder::new()
+        .name("carbon-child-out".into())
+        .spawn(move || {
+            let mut r = BufReader::new(out_r);
+            let mut o = BufWriter::new(orig_out);
+            let mut line = Vec::new();
+            while matches!(r.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                if busy.load(Ordering::SeqCst) {
+                    if o.write_all(&line).is_err() {
+                        return;
+                    }
+                    if line == EVCXR_COMPLETE {
+                        busy.store(false, Ordering::SeqCst);
+                    }
+                    if (line == EVCXR_COMPLETE || r.buffer().is_empty()) && o.flush().is_err() {
+                        return;
+                    }
+                } else {
+                    let text = String::from_utf8_lossy(&line);
+                    eprint!("{LATE_STDOUT}{text}");
+                }
+                line.clear();
+            }
+        })?;
+    Ok(())
+}
+
+/// Publishes one stderr line of evcxr's child (a [`LATE_STDOUT`] line as stdout).
+fn publish_stderr_line(out: &mut dyn Publish, line: &str) {
+    match line.strip_prefix(LATE_STDOUT) {
+        Some(l) => out.stream(StreamName::Stdout, &format!("{l}\n")),
+        None => out.stream(StreamName::Stderr, &format!("{line}\n")),
+    }
+}
+
 /// Poll period of [`Between`] (a stop request waits at most this long). 20 ms keeps a
 /// background thread's line well under the ~100 ms a reader perceives as at once, and wakes an
 /// idle kernel 50 times a second, negligible CPU.
@@ -83,9 +164,8 @@ const BETWEEN_TICK: Duration = Duration::from_millis(20);
 /// background thread's output under the cell that started it (see the `idle` module). It owns
 /// clones of evcxr's receivers until [`Between::stop`]: the next cell's pump is then the only
 /// reader, so no line goes to the wrong cell. evcxr 0.22 reads the child's stderr all the time
-/// (a thread of its own) but its stdout only inside `execute` (`ChildProcess::recv_line`): a
-/// background thread's stderr lines come at once, its stdout lines wait in the pipe for the
-/// next Rust cell.
+/// (a thread of its own) but its stdout only inside `execute` (`ChildProcess::recv_line`): the
+/// child sends a background thread's stdout lines on stderr between cells ([`child_hook`]).
 struct Between {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -101,7 +181,7 @@ impl Between {
                 let EvalContextOutputs { stdout, stderr } = outputs;
                 while !flag.load(Ordering::SeqCst) {
                     while let Ok(line) = stderr.try_recv() {
-                        out.stream(StreamName::Stderr, &format!("{line}\n"));
+                        publish_stderr_line(&mut *out, &line);
                     }
                     match stdout.recv_timeout(BETWEEN_TICK) {
                         Ok(line) => out.stream(StreamName::Stdout, &format!("{line}\n")),
@@ -414,14 +494,14 @@ fn pump(
     loop {
         let finished = done.load(Ordering::SeqCst);
         while let Ok(line) = stderr.try_recv() {
-            out.stream(StreamName::Stderr, &format!("{line}\n"));
+            publish_stderr_line(&mut *out, &line);
         }
         if finished {
             while let Ok(line) = stdout.try_recv() {
                 on_stdout(line, &mut out, &mut report);
             }
             while let Ok(line) = stderr.recv_timeout(STDERR_GRACE) {
-                out.stream(StreamName::Stderr, &format!("{line}\n"));
+                publish_stderr_line(&mut *out, &line);
             }
             return report;
         }

@@ -33,6 +33,7 @@ pub use path::{find_program, find_program_in};
 pub use read::{read_chunks, read_lines, read_text};
 pub use spawn::{die_with_kernel, spawn};
 pub use supervised::Supervised;
+pub(crate) use sys::replace_fd;
 pub use sys::{process_exists, signal_group, signal_pid};
 pub use tree::{
     become_subreaper, cell_processes, claim, end_all_processes, end_cell_processes, reap_orphans,

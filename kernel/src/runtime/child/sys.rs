@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -152,3 +152,15 @@ static EVCXR_CHILD_HOOK: extern "C" fn() = {
     }
     hook
 };
+
+/// Makes `fd` of this process a copy of `with` (`dup2`): the evcxr child's stdin and stdout go
+/// through pipes of the kernel's (see `runtime::rust::child_hook`). dup2 takes plain integers
+/// and `with` is open for the call: it cannot break memory safety.
+pub(crate) fn replace_fd(fd: RawFd, with: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: dup2 on two integers; no memory is touched.
+    if unsafe { libc::dup2(with.as_raw_fd(), fd) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
