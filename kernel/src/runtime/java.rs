@@ -383,11 +383,9 @@ fn spawn_router(
                 raw,
                 &idle,
                 |o, ev| {
-                    let (name, bytes) = match ev {
-                        Event::Frame(f) if f.kind == "OUT" => (StreamName::Stdout, f.payload),
-                        Event::Frame(f) if f.kind == "ERR" => (StreamName::Stderr, f.payload),
-                        Event::Stderr(b) => (StreamName::Stderr, b),
-                        other => return Some(other),
+                    let (name, bytes) = match stream_bytes(ev) {
+                        Ok(s) => s,
+                        Err(other) => return Some(other),
                     };
                     let text = carry.push(name, &bytes);
                     if !text.is_empty() {
@@ -399,6 +397,17 @@ fn spawn_router(
             )
         })
         .map(|_| ())
+}
+
+/// The stream and bytes of an output event (the helper's OUT/ERR frames, the JVM's stderr);
+/// any other event comes back.
+fn stream_bytes(ev: Event) -> Result<(StreamName, Vec<u8>), Event> {
+    match ev {
+        Event::Frame(f) if f.kind == "OUT" => Ok((StreamName::Stdout, f.payload)),
+        Event::Frame(f) if f.kind == "ERR" => Ok((StreamName::Stderr, f.payload)),
+        Event::Stderr(b) => Ok((StreamName::Stderr, b)),
+        other => Err(other),
+    }
 }
 
 /// Text of the two output streams: a frame boundary can fall inside a character.
@@ -1088,15 +1097,9 @@ impl Runtime for JavaRuntime {
             jvm.idle.pause();
             // output of background threads before the first cell
             while let Ok(ev) = jvm.events.try_recv() {
-                match ev {
-                    Event::Frame(f) if f.kind == "OUT" => {
-                        jvm.backlog.push((StreamName::Stdout, f.payload))
-                    }
-                    Event::Frame(f) if f.kind == "ERR" => {
-                        jvm.backlog.push((StreamName::Stderr, f.payload))
-                    }
-                    Event::Stderr(b) => jvm.backlog.push((StreamName::Stderr, b)),
-                    other => {
+                match stream_bytes(ev) {
+                    Ok(s) => jvm.backlog.push(s),
+                    Err(other) => {
                         jvm.ahead = Some(other);
                         break;
                     }
@@ -1121,16 +1124,13 @@ impl Runtime for JavaRuntime {
         if let Some(jvm) = self.jvm.as_mut() {
             // text already queued behind the cell's end is the cell's too
             while let Ok(ev) = jvm.events.try_recv() {
-                let (name, bytes) = match ev {
-                    Event::Frame(f) if f.kind == "OUT" => (StreamName::Stdout, f.payload),
-                    Event::Frame(f) if f.kind == "ERR" => (StreamName::Stderr, f.payload),
-                    Event::Stderr(b) => (StreamName::Stderr, b),
-                    other => {
+                match stream_bytes(ev) {
+                    Ok((name, bytes)) => out.stream(name, &String::from_utf8_lossy(&bytes)),
+                    Err(other) => {
                         jvm.ahead = Some(other);
                         break;
                     }
-                };
-                out.stream(name, &String::from_utf8_lossy(&bytes));
+                }
             }
             jvm.idle.resume(Some(out.boxed_clone()));
         }
