@@ -85,6 +85,11 @@ struct Pending {
     deadline: Instant,
 }
 
+/// The longest a flush waits for subscribers that still read to receive what was queued
+/// (ZeroMQ's default linger is unbounded; a kernel must not hang its reply or its exit on one
+/// slow client, and one that does not read at all is not waited for).
+const FLUSH_LINGER: Duration = Duration::from_secs(2);
+
 /// The iopub socket with what signs its messages.
 pub struct IoPub {
     /// The bound socket.
@@ -198,6 +203,8 @@ async fn run(mut iopub: IoPub, mut rx: mpsc::Receiver<IoItem>) {
                     if let Some(p) = pending.take() {
                         write(&mut iopub, stream_message(p)).await;
                     }
+                    // on the connections, not only in their queues (see PubSocket::drained)
+                    iopub.socket.drained(FLUSH_LINGER).await;
                     let _ = ack.send(());
                 }
             },

@@ -186,6 +186,37 @@ impl PubSocket {
         }
     }
 
+    /// Waits until every subscriber that still reads has had all its queued messages written
+    /// to its connection, at most `max` (ZeroMQ's linger). [`PubSocket::send`] only queues, so
+    /// without this an `execute_reply` could overtake the cell's outputs, and a kernel exiting
+    /// right after its last `status: idle` could exit before writing it.
+    pub async fn drained(&self, max: std::time::Duration) {
+        let end = tokio::time::Instant::now() + max;
+        loop {
+            let written = self.peers.written.notified();
+            tokio::pin!(written);
+            // registered before the check: a write that lands in between still wakes us
+            written.as_mut().enable();
+            let pending = self.peers.lock().values().any(|p| {
+                p.queued_bytes.load(Ordering::SeqCst) > 0
+                    && p.progress
+                        .lock()
+                        .map(|t| t.elapsed() < STALLED_AFTER)
+                        .unwrap_or(false)
+            });
+            if !pending {
+                return;
+            }
+            // a subscriber that stops writing counts as stalled after STALLED_AFTER: look again
+            let wait = end.min(tokio::time::Instant::now() + STALLED_AFTER);
+            if tokio::time::timeout_at(wait, written).await.is_err()
+                && tokio::time::Instant::now() >= end
+            {
+                return;
+            }
+        }
+    }
+
     /// The next subscription change (`None` once the socket is gone).
     pub async fn recv_subscription(&mut self) -> Option<Subscription> {
         self.subs.recv().await
