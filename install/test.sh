@@ -53,17 +53,6 @@ step() {
 step "python venv (.venv)" ensure_venv || { say "summary"; printf '  %s\n' "${summary[@]}" >&2; exit 1; }
 activate_venv
 
-if [ "$run_rust" = 1 ]; then
-    step "cargo fmt --all --check" cargo fmt --all --check
-    step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
-    # Broken intra-doc links and links to private items fail like any other warning.
-    step "cargo doc -D warnings" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
-    # The Java runtime's e2e tests need jshell.
-    ensure_jdk
-    step "cargo test --workspace" cargo test --workspace --locked
-    step "fuzz (each target ${CARBON_FUZZ_SECONDS:-12} s)" run_fuzz
-fi
-
 # Every fuzz target (fuzz/, its own workspace) for CARBON_FUZZ_SECONDS each (12 s: about a
 # minute for the five), from the seed corpus in fuzz/corpus/<target>/ (new inputs go to a scratch
 # folder, the repository stays clean). A crash fails the step; its input is kept in
@@ -81,6 +70,17 @@ run_fuzz() {
     done
     return $rc
 }
+
+if [ "$run_rust" = 1 ]; then
+    step "cargo fmt --all --check" cargo fmt --all --check
+    step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+    # Broken intra-doc links and links to private items fail like any other warning.
+    step "cargo doc -D warnings" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+    # The Java runtime's e2e tests need jshell.
+    ensure_jdk
+    step "cargo test --workspace" cargo test --workspace --locked
+    step "fuzz (each target ${CARBON_FUZZ_SECONDS:-12} s)" run_fuzz
+fi
 
 run_pytest() {
     local rc

@@ -83,7 +83,7 @@ const EVCXR_COMPLETE: &[u8] = b"EVCXR_EXECUTION_COMPLETE\n";
 /// Run first in `main`: in evcxr's child only (`EVCXR_IS_RUNTIME`), puts the child's stdin and
 /// stdout behind pipes of its own. evcxr reads the child's stdout only while a cell runs, up to
 /// its end-of-cell line; between that line and evcxr's next command, stdout lines (of background
-/// threads) go to stderr behind [`LATE_STDOUT`], which the kernel publishes as stdout at once.
+/// threads) go to stderr behind `LATE_STDOUT`, which the kernel publishes as stdout at once.
 pub fn child_hook() {
     if std::env::var_os("EVCXR_IS_RUNTIME").is_none() {
         return;

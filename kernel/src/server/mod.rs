@@ -37,6 +37,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
+/// How long the process stays after its last message before it exits (see [`serve`]).
+const EXIT_LINGER: Duration = Duration::from_millis(100);
+
 /// How long a shutdown waits for the runtimes to stop before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -264,6 +267,11 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         kernel.shutdown(false).await;
     }
     kernel.io.flush().await;
+    // Our last replies are written, but a client that reads them together with the end of the
+    // connection can lose them (seen now and then under load: a shutdown_reply and the last
+    // idle never reached jupyter-zmq-client). ipykernel lingers too (kernelapp.py sets
+    // `linger = 1000` ms on every socket).
+    tokio::time::sleep(EXIT_LINGER).await;
     Ok(exit)
 }
 

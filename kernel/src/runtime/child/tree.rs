@@ -342,7 +342,7 @@ fn start_guard() {
     }
 }
 
-/// The guard's loop (see [`start_guard`]): every [`GUARD_INTERVAL`], remember the kernel's
+/// The guard's loop (see `start_guard`): every `GUARD_INTERVAL`, remember the kernel's
 /// descendants and their process groups; when stdin ends (the kernel is gone), SIGKILL those
 /// still alive (same pid and start time) and every member of their groups.
 pub fn run_guard(kernel: u32) {
