@@ -268,19 +268,29 @@ fn bars_svg(items: &[(&str, f64)]) -> String {
         };
         let _ = write!(
             s,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
-             <rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
-             fill=\"rgb({},{},{})\"><title>{} {value} {unit}</title></rect>\
-             <text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{fill}\">{value}</text>",
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             LEFT - 4.0,
             y + ROW / 2.0 + 4.0,
             esc(label),
-            y + 4.0,
-            ROW - 8.0,
-            c.0,
-            c.1,
-            c.2,
-            esc(label),
+        );
+        // A zero bar (GPU 0 J) gets no rect: an empty one draws nothing, and the PNG rasterizer
+        // logs a warning for each (one per metered cell).
+        if w >= 0.05 {
+            let _ = write!(
+                s,
+                "<rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
+                 fill=\"rgb({},{},{})\"><title>{} {value} {unit}</title></rect>",
+                y + 4.0,
+                ROW - 8.0,
+                c.0,
+                c.1,
+                c.2,
+                esc(label),
+            );
+        }
+        let _ = write!(
+            s,
+            "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{fill}\">{value}</text>",
             y + ROW / 2.0 + 4.0,
         );
     }
