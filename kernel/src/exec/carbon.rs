@@ -470,6 +470,8 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
             for (k, v) in &pairs {
                 ex.settings.set(k, v);
             }
+            // a key set here is masked from this cell's own outputs on
+            carbon_magics::redact::Redactor::from_settings(&ex.settings).install();
             ex.carbon.reload(&ex.settings);
             text(ex.carbon.config_text(pairs.is_empty()))
         }

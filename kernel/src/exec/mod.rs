@@ -409,13 +409,11 @@ impl Executor {
     }
 
     /// Runs one cell (magics included). Every output goes through the one redaction layer,
-    /// kept current with the settings (a `%carbon config` may add a key).
+    /// installed with the settings and again where they change (`%carbon config`), so it is
+    /// read here, not rebuilt per cell.
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
-        Redactor::from_settings(&self.settings).install();
         let o = self.execute_cell(code, &mut redacting::Redacting::new(out));
-        let r = Redactor::from_settings(&self.settings);
-        r.clone().install();
-        redacting::outcome(&r, o)
+        redacting::outcome(&carbon_magics::redact::global(), o)
     }
 
     fn execute_cell(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
