@@ -71,6 +71,23 @@ run_fuzz() {
     return $rc
 }
 
+# cargo test, its whole output kept in tests/artifacts/cargo-test.log. CI shows only the end of a
+# run's output, where cargo's own "failures:" list is long gone under the fuzz and pytest steps:
+# the failing tests' names and their panic lines are kept for the summary.
+cargo_failures=""
+run_cargo_test() {
+    local log="$ROOT/tests/artifacts/cargo-test.log" rc
+    mkdir -p "$ROOT/tests/artifacts"
+    cargo test --workspace --locked 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    if [ "$rc" != 0 ]; then
+        cargo_failures="$(grep -E "^test .* FAILED$|panicked at|^thread '.*' panicked|^error(\[|:)" "$log" | head -n 40)"
+        # The line after each "panicked at" is the message itself.
+        cargo_failures+=$'\n'"$(grep -A3 "panicked at" "$log" | grep -v "panicked at" | head -n 40)"
+    fi
+    return "$rc"
+}
+
 if [ "$run_rust" = 1 ]; then
     step "cargo fmt --all --check" cargo fmt --all --check
     step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -78,7 +95,7 @@ if [ "$run_rust" = 1 ]; then
     step "cargo doc -D warnings" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
     # The Java runtime's e2e tests need jshell.
     ensure_jdk
-    step "cargo test --workspace" cargo test --workspace --locked
+    step "cargo test --workspace" run_cargo_test
     step "fuzz (each target ${CARBON_FUZZ_SECONDS:-12} s)" run_fuzz
 fi
 
@@ -129,6 +146,9 @@ fi
 
 say "summary"
 printf '  %s\n' "${summary[@]}" >&2
+if [ -n "$cargo_failures" ]; then
+    printf '\ncargo test failures (whole log: tests/artifacts/cargo-test.log):\n%s\n' "$cargo_failures" >&2
+fi
 if [ ${#failed[@]} -gt 0 ]; then
     printf 'FAILED: %s\n' "${failed[*]}" >&2
     exit 1
