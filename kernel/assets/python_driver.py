@@ -593,6 +593,73 @@ class PlainEngine:
         return None
 
 
+# How long a completion waits for jedi before answering with IPython's own completer. jedi's
+# first answers took 2.4 s (`os.pa`) and 7.5 s (`é = my_v`) here on a loaded 2-core machine
+# (measured, IPython 9 / jedi 0.19), past the kernel's 5 s bound on a completion; once warm it
+# answers in tens of ms. 4 s leaves 1 s of the kernel's 5 s bound (SIDE_TIMEOUT in python.rs)
+# for IPython's own answer and the way back. CARBON_JEDI_BUDGET_S changes it (0: never wait).
+try:
+    _JEDI_BUDGET_S = max(0.0, float(os.environ.get("CARBON_JEDI_BUDGET_S", "4")))
+except ValueError:
+    _JEDI_BUDGET_S = 4.0
+
+
+class _JediBudget:
+    """IPython's completer with jedi (what ipykernel uses: it reads `import x; x.` before `x`
+    exists) in a thread, within _JEDI_BUDGET_S. Too slow, or still busy with an earlier
+    request: None, and the caller answers without jedi; the late computation finishes in the
+    background, so jedi is warm for the next Tab. Runs only on demand (never during a cell
+    unprompted: the meter would count its CPU time to that cell)."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.completer = None
+        self.busy = threading.Lock()
+        self.enabled = True
+
+    def _get(self):
+        if self.completer is None:
+            from IPython.core.completer import IPCompleter
+
+            c = IPCompleter(shell=self.shell, namespace=self.shell.user_ns,
+                            global_namespace=self.shell.user_global_ns, parent=self.shell)
+            c.use_jedi = True
+            # the shell's `import x`, `%run`, `%cd` … completers (InteractiveShell.init_completer)
+            c.custom_completers = self.shell.Completer.custom_completers
+            self.completer = c
+        return self.completer
+
+    def complete(self, code, cursor):
+        if not self.enabled or not self.busy.acquire(blocking=False):
+            return None
+        box = {}
+        done = threading.Event()
+
+        def work():
+            from IPython.core.completer import provisionalcompleter
+
+            try:
+                import jedi  # noqa: F401  (its import is part of the first, slow answer)
+            except ImportError:  # no jedi: IPython's completer alone, as IPython does
+                self.enabled = False
+                self.busy.release()
+                done.set()
+                return
+            try:
+                with provisionalcompleter():
+                    box["comps"] = list(self._get().completions(code, cursor))
+            except Exception:  # jedi failing on odd code: IPython's completer answers
+                pass
+            finally:
+                self.busy.release()
+                done.set()
+
+        threading.Thread(target=work, name="carbon-jedi", daemon=True).start()
+        if done.wait(_JEDI_BUDGET_S):
+            return box.get("comps")
+        return None
+
+
 class IPythonEngine:
     """IPython's InteractiveShell, with its display machinery pointed at the channel."""
 
@@ -660,6 +727,9 @@ class IPythonEngine:
         # In-memory history: several kernels may run at once, and the kernel answers
         # history_request itself.
         cfg.HistoryManager.hist_file = ":memory:"
+        # The shell's own completer runs without jedi (about a millisecond); jedi's answer, as
+        # ipykernel gives it, comes from a second completer within a time budget (_JediBudget).
+        cfg.IPCompleter.use_jedi = False
         self.shell = CarbonShell.instance(config=cfg)
         try:
             self.shell.colors = "Linux"  # the scheme ipykernel's tracebacks use
@@ -674,6 +744,7 @@ class IPythonEngine:
         from IPython.core.inputtransformer2 import TransformerManager
 
         self.tm = TransformerManager()
+        self.jedi = _JediBudget(self.shell)
 
     def run(self, code):
         self.result = None
@@ -706,8 +777,10 @@ class IPythonEngine:
     def complete(self, code, cursor):
         from IPython.core.completer import provisionalcompleter
 
-        with provisionalcompleter():
-            comps = list(self.shell.Completer.completions(code, cursor))
+        comps = self.jedi.complete(code, cursor)
+        if comps is None:
+            with provisionalcompleter():
+                comps = list(self.shell.Completer.completions(code, cursor))
         if not comps:
             return [], cursor, cursor
         # One replacement range for all (what ipykernel's _rectify_completions does).

@@ -1406,6 +1406,31 @@ mod tests {
     }
 
     #[test]
+    fn a_late_jedi_leaves_the_answer_to_ipythons_own_completer() {
+        // Budget 0 is jedi missing its budget every time: the answer still comes, from IPython's
+        // completer without jedi, which knows live names but cannot read an import not yet run.
+        let dir = tempfile::tempdir().unwrap();
+        let py = system_python();
+        let w = wrapper(
+            dir.path(),
+            "py",
+            &format!("CARBON_JEDI_BUDGET_S=0 exec '{}' \"$@\"", py.display()),
+        );
+        let mut rt = runtime_with(Some(&w));
+        run(&mut rt, "my_variable = 1");
+        let c = rt.complete("my_v", 4);
+        assert!(c.matches.iter().any(|m| m == "my_variable"), "{c:?}");
+        let code = "import collections; collections.Ordered";
+        let c = rt.complete(code, code.len());
+        assert!(
+            !c.matches.iter().any(|m| m.contains("OrderedDict")),
+            "{c:?}"
+        );
+        // (With the default budget jedi reads the import, as in ipykernel: the conformance
+        // test's `collections.Ordered` sample, tests/python/test_conformance.py.)
+    }
+
+    #[test]
     fn complete_inspect_is_complete() {
         let mut rt = runtime_with(None);
         run(&mut rt, "import os\nmy_variable = 1");
