@@ -38,7 +38,14 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 /// How long the process stays after its last message before it exits (see [`serve`]).
-const EXIT_LINGER: Duration = Duration::from_millis(100);
+/// zeromq 0.7's `send` on shell/control returns once the message is in the peer's queue
+/// (`backend.rs`, `send_to_peer_queue`); a task of its own writes it to the connection later, and
+/// a process that exits first drops it (exiting at once lost a `shutdown_reply` now and then
+/// under load, in CI and on the 2-core machine). Nothing tells when that task is done, so the
+/// kernel waits long enough for a starved task to be scheduled at load ~15 on 2 cores (a
+/// scheduling delay, not a transfer: the reply is a few hundred bytes). ipykernel's sockets
+/// linger up to 1 s (kernelapp.py).
+const EXIT_LINGER: Duration = Duration::from_millis(400);
 
 /// How long a shutdown waits for the runtimes to stop before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -267,10 +274,8 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         kernel.shutdown(false).await;
     }
     kernel.io.flush().await;
-    // Our last replies are written, but a client that reads them together with the end of the
-    // connection can lose them (seen now and then under load: a shutdown_reply and the last
-    // idle never reached jupyter-zmq-client). ipykernel lingers too (kernelapp.py sets
-    // `linger = 1000` ms on every socket).
+    // iopub is flushed (our own socket knows when its queues are on the connections), but the
+    // control/shell replies may still wait in zeromq's per-peer queue: see EXIT_LINGER.
     tokio::time::sleep(EXIT_LINGER).await;
     Ok(exit)
 }
