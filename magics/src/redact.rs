@@ -105,9 +105,107 @@ impl Redactor {
         self.secrets.is_empty()
     }
 
+    /// Where the part of `text` that may be the start of a secret begins: the longest tail of
+    /// `text` (at most the longest secret's length - 1 bytes) that is a proper prefix of some
+    /// secret; `text.len()` when there is none. A secret occurring whole in `text` is never
+    /// split by the cut (the cut moves past it), so `text[..cut]` can be masked on its own.
+    ///
+    /// A stream sent in pieces ([`Carry`]) and a display refreshed as its text grows both show
+    /// only `text[..cut]`, so a key split across two writes is never shown half then half.
+    pub fn hold_from(&self, text: &str) -> usize {
+        let Some(longest) = self.secrets.first().map(String::len) else {
+            return text.len();
+        };
+        let mut cut = self.prefix_tail(text, text.len().saturating_sub(longest - 1));
+        loop {
+            // a whole secret crossing the cut (secrets that overlap one another) goes out whole
+            let from = floor_char_boundary(text, cut.saturating_sub(longest - 1));
+            let past = self
+                .secrets
+                .iter()
+                .flat_map(|s| {
+                    text[from..]
+                        .match_indices(s.as_str())
+                        .map(move |(i, m)| (from + i, from + i + m.len()))
+                })
+                .filter(|&(start, end)| start < cut && end > cut)
+                .map(|(_, end)| end)
+                .max();
+            match past {
+                Some(end) => cut = self.prefix_tail(text, end),
+                None => return cut,
+            }
+        }
+    }
+
+    /// The first char boundary `i >= from` where `text[i..]` is non-empty and a proper prefix of
+    /// a secret; `text.len()` when none.
+    fn prefix_tail(&self, text: &str, from: usize) -> usize {
+        (from..text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .find(|&i| {
+                let tail = &text.as_bytes()[i..];
+                self.secrets
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.as_bytes().starts_with(tail))
+            })
+            .unwrap_or(text.len())
+    }
+
     /// Makes this the process-wide redactor the output edges use.
     pub fn install(self) {
         *global_slot().write().unwrap_or_else(|e| e.into_inner()) = Arc::new(self);
+    }
+}
+
+/// The largest char boundary of `text` at or below `i`.
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// One output stream's redaction across its pieces. Each piece is masked with the text held
+/// from the piece before, and the tail that may be the start of a secret
+/// ([`Redactor::hold_from`]) is held back for the next one: a key printed in two writes is
+/// masked as if printed in one. The holder flushes what is held when the stream ends or has
+/// been quiet for a while (the held bytes are then only a part of a secret, which is shown).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Carry {
+    held: String,
+}
+
+impl Carry {
+    /// `text`, after what was held, masked up to the tail that may start a secret (kept).
+    pub fn push<'t>(&mut self, r: &Redactor, text: &'t str) -> Cow<'t, str> {
+        if self.held.is_empty() {
+            // the common case (nothing held): no copy unless something is masked or held
+            let cut = r.hold_from(text);
+            self.held = text[cut..].to_string();
+            return r.redact(&text[..cut]);
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.push_str(text);
+        let cut = r.hold_from(&all);
+        self.held = all[cut..].to_string();
+        all.truncate(cut);
+        match r.redact(&all) {
+            Cow::Borrowed(_) => Cow::Owned(all),
+            Cow::Owned(s) => Cow::Owned(s),
+        }
+    }
+
+    /// What is held, masked (nothing is held after).
+    pub fn flush(&mut self, r: &Redactor) -> String {
+        let t = std::mem::take(&mut self.held);
+        r.redact(&t).into_owned()
+    }
+
+    /// Bytes held back.
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 }
 
@@ -185,6 +283,80 @@ mod tests {
         // a key that contains another is masked whole
         let r = Redactor::new(["abcd".to_string(), "abcdefgh".to_string()]);
         assert_eq!(r.redact("abcdefgh abcd"), "*** ***");
+    }
+
+    #[test]
+    fn a_stream_holds_only_a_tail_that_may_start_a_secret() {
+        let key = "sk-SPLIT-0123456789";
+        let r = Redactor::new([key.to_string(), "other-secret".to_string()]);
+        // no tail of these is the start of a secret: nothing held
+        assert_eq!(r.hold_from("plain text\n"), 11);
+        assert_eq!(r.hold_from(""), 0);
+        // the longest tail that starts a secret
+        assert_eq!(r.hold_from("x = sk-SP"), 4);
+        assert_eq!(r.hold_from("x = s"), 4);
+        assert_eq!(r.hold_from("x = oth"), 4);
+        // a whole secret at the end is not held (it is masked now)
+        assert_eq!(r.hold_from(key), key.len());
+        // never more than the longest secret's length - 1 bytes
+        let long_tail = format!("{}{}", "a".repeat(100), &key[..key.len() - 1]);
+        assert_eq!(r.hold_from(&long_tail), 100);
+        // multi-byte text before a tail
+        assert_eq!(r.hold_from("é€sk-"), "é€".len());
+        // an empty redactor holds nothing
+        assert_eq!(Redactor::default().hold_from("sk-SP"), 5);
+    }
+
+    #[test]
+    fn a_key_split_across_pieces_is_masked_whole() {
+        let key = "sk-SPLIT-0123456789";
+        let r = Redactor::new([key.to_string()]);
+        for split in 1..key.len() {
+            let mut c = Carry::default();
+            let mut shown = c.push(&r, &format!("key: {}", &key[..split])).into_owned();
+            assert_eq!(shown, "key: ", "split at {split}");
+            assert_eq!(c.held(), split);
+            shown.push_str(&c.push(&r, &format!("{} end\n", &key[split..])));
+            shown.push_str(&c.flush(&r));
+            assert_eq!(shown, "key: *** end\n", "split at {split}");
+        }
+        // byte by byte
+        let mut c = Carry::default();
+        let text = format!("a {key} b {key}");
+        let mut shown: String = text
+            .chars()
+            .map(|ch| c.push(&r, &ch.to_string()).into_owned())
+            .collect();
+        shown.push_str(&c.flush(&r));
+        assert_eq!(shown, "a *** b ***");
+        // a tail that turned out not to be a secret is shown unchanged
+        let mut c = Carry::default();
+        let mut shown = c.push(&r, "see sk-").into_owned();
+        shown.push_str(&c.push(&r, "learn"));
+        shown.push_str(&c.flush(&r));
+        assert_eq!(shown, "see sk-learn");
+        // flushed early (the stream went quiet), only a part of the key was held
+        let mut c = Carry::default();
+        assert_eq!(c.push(&r, "sk-SP"), "");
+        assert_eq!(c.flush(&r), "sk-SP");
+        assert_eq!(c.held(), 0);
+    }
+
+    #[test]
+    fn overlapping_secrets_are_never_shown_whole() {
+        // "abcdef" ends with the start of "defxyz": the whole one crossing the cut goes out
+        let r = Redactor::new(["abcdef".to_string(), "defxyz".to_string()]);
+        let text = "1 abcdefxyz 2";
+        for split in 0..=text.len() {
+            let mut c = Carry::default();
+            let mut shown = c.push(&r, &text[..split]).into_owned();
+            shown.push_str(&c.push(&r, &text[split..]));
+            shown.push_str(&c.flush(&r));
+            assert!(
+                !shown.contains("abcdef") && !shown.contains("defxyz"),
+                "split at {split}: {shown}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! files. Each test bounds its own waits and stops what it starts.
 
 use crate::harness::{Exec, Kernel, Opts};
-use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd};
+use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd, wire};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -470,4 +470,102 @@ fn inspection_and_completion_of_a_variable_holding_a_key_show_it_masked() {
         json!({"code": code, "cursor_pos": code.len()}),
     );
     assert!(!c.to_string().contains(OPENAI_KEY), "{c}");
+}
+
+/// Every iopub message of `r` but the `execute_input` echo of the code (which holds what the
+/// user typed), and the reply, as one text.
+fn shown_text(r: &Exec) -> String {
+    r.iopub
+        .iter()
+        .filter(|m| m.msg_type != "execute_input")
+        .map(|m| m.content.to_string())
+        .chain([r.reply.to_string()])
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Item 8b, a key printed in pieces: user code that writes a key in two flushed writes (on
+/// stdout and on stderr), 50 ms apart so they reach the kernel as two pieces. Each piece used to
+/// be masked alone, so neither was masked and the front-end joined them into the key. Now the
+/// tail of a piece that may start a secret waits (at most 200 ms) for the next one: the key is
+/// masked whole, and neither its first part nor the whole key is in any message. (ipykernel
+/// masks nothing.)
+#[test]
+fn a_key_printed_in_two_writes_is_masked_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = Kernel::start(
+        Opts::default()
+            .workdir(dir.path())
+            .without_provider_env()
+            .env("OPENAI_API_KEY", OPENAI_KEY),
+    )
+    .expect("kernel starts");
+    let (a, b) = OPENAI_KEY.split_at(10);
+    let r = k.execute(&format!(
+        "import sys, time\n\
+         print('key: {a}', end=''); sys.stdout.flush(); time.sleep(0.05); print('{b} end')\n\
+         sys.stderr.write('err: {a}'); sys.stderr.flush(); time.sleep(0.05)\n\
+         sys.stderr.write('{b}\\n'); sys.stderr.flush()\n"
+    ));
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    // the streams as a front-end joins them
+    assert_eq!(r.stdout(), "key: *** end\n");
+    assert!(r.stderr().contains("err: ***\n"), "{}", r.stderr());
+    let seen = shown_text(&r);
+    assert!(!seen.contains(OPENAI_KEY), "{seen}");
+    assert!(!seen.contains(a), "the key's first part was shown: {seen}");
+    assert!(
+        r.iopub.iter().filter(|m| m.msg_type == "stream").count() >= 1,
+        "{:?}",
+        r.iopub
+    );
+}
+
+/// Item 8b, a key a server echoes across two SSE events of a streamed `%llm` answer, 300 ms
+/// apart (several display refreshes between them). A streamed answer's display re-sends the
+/// whole text so far, which the output edge masks: the key is never whole in any message; and a
+/// refresh never shows a tail that may start a key, so its first part is never shown either.
+#[test]
+fn a_key_echoed_across_two_sse_events_is_masked_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let split = 12;
+    let echo = Server::start(move |_, req| {
+        let auth = req.header("authorization").unwrap_or("").to_string();
+        let key = auth.trim_start_matches("Bearer ").to_string();
+        let (a, b) = key.split_at(split.min(key.len()));
+        Reply::sse(wire::openai_sse(
+            "echo",
+            &["I saw ", a, &format!("{b} back")],
+            4,
+            5,
+        ))
+        .stream_end(Duration::from_millis(300), StreamEnd::Clean)
+    });
+    let mut k = kernel(
+        dir.path(),
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("OPENAI_BASE_URL", echo.url("/v1")),
+        ],
+    );
+    let r = k.execute("%llm openai:echo say my key back");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    assert_eq!(echo.received().len(), 1, "one streamed request");
+    let updates = r.updates();
+    assert!(
+        updates.len() >= 3,
+        "the answer was streamed in several refreshes: {updates:?}"
+    );
+    let last = updates
+        .last()
+        .and_then(|u| u["data"]["text/plain"].as_str())
+        .unwrap_or("");
+    assert!(last.contains("I saw *** back"), "{last}");
+    let seen = shown_text(&r);
+    assert!(!seen.contains(OPENAI_KEY), "{seen}");
+    assert!(
+        !seen.contains(&OPENAI_KEY[..split]),
+        "a refresh showed the key's first part: {seen}"
+    );
+    k.shutdown(false);
 }

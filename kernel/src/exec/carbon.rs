@@ -458,7 +458,11 @@ pub fn line_magic(ex: &mut Executor, call: &MagicCall, out: &mut dyn Publish) ->
         LineCommand::On => text(ex.carbon.set_auto(true)),
         LineCommand::Off => text(ex.carbon.set_auto(false)),
         LineCommand::Status => {
-            let status = ex.carbon.status_text_with(&crate::metrics::status_line());
+            let status = ex.carbon.status_text_with(&format!(
+                "{}  processes   {}\n",
+                crate::metrics::status_line(),
+                crate::runtime::child::tracking()
+            ));
             let problems = ex.settings_problems();
             if problems.is_empty() {
                 text(status)

@@ -279,8 +279,12 @@ fn ask(
                 .is_none_or(|t| t.elapsed() >= refresh_interval(s.text.len()))
             {
                 s.text.push_str(&streams.take(idx));
+                // a tail that may be the start of a key (a server echoing it across two events)
+                // waits for the next refresh: the display then shows it masked whole, never
+                // its first half (the output edge masks only whole keys)
+                let cut = carbon_magics::redact::global().hold_from(&s.text);
                 out.update_display(
-                    report::answer_bundle(&s.spec, &s.text, "streaming…"),
+                    report::answer_bundle(&s.spec, &s.text[..cut], "streaming…"),
                     &s.display_id,
                 );
                 s.last_update = Some(Instant::now());

@@ -412,7 +412,11 @@ impl Executor {
     /// installed with the settings and again where they change (`%carbon config`), so it is
     /// read here, not rebuilt per cell.
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
-        let o = self.execute_cell(code, &mut redacting::Redacting::new(out));
+        let mut r = redacting::Redacting::new(out);
+        let o = self.execute_cell(code, &mut r);
+        // what the streams hold back goes out now, before the reply and the idle status
+        r.finish();
+        drop(r);
         redacting::outcome(&carbon_magics::redact::global(), o)
     }
 

@@ -59,8 +59,19 @@ pub fn oom_kill_count() -> Option<u64> {
     let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     // cgroup v2 line: "0::/some/path" (cgroups(7))
     let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let path = format!("/sys/fs/cgroup{}/memory.events", rel.trim_end());
-    let events = std::fs::read_to_string(path).ok()?;
+    let mut dir = std::path::Path::new("/sys/fs/cgroup").join(rel.trim().trim_start_matches('/'));
+    // the kernel's own cgroup (`carbon-kernel-<pid>`, see `cgroup`) has no memory controller:
+    // the counter of the cgroup it was made in counts it (hierarchical, cgroup-v2.rst
+    // "memory.events")
+    if dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("carbon-kernel-"))
+        && let Some(p) = dir.parent()
+    {
+        dir = p.to_path_buf();
+    }
+    let events = std::fs::read_to_string(dir.join("memory.events")).ok()?;
     events
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill "))

@@ -17,6 +17,7 @@
 //!
 //! All of the kernel's `unsafe` code is in the private `sys` module, behind safe functions.
 
+pub mod cgroup;
 mod command;
 mod exit;
 mod path;
@@ -37,7 +38,7 @@ pub(crate) use sys::replace_fd;
 pub use sys::{process_exists, signal_group, signal_pid};
 pub use tree::{
     become_subreaper, cell_processes, claim, end_all_processes, end_cell_processes, reap_orphans,
-    release, run_guard,
+    release, run_guard, tracking,
 };
 pub use utf8::Utf8Carry;
 

@@ -19,7 +19,7 @@
 //! those (by pid, never `waitpid(-1)`), so the exit status of a child that a
 //! `std::process::Child` waits for is never stolen.
 
-use super::sys;
+use super::{cgroup, sys};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -59,20 +59,49 @@ fn claimed_now() -> HashSet<u32> {
     claimed().lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// How long the kernel waits, starting, for its guard and its cgroup to be set up (a fork, an
+/// exec and a few writes to cgroupfs: milliseconds); past it, the kernel goes on and the rest
+/// happens meanwhile (processes started before the move are then not in the cgroup).
+const SETUP_BOUND: Duration = Duration::from_secs(5);
+
+fn tracking_slot() -> &'static Mutex<String> {
+    static T: OnceLock<Mutex<String>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new("process groups (the kernel is not set up yet)".into()))
+}
+
+/// How the kernel tracks the processes that cells start, in words (`%carbon status`).
+pub fn tracking() -> String {
+    tracking_slot()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+fn set_tracking(t: String) {
+    log::info!("process tracking: {t}");
+    *tracking_slot().lock().unwrap_or_else(|e| e.into_inner()) = t;
+}
+
 /// Makes the kernel a child subreaper and starts the thread that reaps its orphans. Returns
 /// false where the system refuses (then orphans go to init as before).
 ///
 /// The same thread starts the guard (see [`run_guard`]): a child of that thread, not of the main
-/// one, so the main thread's `children` list shows the runtimes only.
+/// one, so the main thread's `children` list shows the runtimes only. Then, where a cgroup
+/// hierarchy is writable, it moves the kernel into a cgroup of its own (see the `cgroup`
+/// module) and tells the guard; this returns once that is done (bounded), so every runtime
+/// starts inside.
 pub fn become_subreaper() -> bool {
     let reaper = sys::set_child_subreaper();
     if !reaper {
         log::warn!("cannot become a child subreaper: orphaned cell processes go to init");
     }
+    let (ready, set_up) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("carbon-reaper".into())
         .spawn(move || {
-            start_guard();
+            let guard = start_guard();
+            set_tracking(track(guard, reaper));
+            let _ = ready.send(());
             loop {
                 std::thread::sleep(REAP_INTERVAL);
                 if reaper {
@@ -80,10 +109,56 @@ pub fn become_subreaper() -> bool {
                 }
             }
         });
-    if let Err(e) = spawned {
-        log::warn!("cannot start the orphan reaper: {e}");
+    match spawned {
+        Ok(_) => {
+            let _ = set_up.recv_timeout(SETUP_BOUND);
+        }
+        Err(e) => log::warn!("cannot start the orphan reaper: {e}"),
     }
     reaper
+}
+
+/// Sets up the kernel's cgroup where one can be made (the guard, outside it, is told where it
+/// is); returns the tracking in use, in words.
+fn track(guard: Option<std::process::ChildStdin>, reaper: bool) -> String {
+    let groups = if reaper {
+        "process groups and child subreaper"
+    } else {
+        "process groups"
+    };
+    let Some(mut guard) = guard else {
+        return format!(
+            "{groups} (no guard process: a kill -9 of the kernel ends only its runtimes)"
+        );
+    };
+    let me = std::process::id();
+    // the guard first learns of the cgroup (an empty one it just removes if the kernel dies
+    // before entering), so no cgroup the kernel is in is left without someone to remove it
+    let said = cgroup::create(me).and_then(|cg| {
+        use std::io::Write;
+        let entered = writeln!(guard, "{}", cg.line())
+            .and_then(|()| guard.flush())
+            .map_err(|e| format!("the guard was not told of the cgroup: {e}"))
+            .and_then(|()| {
+                cg.enter(me)
+                    .map_err(|e| format!("cannot enter {}: {e}", cg.dir.display()))
+            });
+        match entered {
+            Ok(()) => Ok(format!(
+                "{} {} (a kill -9 of the kernel ends all it started), and {groups}",
+                cg.kind.name(),
+                cg.dir.display()
+            )),
+            Err(why) => {
+                let _ = std::fs::remove_dir(&cg.dir);
+                Err(why)
+            }
+        }
+    });
+    // The write end lives as long as the kernel (closed by the kernel's death, any death).
+    // std pipes are close-on-exec: no child inherits it.
+    std::mem::forget(guard);
+    said.unwrap_or_else(|why| format!("{groups} ({why}; a process that leaves its group within a second before a kill -9 of the kernel can escape)"))
 }
 
 /// One process as `/proc/<pid>/stat` shows it.
@@ -279,14 +354,17 @@ pub fn end_cell_processes() -> usize {
     n
 }
 
-/// At shutdown: SIGKILLs every descendant of the kernel (runtimes included), then reaps its
-/// orphans.
+/// At shutdown: SIGKILLs every descendant of the kernel (runtimes included) but its guard
+/// (which removes the kernel's cgroup once the kernel has exited, and guards a kernel that
+/// restarts in place), then reaps its orphans.
 pub fn end_all_processes() {
     let me = std::process::id();
+    let guard = GUARD.load(std::sync::atomic::Ordering::SeqCst);
     for _ in 0..3 {
         let procs = scan();
         let all: Vec<u32> = descendants(&procs, &[me])
             .into_iter()
+            .filter(|&p| p != guard)
             .filter(|p| procs.iter().any(|q| q.pid == *p && !q.zombie))
             .collect();
         if all.is_empty() {
@@ -308,6 +386,9 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+/// The guard's pid (0: none).
+static GUARD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// How often the guard looks at the kernel's process tree.
 const GUARD_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -315,12 +396,11 @@ const GUARD_INTERVAL: Duration = Duration::from_secs(1);
 /// process group, without a parent-death signal) that survives a `kill -9` of the kernel and
 /// then ends what the kernel had started. A dead kernel's runtimes die by their parent-death
 /// signal, but their children would be reparented to init and run on; the guard knows them
-/// from its last look at the tree. It learns of the kernel's death from the end of its stdin,
-/// whose other end only the kernel holds.
-fn start_guard() {
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
+/// from its last look at the tree, and every member of the kernel's cgroup when it has one. It
+/// learns of the cgroup from a line on its stdin and of the kernel's death from the end of its
+/// stdin, whose other end (returned) only the kernel holds.
+fn start_guard() -> Option<std::process::ChildStdin> {
+    let exe = std::env::current_exe().ok()?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("guard")
         .arg(std::process::id().to_string())
@@ -331,37 +411,52 @@ fn start_guard() {
     match cmd.spawn() {
         Ok(mut child) => {
             claim(child.id());
-            // The write end lives as long as the kernel (never written; closed by the kernel's
-            // death, any death). std pipes are close-on-exec: no child inherits it.
-            if let Some(w) = child.stdin.take() {
-                std::mem::forget(w);
-            }
+            GUARD.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+            let w = child.stdin.take();
             std::mem::forget(child);
+            w
         }
-        Err(e) => log::warn!("cannot start the process guard: {e}"),
+        Err(e) => {
+            log::warn!("cannot start the process guard: {e}");
+            None
+        }
     }
 }
 
+/// What the guard hears from the kernel.
+enum Told {
+    /// The kernel's cgroup.
+    Cgroup(cgroup::Cgroup),
+    /// Its stdin ended: the kernel is gone.
+    Gone,
+}
+
 /// The guard's loop (see `start_guard`): every `GUARD_INTERVAL`, remember the kernel's
-/// descendants and their process groups; when stdin ends (the kernel is gone), SIGKILL those
-/// still alive (same pid and start time) and every member of their groups.
+/// descendants and their process groups; when stdin ends (the kernel is gone), kill every
+/// member of the kernel's cgroup (and remove it), then SIGKILL those it remembers still alive
+/// (same pid and start time) and every member of their groups.
 pub fn run_guard(kernel: u32) {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel::<Told>();
     std::thread::spawn(move || {
-        use std::io::Read;
-        let mut buf = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = tx.send(());
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if let Some(c) = cgroup::Cgroup::from_line(&line) {
+                let _ = tx.send(Told::Cgroup(c));
+            }
+        }
+        let _ = tx.send(Told::Gone);
     });
     let me = std::process::id();
     let mut known: Vec<(u32, u64, u32)> = Vec::new();
+    let mut cg: Option<cgroup::Cgroup> = None;
     loop {
         let procs = tree_of(kernel).unwrap_or_else(scan);
         let kernel_group = own_pgid(&procs, kernel);
-        let alive = rx.recv_timeout(GUARD_INTERVAL).is_err();
-        if !alive {
-            break;
+        match rx.recv_timeout(GUARD_INTERVAL) {
+            Ok(Told::Cgroup(c)) => cg = Some(c),
+            Ok(Told::Gone) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         known = descendants(&procs, &[kernel])
             .into_iter()
@@ -379,6 +474,10 @@ pub fn run_guard(kernel: u32) {
                 }
             }
         }
+    }
+    if let Some(c) = &cg {
+        // every process the kernel forked since it entered, whatever its group or session
+        c.kill_and_remove();
     }
     for _ in 0..3 {
         let mut n = 0;
