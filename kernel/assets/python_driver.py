@@ -545,8 +545,12 @@ class PlainEngine:
                 exec(code, self.ns, self.ns)
             if plan.last is not None:
                 value = eval(plan.last, self.ns, self.ns)
-        except BaseException:  # user code: KeyboardInterrupt and SystemExit included
+        except BaseException as e:  # user code: KeyboardInterrupt and SystemExit included
             _st.executing = False
+            if isinstance(e, KeyboardInterrupt):
+                # Handled: the kernel must not take the wait for IPython (to show it) for a
+                # worker that ignores interrupts.
+                _chan.send({"t": "interrupted"})
             error = on_error()
         finally:
             _st.executing = False
@@ -1116,6 +1120,12 @@ class IPythonEngine:
 # ---------------------------------------------------------------- main loop
 
 
+# A cell interrupted while it waited for IPython (what IPythonEngine.run says for an interrupt
+# outside the user's code).
+_INTERRUPTED = {"ename": "KeyboardInterrupt", "evalue": "",
+                "traceback": ["\x1b[0;31mKeyboardInterrupt\x1b[0m"]}
+
+
 class Driver:
     def __init__(self, engine, loader=None, early=False):
         self.engine = engine
@@ -1207,14 +1217,17 @@ class Driver:
             try:
                 self.upgrade(wait=True, ordered=True, interruptible=True)
             except KeyboardInterrupt:
-                return None, {"ename": "KeyboardInterrupt", "evalue": "",
-                              "traceback": ["\x1b[0;31mKeyboardInterrupt\x1b[0m"]}
+                return None, _INTERRUPTED
         return self.engine.run(code)
 
     def _early_value(self, plan, value):
         """Shows the value of an early cell's last expression: through IPython's displayhook once
         IPython is in (Out[n], _, _n as if IPython had run the cell), else as the plain runner."""
-        if self.upgrade(wait=True, ordered=True):
+        try:
+            ipython = self.upgrade(wait=True, ordered=True, interruptible=True)
+        except KeyboardInterrupt:
+            return None, _INTERRUPTED
+        if ipython:
             return self.engine.show_value(value)
         if plan.raw.rstrip().endswith(";"):
             return None, None
@@ -1225,7 +1238,11 @@ class Driver:
     def _early_error(self, plan):
         """Formats the exception an early cell raised (called in the plain runner's `except`):
         with IPython's traceback once IPython is in, as if IPython had run the cell."""
-        if self.upgrade(wait=True, ordered=True):
+        try:
+            ipython = self.upgrade(wait=True, ordered=True, interruptible=True)
+        except KeyboardInterrupt:
+            return _INTERRUPTED
+        if ipython:
             return self.engine.show_exception(plan.number)
         e = sys.exc_info()[1]
         return self.engine._error(e, e.__traceback__.tb_next if e.__traceback__ else None)

@@ -805,6 +805,14 @@ impl PythonRuntime {
                     } else if v["t"] == "ipython" {
                         p.flush(&mut out, self);
                         self.on_ipython(&v, &mut out);
+                    } else if v["t"] == "interrupted" {
+                        // The worker caught the interrupt and ends the cell once IPython (still
+                        // being imported) can show it: no escalation to SIGKILL for that wait.
+                        *self
+                            .shared
+                            .interrupted_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = None;
                     } else if let Wait::Reply(id, _) = wait
                         && v["t"] == "reply"
                         && v["id"].as_u64() == Some(id)
@@ -1809,6 +1817,40 @@ mod tests {
                 assert_eq!(o, early);
             }
         }
+    }
+
+    #[test]
+    fn an_early_cell_interrupted_while_ipython_loads_keeps_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let mut rt = runtime_with(Some(&py));
+        run(&mut rt, "kept = 'yes'");
+        let c = Collector::default();
+        let mut out = c.clone();
+        let h = rt.interrupt_handle();
+        let watcher = c.clone();
+        let t = std::thread::spawn(move || {
+            while !watcher.text(StreamName::Stdout).contains("spinning") {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            h();
+            // IPython (to show the KeyboardInterrupt) comes later than the kernel's escalation
+            // to SIGKILL would: the worker said it handled the interrupt, so it is not killed
+            std::thread::sleep(ESCALATION_DELAY + Duration::from_secs(1));
+            std::fs::write(gate, "").unwrap();
+        });
+        let o = rt
+            .execute("print('spinning', flush=True)\nwhile True: pass", &mut out)
+            .expect("the worker was killed");
+        t.join().unwrap();
+        let e = o.error.expect("interrupted");
+        assert_eq!(e.ename, "KeyboardInterrupt");
+        let tb = strip_ansi(&e.traceback.join("\n"));
+        assert!(tb.contains("Cell In[2], line 2"), "{tb}");
+        let (o, _) = run(&mut rt, "kept");
+        assert_eq!(plain(&o.result), "'yes'");
     }
 
     #[test]
