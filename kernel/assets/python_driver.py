@@ -17,6 +17,7 @@ import codeop
 import importlib.util
 import io
 import json
+import keyword
 import linecache
 import os
 import re
@@ -687,12 +688,6 @@ _EARLY_MODULES = frozenset((
     # a SyntaxError raised by user code is shown with the frame that ran it (IPython's run_code)
     "ast", "symtable", "tokenize", "py_compile", "compileall",
 ))
-# Statement keywords: a one-line cell that starts with one is Python to IPython's prefilter (no
-# magic is named like a keyword); any other one-line cell may be an automagic (`who`, `env x=1`).
-_EARLY_KEYWORDS = frozenset((
-    "pass", "import", "from", "def", "class", "if", "for", "while", "with", "try", "del",
-    "assert", "raise", "global", "nonlocal", "async", "return", "break", "continue",
-))
 # IPython's prefilter split of a line (IPython.core.splitinput.line_split, without escapes).
 _LINE_SPLIT_RE = re.compile(r"^\s*(%{0,2}[\w.*]*)(.*?$|$)")
 # Lines IPython may transform (escapes, help, prompts); a cell with one waits, even inside a string.
@@ -726,7 +721,7 @@ class _EarlyPlan:
         self.last = last
 
 
-def _plan_early(code, number):
+def _plan_early(code, number, ns):
     """An `_EarlyPlan` if IPython would run `code` as plain Python with no output of its own (no
     displayhook result), else None (the cell waits for IPython). Mirrors IPython 8/9's
     run_cell: transform_cell (a final newline, leading blank lines dropped, common indentation
@@ -750,9 +745,15 @@ def _plan_early(code, number):
 
         cell = textwrap.dedent(cell)
     if len(cell.splitlines()) == 1:
+        # IPython's prefilter (one-line cells only): an assignment, or a first name that a
+        # keyword, a builtin or a user variable shadows, is Python; else it may be an automagic
+        # (`ls`, `who`, `cd x`: its checkers in priority order, IPython.core.prefilter).
         m = _LINE_SPLIT_RE.match(cell.rstrip("\n"))
-        rest = m.group(2).lstrip() if m else ""
-        if not m or (m.group(1) not in _EARLY_KEYWORDS and rest[:1] not in ("=", ",")):
+        if not m:
+            return None
+        head = m.group(1).split(".", 1)[0]
+        if not (m.group(2).lstrip()[:1] in ("=", ",") or keyword.iskeyword(head)
+                or head in ns or head in builtins.__dict__):
             return None
     comp = codeop.Compile()
     comp.flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
@@ -1207,7 +1208,7 @@ class Driver:
             if self.early and not self.loader.done.is_set():
                 if not code or code.isspace():
                     return None, None  # IPython neither counts nor stores an empty cell
-                plan = _plan_early(code, len(self.early_plans) + 1)
+                plan = _plan_early(code, len(self.early_plans) + 1, self.engine.ns)
                 if plan is not None:
                     self.early_plans.append(plan)
                     # (the lambda and _deeper's last call are 2 of the frames)
