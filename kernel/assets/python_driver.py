@@ -17,9 +17,11 @@ import codeop
 import importlib.util
 import io
 import json
+import keyword
 import linecache
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -162,6 +164,13 @@ class Channel:
             return True
         except OSError:
             return False
+
+    def wait_command(self, other_fd):
+        """Waits until a command can be read (True) or `other_fd` is readable (False)."""
+        if b"\n" in self.buf:
+            return True
+        readable, _, _ = select.select([self.fd_in, other_fd], [], [])
+        return self.fd_in in readable
 
     def recv(self):
         """The next command, or None at end of input (the kernel is gone)."""
@@ -470,14 +479,20 @@ def _fallback_is_complete(code):
 
 
 class PlainEngine:
-    """Standard library only: exec the body, eval the last expression."""
+    """Standard library only: exec the body, eval the last expression. Also runs the first cells
+    while IPython is still being imported, when IPython would give the same result (see
+    _plan_early and run_early); IPython's shell then takes over this module."""
 
-    def __init__(self):
-        self.module = types.ModuleType("__main__")
+    def __init__(self, doc=None):
+        self.orig_main = sys.modules.get("__main__")
+        self.module = types.ModuleType("__main__", doc)
         self.module.__dict__["__builtins__"] = builtins
         sys.modules["__main__"] = self.module
         self.ns = self.module.__dict__
         self.count = 0
+        self.install_builtins()
+
+    def install_builtins(self):
         builtins.display = _fallback_display
         builtins.update_display = _fallback_update_display
         builtins.clear_output = _fallback_clear_output
@@ -513,6 +528,43 @@ class PlainEngine:
         except BaseException as e:
             error = error or self._error(e, None)
         return result, error
+
+    def run_early(self, plan, on_error, on_value):
+        """Runs a cell before IPython is in, as IPython's run_cell would run it (see
+        `_plan_early`): node by node, under IPython's name for the cell; (result, error). An
+        exception is formatted by `on_error()` inside the `except` below, where `sys.exc_info()`
+        is what IPython's run_code sees at that point (the traceback starts at this frame as it
+        starts at run_code's; IPythonEngine.show_exception leaves it out); a last value that is
+        not None goes to `on_value(value)`."""
+        __tracebackhide__ = "__ipython_bottom__"  # as run_code, for %debug / %tb later
+        linecache.cache[plan.name] = (len(plan.cell), None,
+                                      [line + "\n" for line in plan.cell.splitlines()], plan.name)
+        value = error = None
+        _st.executing = True
+        try:
+            for code in plan.codes:
+                exec(code, self.ns, self.ns)
+            if plan.last is not None:
+                value = eval(plan.last, self.ns, self.ns)
+        except BaseException as e:  # user code: KeyboardInterrupt and SystemExit included
+            _st.executing = False
+            if isinstance(e, KeyboardInterrupt):
+                # Handled: the kernel must not take the wait for IPython (to show it) for a
+                # worker that ignores interrupts.
+                _chan.send({"t": "interrupted"})
+            error = on_error()
+        finally:
+            _st.executing = False
+        if error is not None:
+            return None, error
+        # run_ast_nodes' tail (softspace(sys.stdout, 0)), for the attribute it leaves
+        try:
+            sys.stdout.softspace = 0
+        except Exception:
+            pass
+        if value is None:
+            return None, None
+        return on_value(value)
 
     def _error(self, e, tb):
         te = traceback.TracebackException(type(e), e, tb)
@@ -660,10 +712,287 @@ class _JediBudget:
         return None
 
 
+# ---------------------------------------------------------------- the first cells, before IPython
+
+# IPython's import takes 0.2-0.5 s (measured 215-291 ms warm, IPython 9.18), most of a fresh
+# kernel's "start -> first result" (issue 9). The worker says ready at once and imports IPython on a
+# thread; a cell that comes meanwhile runs on the plain runner only if IPython would give the very
+# same result (below), else it waits for the import. Whatever is not listed here waits.
+
+# The doc string IPython gives the module it creates for the user (prepare_user_module).
+_IPYTHON_MODULE_DOC = "Automatically created module for IPython interactive environment"
+
+# Names whose meaning differs before IPython is in: what IPython puts into the namespace and
+# builtins (init_user_ns, init_builtins, the output cache), and what looks at the namespace, the
+# interpreter or the input channel.
+_EARLY_NAMES = frozenset((
+    "In", "Out", "_ih", "_oh", "_dh", "_i", "_ii", "_iii", "_", "__", "___", "_exit_code",
+    "get_ipython", "exit", "quit", "open", "display", "update_display", "clear_output",
+    "__IPYTHON__", "__builtin__", "__builtins__", "__doc__", "__main__",
+    "globals", "locals", "vars", "dir", "eval", "exec", "compile", "help", "breakpoint",
+    "input", "__import__", "setattr", "delattr", "getattr", "hasattr",
+    # IPython prints exception groups with the standard library, through its own frames
+    "ExceptionGroup", "BaseExceptionGroup",
+))
+_EARLY_NAME_RE = re.compile(r"_i?\d+$|_+$|_i+$")
+# Attributes IPython sets or that show the interpreter's own frames and hooks.
+_EARLY_ATTRS = frozenset((
+    "displayhook", "excepthook", "ps1", "ps2", "ps3", "modules", "last_type", "last_value",
+    "last_traceback", "last_exc", "_getframe", "_current_frames", "settrace", "setprofile",
+    "gettrace", "getprofile", "getswitchinterval", "setswitchinterval", "chdir", "fchdir",
+    "f_back", "get_ipython",
+))
+# Attributes that must not be replaced (IPython saves them when its shell starts).
+_EARLY_STORE_ATTRS = frozenset(("stdout", "stderr", "stdin", "path"))
+# Standard-library modules that see the difference (IPython's own, threads, atexit order,
+# warning filters, frames, the import system); other modules than the standard library's wait too
+# (a library may check for IPython when it is imported).
+_EARLY_MODULES = frozenset((
+    "IPython", "__future__", "__main__", "builtins", "importlib", "atexit", "warnings",
+    "threading", "_thread", "multiprocessing", "concurrent", "asyncio", "inspect", "traceback",
+    "pdb", "bdb", "code", "codeop", "pydoc", "doctest", "site", "gc", "tracemalloc",
+    "faulthandler", "signal", "readline", "rlcompleter", "runpy", "getpass", "ctypes", "gettext",
+    # a SyntaxError raised by user code is shown with the frame that ran it (IPython's run_code)
+    "ast", "symtable", "tokenize", "py_compile", "compileall",
+))
+# IPython's prefilter split of a line (IPython.core.splitinput.line_split, without escapes).
+_LINE_SPLIT_RE = re.compile(r"^\s*(%{0,2}[\w.*]*)(.*?$|$)")
+# Lines IPython may transform (escapes, help, prompts); a cell with one waits, even inside a string.
+_IPYTHON_LINE_RE = re.compile(r"^\s*([%!?/,;]|>>>)|\?\s*$")
+_PROMPT_RE = re.compile(r"^(\[nav\] |\[ins\] )?In \[\d+\]: |^\s*\.{3,}:")
+
+
+# Frames between IPythonEngine.run and the cell's code in IPython's run_cell (run_cell, _run_cell,
+# the sync runner, run_cell_async, run_ast_nodes, run_code) beyond run_early's one: an early cell
+# runs as deep in the stack, so it meets the recursion limit at the same depth (measured: a
+# recursive function reached 985 levels under IPython 9.18 / Python 3.11, 992 under run_early).
+_RUN_CELL_DEPTH = 7
+
+
+def _deeper(n, fn):
+    """fn() called `n` frames deeper."""
+    return _deeper(n - 1, fn) if n > 0 else fn()
+
+
+class _EarlyPlan:
+    """A cell ready to run before IPython is in: its IPython number and name, the cell as IPython
+    transforms it, one compiled code per top-level statement, and the last one's expression
+    (IPython's displayhook shows its value) or None."""
+
+    def __init__(self, number, raw, cell, name, codes, last):
+        self.number = number
+        self.raw = raw
+        self.cell = cell
+        self.name = name
+        self.codes = codes
+        self.last = last
+
+
+def _plan_early(code, number, ns):
+    """An `_EarlyPlan` if IPython would run `code` as plain Python with no output of its own (no
+    displayhook result), else None (the cell waits for IPython). Mirrors IPython 8/9's
+    run_cell: transform_cell (a final newline, leading blank lines dropped, common indentation
+    removed), the one-line prefilter, ast_parse, then each top-level node compiled on its own
+    with its codeop.Compile flags (autoawait on: a coroutine cell needs IPython's runner)."""
+    lines = code.splitlines()
+    if any(_IPYTHON_LINE_RE.search(line) for line in lines):
+        return None
+    if any(_PROMPT_RE.match(line) for line in lines[:2]):
+        return None
+    cell = code if code.endswith("\n") else code + "\n"
+    kept = cell.splitlines(True)
+    for i, line in enumerate(kept):
+        if line and not line.isspace():
+            kept = kept[i:]
+            break
+    cell = "".join(kept)
+    body = cell.splitlines()
+    if any(line.isspace() for line in body) or not any(line[:1].strip() for line in body):
+        import textwrap  # (only when it changes something: ~2 ms on the first cell's path)
+
+        cell = textwrap.dedent(cell)
+    if len(cell.splitlines()) == 1:
+        # IPython's prefilter (one-line cells only): an assignment, or a first name that a
+        # keyword, a builtin or a user variable shadows, is Python; else it may be an automagic
+        # (`ls`, `who`, `cd x`: its checkers in priority order, IPython.core.prefilter).
+        m = _LINE_SPLIT_RE.match(cell.rstrip("\n"))
+        if not m:
+            return None
+        head = m.group(1).split(".", 1)[0]
+        if not (m.group(2).lstrip()[:1] in ("=", ",") or keyword.iskeyword(head)
+                or head in ns or head in builtins.__dict__):
+            return None
+    comp = codeop.Compile()
+    comp.flags |= getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    name = "<ipython-input-%d-%s>" % (number, _sha1_hex(cell.encode("utf-8"))[:12])
+    try:
+        tree = compile(cell, name, "exec", comp.flags | ast.PyCF_ONLY_AST, True)
+    except Exception:
+        return None
+    if not _early_names_ok(tree):
+        return None
+    nodes = tree.body
+    last = nodes[-1] if nodes and isinstance(nodes[-1], ast.Expr) else None
+    codes = []
+    try:
+        for node in nodes[:-1] if last is not None else nodes:
+            codes.append(comp(ast.Module([node], []), name, "exec"))
+        if last is not None:
+            # IPython compiles it in "single" mode: the same evaluation, then displayhook(value),
+            # which does nothing for None (print(...)); another value waits for IPython.
+            last = comp(ast.Expression(last.value), name, "eval")
+    except Exception:
+        return None  # IPython would run the nodes before this one first
+    if any(c.co_flags & 0x80 for c in codes + [last] if c is not None):
+        return None  # inspect.CO_COROUTINE: top-level await, for IPython's runner
+    return _EarlyPlan(number, code, cell, name, codes, last)
+
+
+def _sha1_hex(data):
+    """IPython's cell-name hash (compilerop.code_name); _sha1 spares hashlib's OpenSSL load."""
+    try:
+        import _sha1
+
+        return _sha1.sha1(data).hexdigest()
+    except ImportError:
+        import hashlib
+
+        return hashlib.sha1(data).hexdigest()
+
+
+def _early_names_ok(tree):
+    """No name, attribute, string or import in `tree` is one whose behaviour IPython changes."""
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    if stdlib is None:
+        return False  # Python < 3.10: no list of the standard library
+    for node in ast.walk(tree):
+        names = ()
+        if isinstance(node, ast.Name):
+            names = (node.id,)
+        elif isinstance(node, ast.Attribute):
+            if node.attr in _EARLY_ATTRS:
+                return False
+            if not isinstance(node.ctx, ast.Load) and node.attr in _EARLY_STORE_ATTRS:
+                return False
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = (node.name,)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names = tuple(node.names)
+        elif isinstance(node, ast.ExceptHandler):
+            names = (node.name,) if node.name else ()
+        elif type(node).__name__ in ("MatchAs", "MatchStar"):
+            names = (node.name,) if node.name else ()
+        elif type(node).__name__ == "MatchMapping":
+            names = (node.rest,) if node.rest else ()
+        elif type(node).__name__ == "TryStar":  # except*: exception groups, as above
+            return False
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in _EARLY_ATTRS or node.value == "IPython":  # hasattr(sys, "ps1")...
+                return False
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if not _early_module_ok(a.name, stdlib):
+                    return False
+                names += (a.asname or a.name.split(".")[0],)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level or not _early_module_ok(node.module or "", stdlib):
+                return False
+            for a in node.names:
+                if a.name == "*" or a.name in _EARLY_ATTRS or a.name in _EARLY_MODULES:
+                    return False
+                names += (a.name, a.asname or a.name)
+        for n in names:
+            if n in _EARLY_NAMES or n in _EARLY_MODULES or _EARLY_NAME_RE.match(n):
+                return False
+    return True
+
+
+def _early_module_ok(dotted, stdlib):
+    parts = dotted.split(".")
+    return parts[0] in stdlib and not any(p in _EARLY_MODULES for p in parts)
+
+
+class _IPythonLoader:
+    """Imports IPython on a thread. Importing only: the shell is built on the main thread,
+    between cells, where the module's namespace is not in use and signals work."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.error = None
+        # The import thread writes a byte here when it is done, so the idle main loop can switch.
+        self.wake_r, self.wake_w = os.pipe()
+        t = threading.Thread(target=self._run, name="carbon-ipython-import", daemon=True)
+        t.start()
+
+    def _run(self):
+        try:
+            import IPython  # noqa: F401
+            from IPython.core import (  # noqa: F401
+                completer, displayhook, displaypub, inputtransformer2, interactiveshell, page,
+                payloadpage, ultratb)
+            from IPython.utils import tokenutil  # noqa: F401
+            from traitlets.config import Config  # noqa: F401
+        except BaseException as e:
+            self.error = e
+        finally:
+            try:
+                os.write(self.wake_w, b"!")
+            except OSError:
+                pass
+            self.done.set()  # after the write: the main thread closes the pipe once done
+
+    def close(self):
+        for fd in (self.wake_r, self.wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _ipython_installed():
+    try:
+        return importlib.util.find_spec("IPython") is not None
+    except Exception:
+        return False
+
+
+def _venv_matches():
+    """IPython's shell adds $VIRTUAL_ENV's site-packages to sys.path when this python is not that
+    environment's (init_virtualenv); cells run before that would import from elsewhere."""
+    venv = os.environ.get("VIRTUAL_ENV")
+    if not venv:
+        return True
+    try:
+        return os.path.realpath(sys.prefix) == os.path.realpath(venv)
+    except Exception:
+        return False
+
+
+def _warn_as_run_code(message):
+    """warnings.warn(message, stacklevel=1) as InteractiveShell.run_code calls it: the same
+    location in the text, the same once-per-location registry."""
+    import inspect
+    import warnings
+
+    try:
+        from IPython.core import interactiveshell as mod
+
+        src, first = inspect.getsourcelines(mod.InteractiveShell.run_code)
+        lineno = next(first + i for i, line in enumerate(src) if message[:8] in line)
+    except Exception:
+        warnings.warn(message, stacklevel=1)  # same text, another location
+        return
+    warnings.warn_explicit(message, UserWarning, mod.__file__, lineno, module=mod.__name__,
+                           registry=mod.__dict__.setdefault("__warningregistry__", {}),
+                           module_globals=mod.__dict__)
+
+
 class IPythonEngine:
     """IPython's InteractiveShell, with its display machinery pointed at the channel."""
 
-    def __init__(self):
+    def __init__(self, module=None, early=()):
+        """`module`: the namespace the plain runner used for the first cells (`early`: their
+        plans), taken over so their state stays and IPython counts them as it would have."""
         from IPython.core import page, payloadpage
         from IPython.core.displayhook import DisplayHook
         from IPython.core.displaypub import DisplayPublisher
@@ -730,7 +1059,18 @@ class IPythonEngine:
         # The shell's own completer runs without jedi (about a millisecond); jedi's answer, as
         # ipykernel gives it, comes from a second completer within a time budget (_JediBudget).
         cfg.IPCompleter.use_jedi = False
-        self.shell = CarbonShell.instance(config=cfg)
+        if module is None:
+            self.shell = CarbonShell.instance(config=cfg)
+        else:
+            self.shell = CarbonShell.instance(config=cfg, user_module=module)
+        # What run_cell did not do for the cells run before: the history (In, _ih, _iN), the
+        # execution count, and the "Cell In[n]" names of their code in tracebacks.
+        names = getattr(getattr(self.shell, "compile", None), "_filename_map", None)
+        for plan in early:
+            if names is not None:
+                names[plan.name] = plan.number
+            self.shell.history_manager.store_inputs(plan.number, plan.cell, plan.raw)
+        self.shell.execution_count += len(early)
         try:
             self.shell.colors = "Linux"  # the scheme ipykernel's tracebacks use
         except Exception:
@@ -762,6 +1102,44 @@ class IPythonEngine:
         if not ok and self.error is None:
             self.error = {"ename": "Error", "evalue": "the cell failed", "traceback": []}
         return (self.result, self.error if not ok else None)
+
+    def show_value(self, value):
+        """(result, error) of displayhook(value) for a cell the plain runner ran, as IPython's
+        run_cell calls it (builtin and display traps set; the cell is in the history already)."""
+        self.result = self.error = None
+        shell = self.shell
+        try:
+            with shell.builtin_trap, shell.display_trap:
+                shell.displayhook(value)
+        except Exception:
+            shell.showtraceback()
+            return None, self.error
+        return self.result, None
+
+    def show_exception(self, number):
+        """The error of an exception that the plain runner is handling (called in its `except`
+        block), shown as IPython's run_code shows it (IPython 8/9)."""
+        self.error = None
+        etype, value, tb = sys.exc_info()
+        # Without the plain runner's frame: IPython hides its own run_code frame (IPython 8 with
+        # tb_offset=1, IPython 9 by dropping IPython's frames), and tb_offset=0 shows the rest.
+        exc = (etype, value, tb.tb_next if tb is not None else None)
+        shell = self.shell
+        if issubclass(etype, SystemExit):
+            shell.showtraceback(exc, exception_only=True)
+            _warn_as_run_code("To exit: use 'exit', 'quit', or Ctrl-D.")
+        else:
+            shell.showtraceback(exc, tb_offset=0, running_compiled_code=True)
+        shell.last_execution_succeeded = False
+        hm = shell.history_manager
+        fmt = getattr(shell, "_format_exception_for_storage", None)
+        if fmt is not None and isinstance(getattr(hm, "exceptions", None), dict):
+            try:
+                hm.exceptions[number] = fmt(value)
+            except Exception:
+                pass
+        # (as IPythonEngine.run when IPython printed the error itself: exception groups...)
+        return self.error or {"ename": "Error", "evalue": "the cell failed", "traceback": []}
 
     def pager(self):
         pm = getattr(self.shell, "payload_manager", None)
@@ -816,9 +1194,132 @@ class IPythonEngine:
 # ---------------------------------------------------------------- main loop
 
 
+# A cell interrupted while it waited for IPython (what IPythonEngine.run says for an interrupt
+# outside the user's code).
+_INTERRUPTED = {"ename": "KeyboardInterrupt", "evalue": "",
+                "traceback": ["\x1b[0;31mKeyboardInterrupt\x1b[0m"]}
+
+
 class Driver:
-    def __init__(self, engine):
+    def __init__(self, engine, loader=None, early=False):
         self.engine = engine
+        # Importing IPython (None: done, or no IPython); the engine is the plain one meanwhile.
+        self.loader = loader
+        # Cells may run before IPython is in (see _plan_early).
+        self.early = early and loader is not None
+        self.early_plans = []
+
+    def upgrade(self, wait, ordered, interruptible=False):
+        """Switches to IPython's engine once its import is done: here, on the main thread and
+        between cells. `wait`: wait for the import first (`interruptible`: SIGINT ends the wait
+        with KeyboardInterrupt, as it would end the cell). Tells the kernel the IPython version
+        (or why there is none) with an "ipython" frame, `ordered` within a cell. True when the
+        engine is IPython's."""
+        loader = self.loader
+        if loader is None:
+            return isinstance(self.engine, IPythonEngine)
+        if not loader.done.is_set():
+            if not wait:
+                return False
+            if interruptible:
+                _st.executing = True
+                try:
+                    loader.done.wait()
+                finally:
+                    _st.executing = False
+            else:
+                loader.done.wait()
+        self.loader = None
+        loader.close()
+        version = warning = None
+        said = []
+        if loader.error is None:
+            plain = self.engine
+            # IPython keeps the __main__ it replaces, to put it back at exit.
+            if plain.orig_main is not None:
+                sys.modules["__main__"] = plain.orig_main
+            # Warnings of the shell's start (IPython's virtualenv warning...) go to the kernel's
+            # log, as when the shell started before the first cell, not into a cell's output.
+            # (sys.stdout/stderr stay: the shell keeps the ones it finds.)
+            import warnings
+
+            showwarning = warnings.showwarning
+            warnings.showwarning = lambda m, c, f, n, *a, **k: said.append(
+                warnings.formatwarning(m, c, f, n))
+            try:
+                self.engine = IPythonEngine(plain.module, self.early_plans)
+                import IPython
+
+                version = IPython.__version__
+            except ImportError:
+                plain.install_builtins()
+            except Exception as e:  # a broken IPython install: run without it, and say so
+                plain.install_builtins()
+                warning = "IPython failed to start (%s: %s); using the plain Python runner" % (
+                    type(e).__name__, e)
+            finally:
+                warnings.showwarning = showwarning
+                sys.modules["__main__"] = plain.module
+        elif not isinstance(loader.error, ImportError):
+            e = loader.error
+            warning = "IPython failed to start (%s: %s); using the plain Python runner" % (
+                type(e).__name__, e)
+        self.early_plans = []
+        builtins.input = _input  # IPython may have replaced it
+        frame = {"t": "ipython", "version": version, "warning": warning,
+                 "said": "".join(said)[-4096:]}
+        if ordered:
+            _chan.send_ordered(frame)
+        else:
+            _chan.send(frame)
+        return version is not None
+
+    def run_cell(self, code):
+        """(result, error) of a cell: early on the plain runner when IPython would give the same,
+        else on the engine (waiting for IPython's import first)."""
+        if self.loader is not None:
+            if self.early and not self.loader.done.is_set():
+                if not code or code.isspace():
+                    return None, None  # IPython neither counts nor stores an empty cell
+                plan = _plan_early(code, len(self.early_plans) + 1, self.engine.ns)
+                if plan is not None:
+                    self.early_plans.append(plan)
+                    # (the lambda and _deeper's last call are 2 of the frames)
+                    return _deeper(_RUN_CELL_DEPTH - 2, lambda: self.engine.run_early(
+                        plan, lambda: self._early_error(plan),
+                        lambda value: self._early_value(plan, value)))
+            try:
+                self.upgrade(wait=True, ordered=True, interruptible=True)
+            except KeyboardInterrupt:
+                return None, _INTERRUPTED
+        return self.engine.run(code)
+
+    def _early_value(self, plan, value):
+        """Shows the value of an early cell's last expression: through IPython's displayhook once
+        IPython is in (Out[n], _, _n as if IPython had run the cell), else as the plain runner."""
+        try:
+            ipython = self.upgrade(wait=True, ordered=True, interruptible=True)
+        except KeyboardInterrupt:
+            return None, _INTERRUPTED
+        if ipython:
+            return self.engine.show_value(value)
+        if plan.raw.rstrip().endswith(";"):
+            return None, None
+        self.engine.ns["_"] = value
+        data, md = _format_plain(value)
+        return {"data": data, "metadata": md}, None
+
+    def _early_error(self, plan):
+        """Formats the exception an early cell raised (called in the plain runner's `except`):
+        with IPython's traceback once IPython is in, as if IPython had run the cell."""
+        try:
+            ipython = self.upgrade(wait=True, ordered=True, interruptible=True)
+        except KeyboardInterrupt:
+            return _INTERRUPTED
+        if ipython:
+            return self.engine.show_exception(plan.number)
+        e = sys.exc_info()[1]
+        return self.engine._error(e, e.__traceback__.tb_next if e.__traceback__ else None)
 
     def display_bundle(self, data):
         _chan.send_ordered({"t": "display", "data": data, "metadata": {}, "display_id": None,
@@ -828,6 +1329,12 @@ class Driver:
         """Requests that may arrive while a cell waits for input()."""
         op = msg.get("op")
         rid = msg.get("id")
+        if op in ("complete", "inspect", "is_complete", "magics") and not _st.executing:
+            # IPython's answers, as without the early start: wait for its import (0.5 s at most
+            # on a warm machine; these requests do not come before the first cell in practice).
+            # Never in a cell's input() wait: the shell is not built in the middle of a cell
+            # (early cells cannot call input()).
+            self.upgrade(wait=True, ordered=False)
         try:
             if op == "complete":
                 matches, start, end = self.engine.complete(msg["code"], msg["cursor"])
@@ -854,7 +1361,7 @@ class Driver:
             _chan.send({"t": "reply", "id": rid, "error": "%s: %s" % (type(e).__name__, e)})
 
     def execute(self, msg):
-        result, error = self.engine.run(msg["code"])
+        result, error = self.run_cell(msg["code"])
         pager = None
         try:
             pager = self.engine.pager()
@@ -869,6 +1376,14 @@ class Driver:
 
     def loop(self):
         while True:
+            if self.loader is not None:
+                try:
+                    if not _chan.wait_command(self.loader.wake_r):
+                        # IPython's import finished while idle: switch now, between cells.
+                        self.upgrade(wait=False, ordered=False)
+                        continue
+                except KeyboardInterrupt:
+                    continue
             try:
                 msg = _chan.recv()
             except KeyboardInterrupt:
@@ -914,23 +1429,12 @@ def main():
     import getpass
 
     getpass.getpass = _getpass
-    ipython = None
-    warning = None
-    try:
-        engine = IPythonEngine()
-        import IPython
-
-        ipython = IPython.__version__
-    except ImportError:
-        engine = None
-    except Exception as e:  # a broken IPython install: run without it, and say so
-        engine = None
-        warning = "IPython failed to start (%s: %s); using the plain Python runner" % (
-            type(e).__name__, e)
-    if engine is None:
-        engine = PlainEngine()
-    builtins.input = _input  # IPython may have replaced it
-    _driver = Driver(engine)
-    _chan.send({"t": "ready", "version": "%d.%d.%d" % sys.version_info[:3], "ipython": ipython,
-                "executable": sys.executable, "pid": os.getpid(), "warning": warning})
+    # Ready at once; IPython comes on a thread (see _IPythonLoader) and its version with an
+    # "ipython" frame. Without IPython the plain runner stays, as before.
+    loader = _IPythonLoader() if _ipython_installed() else None
+    engine = PlainEngine(_IPYTHON_MODULE_DOC if loader is not None else None)
+    _driver = Driver(engine, loader, early=_venv_matches())
+    _chan.send({"t": "ready", "version": "%d.%d.%d" % sys.version_info[:3], "ipython": None,
+                "loading": loader is not None, "executable": sys.executable,
+                "pid": os.getpid(), "warning": None})
     _driver.loop()

@@ -1,6 +1,7 @@
 //! e2e: the Python runtime through the real kernel binary: persistent state, live streams, rich
 //! outputs, input(), interrupt, crashes of the worker, 10 MB of output in bounded memory, the
-//! standard-library fallback without IPython, and a missing interpreter.
+//! first cells before IPython's import is done, the standard-library fallback without IPython,
+//! and a missing interpreter.
 
 use crate::harness::{Kernel, Opts};
 use carbon_magics::testing::strip_ansi;
@@ -305,4 +306,94 @@ fn interrupting_a_pending_input_ends_the_cell() {
     let r = k.wait(&id).unwrap();
     assert_eq!(r.reply["ename"], "KeyboardInterrupt", "{}", r.reply);
     assert_eq!(k.execute("kept").result_text().as_deref(), Some("1"));
+}
+
+/// A kernel whose Python holds `import IPython` back until `<dir>/gate` exists (the fixture
+/// sitecustomize on PYTHONPATH), then writes `<dir>/gate.imported`. None without IPython in the
+/// test's python (skipped).
+fn gated_kernel(dir: &Path) -> Option<Kernel> {
+    let venv = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
+    let py = venv
+        .map(|v| v.join("bin/python"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(python3);
+    let has_ipython = std::process::Command::new(&py)
+        .args(["-c", "import IPython"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_ipython {
+        eprintln!("skipped: no IPython in {}", py.display());
+        return None;
+    }
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/fixtures/python");
+    let w = dir.join("gated-python");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nPYTHONPATH='{}' CARBON_TEST_IPYTHON_GATE='{}' exec '{}' \"$@\"\n",
+            site.display(),
+            dir.join("gate").display(),
+            py.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(kernel(
+        Opts::default()
+            .workdir(dir)
+            .env("CARBON_PYTHON", w.to_string_lossy()),
+    ))
+}
+
+#[test]
+fn the_first_cells_run_before_ipython_is_imported_and_look_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut k) = gated_kernel(dir.path()) else {
+        return;
+    };
+    let r = k.execute("x = 1");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    assert!(r.result().is_none());
+    let r = k.execute("def f():\n    return 1 / 0\nprint('defined')");
+    assert_eq!(r.stdout(), "defined\n");
+    // both ran while IPython's import was held back
+    assert!(!dir.path().join("gate.imported").exists());
+
+    // an early cell that raises: IPython formats its error once it is in
+    let id = k
+        .send_execute("import pathlib\npathlib.Path('started').touch()\nz = f()")
+        .unwrap();
+    wait_for_file(&mut k, &dir.path().join("started"));
+    std::fs::write(dir.path().join("gate"), "").unwrap();
+    let r = k.wait(&id).unwrap();
+    assert_eq!(r.reply["ename"], "ZeroDivisionError");
+    let e = r.errors()[0];
+    let tb = error_text(e);
+    assert!(
+        tb.contains("Cell In[3], line 3") && tb.contains("Cell In[2], line 2"),
+        "{tb}"
+    );
+    assert!(e["traceback"].to_string().contains("\\u001b["), "{e}");
+
+    // the state survives the switch, and the value is IPython's execute_result
+    let r = k.execute("x");
+    assert_eq!(r.result_text().as_deref(), Some("1"));
+    assert_eq!(r.result().expect("result")["execution_count"], 4);
+    let r = k.execute("%who");
+    assert!(r.stdout().contains("pathlib"), "{}", r.stdout());
+}
+
+#[test]
+fn a_magic_in_the_first_cell_waits_for_ipython() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut k) = gated_kernel(dir.path()) else {
+        return;
+    };
+    let id = k.send_execute("%time t = 6 * 7").unwrap();
+    // the cell was sent before IPython's import could finish
+    std::fs::write(dir.path().join("gate"), "").unwrap();
+    let r = k.wait(&id).unwrap();
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    assert!(r.stdout().contains("Wall time"), "{}", r.stdout());
+    assert_eq!(k.execute("t").result_text().as_deref(), Some("42"));
 }

@@ -1,6 +1,7 @@
 //! Python: a persistent `python3` child running the driver embedded from
 //! `kernel/assets/python_driver.py` (IPython's `InteractiveShell` when importable, a standard-library
-//! runner otherwise).
+//! runner otherwise; the first cells may run on that runner while IPython is still being imported,
+//! when IPython would give the same result).
 //!
 //! Channels (see the driver's docstring): commands as NDJSON on the child's stdin, frames as NDJSON
 //! on its fd 3, the user's fd 1/2 on two pipes that reader threads here pump live. Frames that must
@@ -58,10 +59,12 @@ const MAX_PUBLISH: usize = 64 * 1024;
 /// Small writes are merged for this long before publishing (reference §4.4: merge over 10–50 ms
 /// so iopub is not flooded; ipykernel flushes every 200 ms).
 const MERGE: Duration = Duration::from_millis(20);
-/// Time allowed for the worker to import IPython and say ready (a cold .pyc cache on a loaded
-/// 2-core machine takes a few seconds; measured warm start is 25–37 ms without IPython).
+/// Time allowed for the worker to say ready (a cold .pyc cache on a loaded 2-core machine takes a
+/// few seconds; measured warm start is 25–37 ms). The worker imports IPython after "ready", on a
+/// thread, and reports it with an "ipython" frame (see [`PythonRuntime::on_ipython`]).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed for completion / inspection / is_complete answers.
+/// Time allowed for completion / inspection / is_complete answers; plus [`START_TIMEOUT`] while
+/// the worker still imports IPython (it answers these with IPython, once it is in).
 const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame still waiting for its markers after this long without any output is released anyway
 /// (user code replaced fd 1/2 between our check and the write).
@@ -367,6 +370,8 @@ pub struct PythonRuntime {
     shared: Arc<Shared>,
     version: Option<String>,
     ipython: Option<String>,
+    /// The worker said ready while still importing IPython, and has not reported it yet.
+    ipython_pending: bool,
     /// Told to the user at the start of the next cell (restart after a crash, IPython trouble).
     notice: Option<String>,
     /// Output of background threads between cells.
@@ -384,6 +389,7 @@ impl PythonRuntime {
             shared: Arc::default(),
             version: None,
             ipython: None,
+            ipython_pending: false,
             notice: None,
             leftover: VecDeque::new(),
             leftover_len: 0,
@@ -401,9 +407,27 @@ impl PythonRuntime {
         )
     }
 
-    /// The IPython version the worker uses (`None`: standard-library runner, or not started).
+    /// The IPython version the worker uses (`None`: standard-library runner, not started, or
+    /// IPython's import not reported yet: the worker's first cells may run before it).
     pub fn ipython_version(&self) -> Option<&str> {
         self.ipython.as_deref()
+    }
+
+    /// The worker's "ipython" frame: IPython's import (on a thread of the worker, after "ready")
+    /// finished and its shell took over the namespace (`version`), or it failed (`warning`,
+    /// said as "ready"'s warning was: in the current cell, else at the start of the next).
+    fn on_ipython(&mut self, f: &Value, out: &mut Option<&mut dyn Publish>) {
+        self.ipython = f["version"].as_str().map(str::to_string);
+        self.ipython_pending = false;
+        if let Some(said) = f["said"].as_str().filter(|s| !s.trim().is_empty()) {
+            log::debug!("python worker: IPython start-up output: {}", said.trim());
+        }
+        if let Some(w) = f["warning"].as_str() {
+            match out.as_mut() {
+                Some(o) => o.stream(StreamName::Stderr, &format!("{w}\n")),
+                None => self.notice = Some(format!("{w}\n")),
+            }
+        }
     }
 
     /// Starts a worker and waits until it is ready.
@@ -554,6 +578,7 @@ impl PythonRuntime {
                 Ev::Frame(v) if v["t"] == "ready" => {
                     self.version = v["version"].as_str().map(str::to_string);
                     self.ipython = v["ipython"].as_str().map(str::to_string);
+                    self.ipython_pending = v["loading"] == true;
                     let pid = v["pid"]
                         .as_u64()
                         .and_then(|p| u32::try_from(p).ok())
@@ -639,7 +664,11 @@ impl PythonRuntime {
         if w.send(&req).is_err() {
             return None;
         }
-        match self.pump(None, Wait::Reply(id)) {
+        let mut limit = SIDE_TIMEOUT;
+        if self.ipython_pending {
+            limit += START_TIMEOUT;
+        }
+        match self.pump(None, Wait::Reply(id, limit)) {
             Ok(Some(v)) => Some(v),
             Ok(None) => None,
             Err(e) => {
@@ -728,8 +757,8 @@ impl PythonRuntime {
                     )));
                 }
             }
-            if let Wait::Reply(_) = wait
-                && started.elapsed() > SIDE_TIMEOUT
+            if let Wait::Reply(_, limit) = wait
+                && started.elapsed() > limit
             {
                 p.flush(&mut out, self);
                 self.unblock_readers(&p);
@@ -773,7 +802,18 @@ impl PythonRuntime {
                 Ok(Ev::Frame(v)) => {
                     if v.get("seq").is_some() {
                         p.pending.push_back(v);
-                    } else if let Wait::Reply(id) = wait
+                    } else if v["t"] == "ipython" {
+                        p.flush(&mut out, self);
+                        self.on_ipython(&v, &mut out);
+                    } else if v["t"] == "interrupted" {
+                        // The worker caught the interrupt and ends the cell once IPython (still
+                        // being imported) can show it: no escalation to SIGKILL for that wait.
+                        *self
+                            .shared
+                            .interrupted_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = None;
+                    } else if let Wait::Reply(id, _) = wait
                         && v["t"] == "reply"
                         && v["id"].as_u64() == Some(id)
                     {
@@ -855,6 +895,7 @@ impl PythonRuntime {
                         o.clear_output(f["wait"] == true);
                     }
                 }
+                "ipython" => self.on_ipython(&f, out),
                 "input" => {
                     let prompt = f["prompt"].as_str().unwrap_or("");
                     let answer = match out.as_mut() {
@@ -902,8 +943,8 @@ impl PythonRuntime {
 enum Wait {
     /// The `done` frame of this execute id.
     Done(u64),
-    /// The reply to this side-request id.
-    Reply(u64),
+    /// The reply to this side-request id, within this time.
+    Reply(u64, Duration),
 }
 
 /// Per-call state of [`PythonRuntime::pump`].
@@ -1063,10 +1104,11 @@ impl Runtime for PythonRuntime {
         self.spawn_worker()
     }
 
-    /// Spawns the worker without waiting for it, so that its interpreter start and IPython
-    /// import (~0.2–1 s, most of a fresh kernel's "start → first result") overlap with the
-    /// client connecting; the first cell's [`Runtime::start`] then waits only for what is
-    /// left. Returns at once: spawning is a fork/exec on the spawner thread, and nothing waits
+    /// Spawns the worker without waiting for it, so that its interpreter start (~30 ms) overlaps
+    /// with the client connecting; the first cell's [`Runtime::start`] then waits only for what
+    /// is left. (The worker says ready before IPython's import, 0.2–1 s, is done: it imports
+    /// IPython on a thread and runs the first cells meanwhile when IPython would give the same
+    /// result; see the driver's `_plan_early`.) Returns at once: spawning is a fork/exec on the spawner thread, and nothing waits
     /// for the worker's "ready" here. A worker that fails to start is reported by that
     /// `start` with the usual error (and the cell after it tries again); shutdown and restart
     /// kill a worker still starting.
@@ -1102,6 +1144,10 @@ impl Runtime for PythonRuntime {
         // busy before the code can run: an interrupt that comes as soon as the cell starts
         // (the executor thread descheduled right after the send) must not be ignored
         self.shared.busy.store(true, Ordering::SeqCst);
+        // The cell's output is its own from the first byte: if the router still published
+        // between cells when the worker's first display comes (this thread descheduled right
+        // after the send), the display went to the previous cell.
+        w.idle.pause();
         if w.send(&json!({"op": "execute", "id": id, "code": code}))
             .is_err()
         {
@@ -1684,6 +1730,214 @@ mod tests {
         );
         let (o, _) = run(&mut rt, "6 * 7");
         assert_eq!(plain(&o.result), "42");
+    }
+
+    /// The sitecustomize that holds `import IPython` back until a gate file exists.
+    const GATE_SITECUSTOMIZE: &str =
+        include_str!("../../../tests/e2e/fixtures/python/sitecustomize.py");
+
+    /// The test's python (with IPython), wrapped so that its `import IPython` waits for the file
+    /// `gate` and then writes `gate.imported`: (python, gate). None (skipped) without IPython.
+    fn gated_python(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+        let py = python_executable(&Settings::empty()).expect("a python");
+        let has_ipython = Command::new(&py)
+            .args(["-c", "import IPython"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_ipython {
+            eprintln!("skipped: no IPython in {}", py.display());
+            return None;
+        }
+        std::fs::write(dir.join("sitecustomize.py"), GATE_SITECUSTOMIZE).unwrap();
+        let gate = dir.join("gate");
+        let w = wrapper(
+            dir,
+            "gated-python",
+            &format!(
+                "PYTHONPATH='{d}' CARBON_TEST_IPYTHON_GATE='{g}' exec '{}' \"$@\"",
+                py.display(),
+                d = dir.display(),
+                g = gate.display()
+            ),
+        );
+        Some((w, gate))
+    }
+
+    /// Runs `code`; a thread opens `gate` once the cell printed `signal` (so the cell started
+    /// before IPython's import could finish).
+    fn run_then_open(rt: &mut PythonRuntime, code: &str, signal: &str, gate: &Path) -> ExecOutcome {
+        let c = Collector::default();
+        let mut out = c.clone();
+        let (watcher, signal, gate) = (c.clone(), signal.to_string(), gate.to_path_buf());
+        let t = std::thread::spawn(move || {
+            while !watcher.text(StreamName::Stdout).contains(&signal) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::fs::write(gate, "").unwrap();
+        });
+        let o = rt.execute(code, &mut out).expect("runtime failure");
+        t.join().unwrap();
+        o
+    }
+
+    const EARLY_CELLS: [&str; 3] = [
+        "x = 1\nimport math\ny = math.sqrt(16)\nprint('early', y)",
+        "def f():\n    return 1 / 0\nprint(None)",
+        "print('raising', flush=True)\nz = f()",
+    ];
+
+    #[test]
+    fn the_first_cells_run_before_ipython_and_ipython_takes_over_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let imported = dir.path().join("gate.imported");
+        let mut rt = runtime_with(Some(&py));
+        let (o, c) = run(&mut rt, EARLY_CELLS[0]);
+        assert!(o.error.is_none() && o.result.is_none(), "{o:?}");
+        assert_eq!(c.text(StreamName::Stdout), "early 4.0\n");
+        let (o, _) = run(&mut rt, EARLY_CELLS[1]);
+        assert!(o.error.is_none() && o.result.is_none(), "{o:?}");
+        // both ran while IPython's import was held back
+        assert!(!imported.exists());
+        assert!(rt.ipython_version().is_none());
+
+        // an early cell that raises: its error waits for IPython and is IPython's
+        let early = run_then_open(&mut rt, EARLY_CELLS[2], "raising", &gate);
+        assert!(imported.exists());
+        assert!(rt.ipython_version().is_some());
+        let e = early.error.clone().expect("error");
+        assert_eq!(e.ename, "ZeroDivisionError");
+        let tb = strip_ansi(&e.traceback.join("\n"));
+        assert!(
+            tb.contains("Cell In[3], line 2") && tb.contains("Cell In[2], line 2"),
+            "{tb}"
+        );
+        assert!(!tb.contains("carbon driver"), "{tb}");
+
+        // the state survives the switch, and IPython counts the early cells as its own
+        let (o, _) = run(&mut rt, "x + y");
+        assert_eq!(plain(&o.result), "5.0");
+        let (o, _) = run(
+            &mut rt,
+            "In[1].splitlines()[0], len(In), Out[4], _i2.split()[1]",
+        );
+        assert_eq!(plain(&o.result), "('x = 1', 6, 5.0, 'f():')");
+        let (o, c) = run(&mut rt, "%who");
+        assert!(o.error.is_none(), "{o:?}");
+        assert!(
+            c.text(StreamName::Stdout).contains("math"),
+            "{:?}",
+            c.items()
+        );
+
+        // the same cells with IPython in from the start: the same outcome, traceback included
+        let mut late = runtime_with(None);
+        late.language_magics().expect("IPython's magics"); // waits for IPython
+        assert!(late.ipython_version().is_some());
+        for (i, code) in EARLY_CELLS.iter().enumerate() {
+            let (o, _) = run(&mut late, code);
+            if i == 2 {
+                assert_eq!(o, early);
+            }
+        }
+    }
+
+    #[test]
+    fn an_early_cell_interrupted_while_ipython_loads_keeps_its_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let mut rt = runtime_with(Some(&py));
+        run(&mut rt, "kept = 'yes'");
+        let c = Collector::default();
+        let mut out = c.clone();
+        let h = rt.interrupt_handle();
+        let watcher = c.clone();
+        let t = std::thread::spawn(move || {
+            while !watcher.text(StreamName::Stdout).contains("spinning") {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            h();
+            // IPython (to show the KeyboardInterrupt) comes later than the kernel's escalation
+            // to SIGKILL would: the worker said it handled the interrupt, so it is not killed
+            std::thread::sleep(ESCALATION_DELAY + Duration::from_secs(1));
+            std::fs::write(gate, "").unwrap();
+        });
+        let o = rt
+            .execute("print('spinning', flush=True)\nwhile True: pass", &mut out)
+            .expect("the worker was killed");
+        t.join().unwrap();
+        let e = o.error.expect("interrupted");
+        assert_eq!(e.ename, "KeyboardInterrupt");
+        let tb = strip_ansi(&e.traceback.join("\n"));
+        assert!(tb.contains("Cell In[2], line 2"), "{tb}");
+        let (o, _) = run(&mut rt, "kept");
+        assert_eq!(plain(&o.result), "'yes'");
+    }
+
+    #[test]
+    fn a_first_cell_that_needs_ipython_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let mut rt = runtime_with(Some(&py));
+        // a magic, then a value to show: both need IPython (the second its displayhook)
+        let opener = {
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                // after the cell was sent (it cannot end before this: the import waits for it)
+                std::thread::sleep(Duration::from_millis(300));
+                std::fs::write(gate, "").unwrap();
+            })
+        };
+        let (o, c) = run(&mut rt, "%time t = 6 * 7");
+        opener.join().unwrap();
+        assert!(o.error.is_none(), "{o:?}");
+        assert!(
+            c.text(StreamName::Stdout).contains("Wall time"),
+            "{:?}",
+            c.items()
+        );
+        assert!(rt.ipython_version().is_some());
+        let (o, _) = run(&mut rt, "t");
+        assert_eq!(plain(&o.result), "42");
+    }
+
+    #[test]
+    fn a_broken_ipython_leaves_the_plain_runner_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let pkg = dir.path().join("IPython");
+        std::fs::create_dir(&pkg).unwrap();
+        std::fs::write(
+            pkg.join("__init__.py"),
+            "raise RuntimeError('broken for the test')\n",
+        )
+        .unwrap();
+        let py = system_python();
+        let w = wrapper(
+            dir.path(),
+            "py",
+            &format!(
+                "PYTHONPATH='{}' exec '{}' \"$@\"",
+                dir.path().display(),
+                py.display()
+            ),
+        );
+        let mut rt = runtime_with(Some(&w));
+        let (o1, c1) = run(&mut rt, "x = 1");
+        assert!(o1.error.is_none(), "{o1:?}");
+        let (o2, c2) = run(&mut rt, "x + 1");
+        assert_eq!(plain(&o2.result), "2");
+        assert!(rt.ipython_version().is_none());
+        let said = c1.text(StreamName::Stderr) + &c2.text(StreamName::Stderr);
+        assert!(
+            said.contains("IPython failed to start (RuntimeError: broken for the test)"),
+            "{said}"
+        );
     }
 
     #[test]
