@@ -671,8 +671,9 @@ pub fn pick(t: &Tables, provider: &str, model: &str) -> Pick {
     let (a, _) = t.fallback.active_total();
     let resolution = match (&other_family, &fam) {
         (Some(o), Some(f)) => format!(
-            "Model: '{model}' is not in EcoLogits {}'s repository, has no size in its name, {o} and no model of the '{f}' family is registered: the generic fallback, an assumption ({}–{}B parameters).",
+            "Model: '{model}' is not in EcoLogits {}'s repository, has no size in its name, {o} and no registered model of the '{f}' family scores ≥ {}: the generic fallback, an assumption ({}–{}B parameters).",
             repo.version,
+            repo.score_cutoff,
             a.min(),
             a.max()
         ),
@@ -947,15 +948,26 @@ mod tests {
             pk.resolution
         );
         assert!(pk.resolution.contains("an assumption"), "{}", pk.resolution);
-        // no size, a registered family: the nearest of that family
-        let pk = pick(&t(), "hf", "meta-llama/Llama-Guard-3-Vision");
-        let ModelMatch::Table(name) = &pk.matched else {
-            panic!("{}", pk.resolution)
-        };
-        assert!(
-            name.to_ascii_lowercase().contains("llama"),
+        // no size; the nearest name (dbrx-instruct, 64.6) is another family: the nearest of the
+        // 'dolly' family instead, and the report says why
+        let pk = pick(&t(), "hf", "databricks/dolly-instruct");
+        assert_eq!(
+            pk.matched,
+            ModelMatch::Table("databricks/dolly-v1-6b".into()),
             "{}",
             pk.resolution
+        );
+        assert!(
+            pk.resolution
+                .contains("databricks/dbrx-instruct (64.6), is of another family than 'dolly'"),
+            "{}",
+            pk.resolution
+        );
+        // the nearest name already of its family: EcoLogits' rule unchanged
+        let pk = pick(&t(), "hf", "meta-llama/Llama-Guard-3-Vision");
+        assert_eq!(
+            pk.matched,
+            ModelMatch::Table("meta-llama/Llama-Guard-3-8B".into())
         );
     }
 }
