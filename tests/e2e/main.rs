@@ -8,6 +8,7 @@
 mod carbon;
 mod charts;
 mod faults;
+mod gpu;
 mod harness;
 mod iofaults;
 mod java;

@@ -3,7 +3,7 @@
 //! [`Measurement`]. Short cells cost two boundary reads and no thread; sensors are chosen and the
 //! machine detected once, when the meter is built.
 
-use super::gpu::{Gpus, NvmlChoice};
+use super::gpu::{GpuUse, Gpus, NvmlChoice};
 use super::hardware::{self, Machine};
 use super::procfs::{ProcReader, ProcSnapshot, TreeCache};
 use super::rapl::Domains;
@@ -11,6 +11,7 @@ use super::sensor::{
     Component, Interval, NvmlSensor, RamModel, RaplSensor, Scope, Sensor, SensorKind, TdpModel,
 };
 use crate::units::{Joules, Watts};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -154,6 +155,19 @@ pub struct Measurement {
     pub setup: MeterSetup,
     /// Problems met while reading (a counter that failed mid-run).
     pub read_errors: Vec<String>,
+    /// How the GPU energy went to the metered processes (NVML in process scope), else `None`.
+    pub gpu_use: Option<GpuUse>,
+}
+
+impl Measurement {
+    /// The GPU method as reports and the CSV's `gpu_method` name it: the per-process
+    /// attribution when there was one, else the sensor's name.
+    pub fn gpu_method(&self) -> String {
+        match &self.gpu_use {
+            Some(g) => g.method(&self.setup.gpu_model),
+            None => self.setup.gpu.name.clone(),
+        }
+    }
 }
 
 struct Point {
@@ -177,6 +191,10 @@ struct Run {
     rss_bytes_secs: f64,
     read_errors: Vec<String>,
     last_power: Watts,
+    /// Every pid seen in the metered tree during the run (GPU attribution: a process that used
+    /// the GPU and exited still counts as the tree's).
+    tree_pids: HashSet<u32>,
+    gpu_use: Option<GpuUse>,
 }
 
 struct Inner {
@@ -294,7 +312,7 @@ fn ram_model(c: &ProbeContext<'_>) -> Probed {
 
 fn nvml(c: &ProbeContext<'_>) -> Probed {
     Gpus::discover(&c.cfg.nvml)
-        .map(|g| Box::new(NvmlSensor::new(g)) as Box<dyn Sensor>)
+        .map(|g| Box::new(NvmlSensor::new(g, &c.cfg.proc_root)) as Box<dyn Sensor>)
         .map_err(Some)
 }
 
@@ -412,6 +430,7 @@ impl Meter {
     pub fn start(&self, pids: &[u32]) {
         let mut g = self.lock();
         let last = g.point(pids);
+        let tree_pids = pids.iter().chain(g.tree.members()).copied().collect();
         g.run = Some(Run {
             roots: pids.to_vec(),
             t0: last.t,
@@ -427,6 +446,8 @@ impl Meter {
             rss_bytes_secs: 0.0,
             read_errors: Vec::new(),
             last_power: Watts(0.0),
+            tree_pids,
+            gpu_use: None,
         });
     }
 
@@ -539,6 +560,7 @@ impl Meter {
             scope: g.cfg.scope,
             setup: g.setup.clone(),
             read_errors: r.read_errors,
+            gpu_use: r.gpu_use,
         })
     }
 }
@@ -563,6 +585,7 @@ impl Inner {
         let tick = self.setup.tick_secs;
         let scope = self.cfg.scope;
         let r = self.run.as_mut()?;
+        r.tree_pids.extend(roots.iter().chain(self.tree.members()));
         let prev = &r.last;
         let d_tree = now.proc.tree_ticks.saturating_sub(prev.proc.tree_ticks);
         let d_busy = now.proc.machine.busy.saturating_sub(prev.proc.machine.busy);
@@ -599,12 +622,15 @@ impl Inner {
             scope,
         };
         let mut step = Parts::default();
-        for (i, s) in self.sensors.iter().enumerate() {
+        for (i, s) in self.sensors.iter_mut().enumerate() {
             match (&prev.readings[i], &now.readings[i]) {
                 (Some(a), Some(b)) => {
-                    let e = s.energy(a, b, &iv);
+                    let e = s.energy_of_tree(a, b, &iv, &r.tree_pids);
                     step.add(s.component(), e.attributed);
                     r.whole.add(s.component(), e.whole);
+                    if let Some(g) = &e.gpu {
+                        r.gpu_use.get_or_insert_with(GpuUse::default).merge(g);
+                    }
                 }
                 _ => {
                     let msg = format!("{}: a reading failed; this interval counts 0 J", s.name());
@@ -800,6 +826,119 @@ mod tests {
         assert!(matches!(s.cpu.kind, SensorKind::TdpModel { .. }));
         assert!(s.notes[0].contains("cannot read"), "{:?}", s.notes);
         let _ = Path::new("/");
+    }
+
+    /// The real NVML code path (nvml-wrapper over the fake `libnvidia-ml.so` of
+    /// tests/fixtures/fake_nvml, whose state the test rewrites between readings): the device's
+    /// delta goes to the metered tree alone, by its SM share, not at all, or whole with a reason.
+    #[test]
+    fn nvml_energy_goes_to_the_tree_by_what_nvml_tells() {
+        use crate::testing::fake_nvml::{FakeNvml, State, Use, now_us};
+        let f = Fake::new();
+        f.machine(100, 900);
+        f.pid(500, 1, [0, 0, 0, 0], 10);
+        f.pid(501, 500, [0, 0, 0, 0], 10);
+        f.pid(600, 1, [0, 0, 0, 0], 10); // not in the tree
+        let state = |mj: u64, procs: Vec<Use>, samples: Vec<(u32, u64, u32)>| State {
+            name: Some("NVIDIA H200".into()),
+            energy_mj: mj,
+            procs,
+            samples,
+            ..State::default()
+        };
+        let nv = match FakeNvml::build(f.dir.path(), &state(1_000_000, vec![], vec![])) {
+            Ok(n) => n,
+            Err(why) => {
+                eprintln!("SKIP: no fake NVML library: {why}");
+                return;
+            }
+        };
+        let mut cfg = f.cfg(Scope::Process);
+        cfg.nvml = NvmlChoice::Path(nv.lib().display().to_string());
+        let m = Meter::new(cfg.clone());
+        assert_eq!(m.setup().gpu.kind, SensorKind::Nvml { devices: 1 });
+        assert_eq!(m.setup().gpu_model, "1 x NVIDIA H200");
+
+        // the tree's child alone on the GPU: the whole 50 J
+        m.start(&[500]);
+        nv.set(&state(
+            1_050_000,
+            vec![Use::Compute(501)],
+            vec![(501, now_us(), 80)],
+        ));
+        let meas = m.stop().unwrap();
+        assert_eq!(meas.energy.gpu, Joules(50.0));
+        assert_eq!(meas.whole.gpu, Joules(50.0));
+        assert!(
+            meas.gpu_method()
+                .contains("only the metered processes used the GPU"),
+            "{}",
+            meas.gpu_method()
+        );
+
+        // shared with 600: SM 30 % vs 90 % → a quarter of 80 J; a sample of the tree taken
+        // before the cell (timestamp 1) is not this interval's
+        m.start(&[500]);
+        let t = now_us();
+        nv.set(&state(
+            1_130_000,
+            vec![Use::Compute(501), Use::Graphics(600)],
+            vec![(501, 1, 100), (501, t, 30), (600, t, 90)],
+        ));
+        let meas = m.stop().unwrap();
+        assert!((meas.energy.gpu.0 - 20.0).abs() < 1e-9, "{:?}", meas.energy);
+        assert_eq!(meas.whole.gpu, Joules(80.0));
+        let g = meas.gpu_use.clone().unwrap();
+        assert_eq!((g.shared_n, g.others.len()), (1, 1));
+        assert!(
+            meas.gpu_method().contains("share, 25.0 %"),
+            "{}",
+            meas.gpu_method()
+        );
+
+        // two intervals of one cell: alone first (10 J), then only 600 (10 J, not the tree's)
+        m.start(&[500]);
+        nv.set(&state(1_140_000, vec![Use::Compute(500)], vec![]));
+        m.sample().unwrap();
+        nv.set(&state(1_150_000, vec![Use::Compute(600)], vec![]));
+        let meas = m.stop().unwrap();
+        assert_eq!(meas.energy.gpu, Joules(10.0));
+        assert_eq!(meas.whole.gpu, Joules(20.0));
+        let method = meas.gpu_method();
+        assert!(
+            method.contains("whole device delta; the metered processes did not use the GPU: 0 J (used by 1 other process)"),
+            "{method}"
+        );
+
+        // a driver that cannot list processes: the whole delta, said to possibly be shared
+        nv.set(&State {
+            unsupported: vec!["processes"],
+            ..state(1_150_000, vec![], vec![])
+        });
+        m.start(&[500]);
+        nv.set(&State {
+            unsupported: vec!["processes"],
+            ..state(1_155_000, vec![], vec![])
+        });
+        let meas = m.stop().unwrap();
+        assert_eq!(meas.energy.gpu, Joules(5.0));
+        assert!(
+            meas.gpu_method().starts_with(
+                "NVML total energy (1 x NVIDIA H200), whole device: per-process data unavailable"
+            ),
+            "{}",
+            meas.gpu_method()
+        );
+
+        // machine scope: whole devices, the sensor's own name
+        cfg.scope = Scope::Machine;
+        let m = Meter::new(cfg);
+        m.start(&[]);
+        nv.set(&state(1_160_000, vec![Use::Compute(600)], vec![]));
+        let meas = m.stop().unwrap();
+        assert_eq!(meas.energy.gpu, Joules(5.0));
+        assert_eq!(meas.gpu_use, None);
+        assert_eq!(meas.gpu_method(), "NVML total energy (1 x NVIDIA H200)");
     }
 
     /// The shell's own user + system seconds as its `times` builtin prints them (times(2), an

@@ -390,6 +390,13 @@ pub struct TreeCache {
     missing: Vec<u32>,
 }
 
+impl TreeCache {
+    /// The tree's members at the last snapshot (roots that exist, and their live descendants).
+    pub fn members(&self) -> &[u32] {
+        &self.members
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -513,7 +513,7 @@ impl EmissionRecord {
         self.gpu_model = m.setup.gpu_model.clone();
         self.cpu_method = m.setup.cpu.name.clone();
         self.ram_method = m.setup.ram.name.clone();
-        self.gpu_method = m.setup.gpu.name.clone();
+        self.gpu_method = m.gpu_method();
     }
     /// A cell's row from its measurement.
     pub fn from_measurement(

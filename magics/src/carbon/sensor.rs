@@ -3,10 +3,12 @@
 //! metered processes. Chosen automatically, best first: RAPL → CPU-time × TDP model (CPU), RAPL
 //! `dram` → RAM model (RAM), NVML → none (GPU).
 
-use super::gpu::Gpus;
+use super::gpu::{self, GpuUse, Gpus};
 use super::hardware::TdpSource;
 use super::rapl::{self, PowercapZone};
 use crate::units::{Joules, Watts};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use thiserror::Error;
 
 /// What the energy is attributed to.
@@ -125,12 +127,14 @@ pub enum SensorError {
 }
 
 /// Energy of one component between two readings.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SensorEnergy {
     /// Attributed to the scope.
     pub attributed: Joules,
     /// What the counter measured for the whole machine/device (models: same as attributed).
     pub whole: Joules,
+    /// How GPU energy went to the metered processes (NVML in process scope).
+    pub gpu: Option<GpuUse>,
 }
 
 /// One energy source.
@@ -145,6 +149,19 @@ pub trait Sensor: Send {
     fn read(&mut self) -> Result<Vec<u64>, SensorError>;
     /// Energy between two readings over `iv`.
     fn energy(&self, from: &[u64], to: &[u64], iv: &Interval) -> SensorEnergy;
+    /// Energy between two readings for the metered processes, `tree` being every pid seen in
+    /// the metered tree so far. The default shares by `iv` alone ([`Sensor::energy`]); a sensor
+    /// whose device tells which processes use it (NVML) overrides this and may ask it now.
+    fn energy_of_tree(
+        &mut self,
+        from: &[u64],
+        to: &[u64],
+        iv: &Interval,
+        tree: &HashSet<u32>,
+    ) -> SensorEnergy {
+        let _ = tree;
+        self.energy(from, to, iv)
+    }
     /// The devices it reads (model, count), for sensors of discrete devices such as GPUs.
     fn devices(&self) -> Option<(String, usize)> {
         None
@@ -198,7 +215,11 @@ impl Sensor for RaplSensor {
             // processes, so idle/static power is charged to whoever keeps the CPU busy.
             Scope::Process => whole * iv.busy_share,
         };
-        SensorEnergy { attributed, whole }
+        SensorEnergy {
+            attributed,
+            whole,
+            gpu: None,
+        }
     }
 }
 
@@ -239,6 +260,7 @@ impl Sensor for TdpModel {
         SensorEnergy {
             attributed: e,
             whole: e,
+            gpu: None,
         }
     }
 }
@@ -270,19 +292,31 @@ impl Sensor for RamModel {
             Scope::Machine => whole,
             Scope::Process => whole * iv.rss_frac,
         };
-        SensorEnergy { attributed, whole }
+        SensorEnergy {
+            attributed,
+            whole,
+            gpu: None,
+        }
     }
 }
 
-/// NVML total-energy counters, whole devices (NVML has no per-process energy).
+/// NVML total-energy counters: whole devices in machine scope; in process scope each device's
+/// delta goes to the metered tree by what NVML tells about the processes on it
+/// ([`gpu::attribute`]). A reading is the devices' counters (mJ) followed by the CPU timestamp
+/// of the reading (µs since the epoch, NVML's clock for its utilisation samples).
 pub struct NvmlSensor {
     gpus: Gpus,
+    /// `/proc` root: whether NVML's pids belong to this PID namespace.
+    proc_root: PathBuf,
 }
 
 impl NvmlSensor {
-    /// A sensor over the discovered GPUs.
-    pub fn new(gpus: Gpus) -> Self {
-        Self { gpus }
+    /// A sensor over the discovered GPUs; `proc_root` is the meter's `/proc`.
+    pub fn new(gpus: Gpus, proc_root: impl Into<PathBuf>) -> Self {
+        Self {
+            gpus,
+            proc_root: proc_root.into(),
+        }
     }
     /// `N x MODEL`.
     pub fn model(&self) -> &str {
@@ -292,6 +326,20 @@ impl NvmlSensor {
     pub fn count(&self) -> usize {
         self.gpus.devices.len()
     }
+    /// Each device's delta (the readings' last entry is their timestamp).
+    fn deltas<'a>(&self, from: &'a [u64], to: &'a [u64]) -> impl Iterator<Item = Joules> + 'a {
+        from.iter()
+            .zip(to)
+            .take(self.count())
+            .map(|(a, b)| Joules::from_mj(b.saturating_sub(*a)))
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Sensor for NvmlSensor {
@@ -311,17 +359,48 @@ impl Sensor for NvmlSensor {
         }
     }
     fn read(&mut self) -> Result<Vec<u64>, SensorError> {
-        self.gpus.read().map_err(|detail| SensorError::Read {
+        let mut v = self.gpus.read().map_err(|detail| SensorError::Read {
             sensor: "NVML".into(),
             detail,
-        })
+        })?;
+        v.push(now_us());
+        Ok(v)
     }
     fn energy(&self, from: &[u64], to: &[u64], _: &Interval) -> SensorEnergy {
-        let mj: u64 = from.iter().zip(to).map(|(a, b)| b.saturating_sub(*a)).sum();
-        let e = Joules::from_mj(mj);
+        let e = self.deltas(from, to).fold(Joules(0.0), |acc, d| acc + d);
         SensorEnergy {
             attributed: e,
             whole: e,
+            gpu: None,
         }
+    }
+    fn energy_of_tree(
+        &mut self,
+        from: &[u64],
+        to: &[u64],
+        iv: &Interval,
+        tree: &HashSet<u32>,
+    ) -> SensorEnergy {
+        if iv.scope == Scope::Machine {
+            return self.energy(from, to, iv);
+        }
+        // NVML's samples newer than the earlier reading
+        let since = from.get(self.count()).copied().unwrap_or(0);
+        let root = self.proc_root.clone();
+        let visible = move |pid: u32| root.join(pid.to_string()).exists();
+        let mut out = SensorEnergy {
+            gpu: Some(GpuUse::default()),
+            ..Default::default()
+        };
+        let deltas: Vec<Joules> = self.deltas(from, to).collect();
+        for (pos, whole) in deltas.into_iter().enumerate() {
+            let share = gpu::attribute(tree, &self.gpus.device_use(pos, since), &visible);
+            out.attributed += share.of(whole);
+            out.whole += whole;
+            if let Some(g) = out.gpu.as_mut() {
+                g.add(&share, whole);
+            }
+        }
+        out
     }
 }

@@ -463,16 +463,23 @@ fn strip_suffix(model: &str) -> &str {
     }
 }
 
-/// A parameter count read from a model name: `70b`, `8B`, `7.24b`, `8x7b` (billions).
+/// A parameter count read from a model name, in billions: `70b`, `8B`, `7.24b`, `8x7b` (8 experts
+/// of 7B), and millions `135M` (SmolLM2-135M → 0.135). The last size written in billions wins
+/// (`Qwen3-30B-A3B`'s `A3B`, an active count, is not a size: a letter before it); a size in
+/// millions counts only when there is none in billions (`Qwen2.5-7B-Instruct-1M` names its
+/// context, 1M tokens, after its 7B).
 pub fn params_from_name(model: &str) -> Option<f64> {
     let lower = model.to_ascii_lowercase();
     let bytes = lower.as_bytes();
-    let mut best = None;
+    let mut billions = None;
+    let mut millions = None;
     for (i, &c) in bytes.iter().enumerate() {
-        if c != b'b' {
-            continue;
-        }
-        // the 'b' must end a token
+        let scale = match c {
+            b'b' => 1.0,
+            b'm' => 1e-3,
+            _ => continue,
+        };
+        // the unit must end a token
         if i + 1 < bytes.len() && bytes[i + 1].is_ascii_alphanumeric() {
             continue;
         }
@@ -501,10 +508,14 @@ pub fn params_from_name(model: &str) -> Option<f64> {
             continue;
         }
         if v > 0.0 {
-            best = Some(v);
+            if scale == 1.0 {
+                billions = Some(v);
+            } else {
+                millions = Some(v * scale);
+            }
         }
     }
-    best
+    billions.or(millions)
 }
 
 /// The seed method's result.
@@ -907,6 +918,22 @@ mod tests {
         assert_eq!(params_from_name("mixtral-8x7b-instruct"), Some(56.0));
         assert_eq!(params_from_name("llama-3.3-70b-versatile"), Some(70.0));
         assert_eq!(params_from_name("gpt-4o"), None);
+        // sizes in millions, decimals, experts (SmolLM2's and Mixtral's names as published)
+        assert_eq!(params_from_name("SmolLM2-135M-Instruct"), Some(0.135));
+        assert_eq!(
+            params_from_name("HuggingFaceTB/SmolLM2-360M-Instruct"),
+            Some(0.36)
+        );
+        assert_eq!(params_from_name("smollm2:135m"), Some(0.135));
+        assert_eq!(params_from_name("HuggingFaceTB/SmolLM2-1.7B"), Some(1.7));
+        assert_eq!(params_from_name("Mixtral-8x7B-Instruct"), Some(56.0));
+        assert_eq!(params_from_name("mixtral-8x22b"), Some(176.0));
+        // a context length in millions after the size in billions is not the size
+        assert_eq!(params_from_name("Qwen2.5-7B-Instruct-1M"), Some(7.0));
+        assert_eq!(params_from_name("Qwen3-30B-A3B"), Some(30.0));
+        // 'm' inside a word is no unit
+        assert_eq!(params_from_name("gpt-4o-mini"), None);
+        assert_eq!(params_from_name("llama3.2"), None);
     }
 
     #[test]

@@ -40,6 +40,13 @@ pub struct HistoryEntry {
     pub eco_kwh_min: f64,
     /// EcoLogits energy max (kWh).
     pub eco_kwh_max: f64,
+    /// Measured on this machine (a local server's process tree metered for the request), total
+    /// gCO₂eq; `None` when the request was not metered (absent from older lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_g: Option<f64>,
+    /// Measured energy (kWh, PUE included); `None` when not metered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_kwh: Option<f64>,
 }
 
 impl HistoryEntry {
@@ -144,6 +151,8 @@ mod tests {
             seed_kwh: 0.0,
             eco_kwh_min: 0.0,
             eco_kwh_max: 0.0,
+            measured_g: None,
+            measured_kwh: None,
         }
     }
 
@@ -175,5 +184,31 @@ mod tests {
         assert_eq!(h.clear().unwrap(), 0);
         let fresh = tempfile::tempdir().unwrap();
         assert_eq!(History::new(fresh.path(), "u".into()).clear().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_measured_figure_is_kept_and_older_lines_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = History::new(d.path(), "s".into());
+        let mut m = entry("local");
+        m.measured_g = Some(0.0123);
+        m.measured_kwh = Some(4.5e-5);
+        h.push(vec![entry("cloud"), m]).unwrap();
+        let text = std::fs::read_to_string(h.path()).unwrap();
+        // a request not metered writes no measured field, as before
+        let first = text.lines().next().unwrap();
+        assert!(!first.contains("measured"), "{first}");
+        // a line of an older kernel (no measured fields) reads as not measured
+        let old = first.replace("\"model\":\"cloud\"", "\"model\":\"old\"");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(h.path())
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{old}\n").as_bytes()))
+            .unwrap();
+        let all = h.read_all();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].measured_g, Some(0.0123));
+        assert_eq!(all[1].measured_kwh, Some(4.5e-5));
+        assert_eq!((all[2].model.as_str(), all[2].measured_g), ("old", None));
     }
 }

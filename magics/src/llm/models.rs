@@ -485,15 +485,41 @@ pub fn token_sort_ratio(a: &str, b: &str) -> f64 {
 /// Rule 5: EcoLogits' `litellm_match_model` — the best-scoring `provider/name` of the
 /// repository at or above the cut-off, the first of equal scores. Returns the model and score.
 pub fn nearest(query: &str) -> Option<(&'static EcoModel, f64)> {
+    nearest_where(query, |_| true)
+}
+
+/// [`nearest`] among the models `keep` accepts.
+fn nearest_where(
+    query: &str,
+    keep: impl Fn(&EcoModel) -> bool,
+) -> Option<(&'static EcoModel, f64)> {
     let repo = repository();
     let mut best: Option<(&EcoModel, f64)> = None;
-    for m in &repo.models {
+    for m in repo.models.iter().filter(|m| keep(m)) {
         let s = token_sort_ratio(query, &format!("{}/{}", m.provider, m.name));
         if s >= repo.score_cutoff && best.is_none_or(|(_, b)| s > b) {
             best = Some((m, s));
         }
     }
     best
+}
+
+/// The family of a Hugging Face `org/name`: the first word of the name, lower case, without its
+/// version digits (`HuggingFaceTB/SmolLM2-Instruct` → `smollm`, `Qwen/Qwen2.5-Coder` → `qwen`);
+/// `None` for a name without `/` or a word shorter than 3 letters (too vague to tell).
+pub fn family(name: &str) -> Option<String> {
+    let (_, model) = name.rsplit_once('/')?;
+    let word = model
+        .split(['-', '_', '.', ':', ' '])
+        .next()?
+        .to_ascii_lowercase();
+    let word = word.trim_end_matches(|c: char| c.is_ascii_digit());
+    (word.len() >= 3).then(|| word.to_string())
+}
+
+/// Whether a registered model belongs to `family` (its name contains the word).
+fn of_family(m: &EcoModel, family: &str) -> bool {
+    m.name.to_ascii_lowercase().contains(family)
 }
 
 /// What [`pick`] chose for an estimate.
@@ -592,7 +618,22 @@ pub fn pick(t: &Tables, provider: &str, model: &str) -> Pick {
             datacenter: provider.to_string(),
         };
     }
-    if let Some((m, score)) = nearest(&query) {
+    // An `org/name` is a Hugging Face model: the nearest name of another family says nothing of
+    // its size (`HuggingFaceTB/SmolLM2-Instruct` would score CodeLlama-13b), so the nearest of its
+    // own family is used, and without one the generic fallback, said to be an assumption.
+    let fam = family(&query);
+    let mut other_family = None;
+    let near = match (&fam, nearest(&query)) {
+        (Some(f), Some((m, score))) if !of_family(m, f) => {
+            other_family = Some(format!(
+                "the nearest registered name, {}/{} ({score:.1}), is of another family than '{f}'",
+                m.provider, m.name
+            ));
+            nearest_where(&query, |m| of_family(m, f))
+        }
+        (_, n) => n,
+    };
+    if let Some((m, score)) = near {
         let key = kernel_key(&m.provider);
         // The user's own table rows for that name win, as everywhere else.
         let entry = t
@@ -603,10 +644,21 @@ pub fn pick(t: &Tables, provider: &str, model: &str) -> Pick {
             Some(e) => (e.architecture.clone(), e.deployment),
             None => (m.architecture.clone(), m.deployment),
         };
-        let why = format!(
-            "'{query}' is not in EcoLogits {}'s repository: the nearest registered model {}/{} was used ({} {score:.1} ≥ {}: EcoLogits' LiteLLM rule, {})",
-            repo.version, m.provider, m.name, repo.scorer, repo.score_cutoff, repo.nearest_source
-        );
+        let why = match (&other_family, &fam) {
+            (Some(o), Some(f)) => format!(
+                "'{query}' is not in EcoLogits {}'s repository and {o}: the nearest registered model of the '{f}' family, {}/{}, was used ({} {score:.1} ≥ {}, EcoLogits' LiteLLM rule among that family's models)",
+                repo.version, m.provider, m.name, repo.scorer, repo.score_cutoff
+            ),
+            _ => format!(
+                "'{query}' is not in EcoLogits {}'s repository: the nearest registered model {}/{} was used ({} {score:.1} ≥ {}: EcoLogits' LiteLLM rule, {})",
+                repo.version,
+                m.provider,
+                m.name,
+                repo.scorer,
+                repo.score_cutoff,
+                repo.nearest_source
+            ),
+        };
         return Pick {
             architecture,
             deployment,
@@ -617,14 +669,24 @@ pub fn pick(t: &Tables, provider: &str, model: &str) -> Pick {
         };
     }
     let (a, _) = t.fallback.active_total();
+    let resolution = match (&other_family, &fam) {
+        (Some(o), Some(f)) => format!(
+            "Model: '{model}' is not in EcoLogits {}'s repository, has no size in its name, {o} and no registered model of the '{f}' family scores ≥ {}: the generic fallback, an assumption ({}–{}B parameters).",
+            repo.version,
+            repo.score_cutoff,
+            a.min(),
+            a.max()
+        ),
+        _ => format!(
+            "Model: '{model}' is not in EcoLogits {}'s repository, has no size in its name and no registered name scores ≥ {}: the generic fallback.",
+            repo.version, repo.score_cutoff
+        ),
+    };
     Pick {
         architecture: t.fallback.clone(),
         deployment: Deployment::default(),
         matched: ModelMatch::Fallback,
-        resolution: format!(
-            "Model: '{model}' is not in EcoLogits {}'s repository, has no size in its name and no registered name scores ≥ {}: the generic fallback.",
-            repo.version, repo.score_cutoff
-        ),
+        resolution,
         warnings: vec![format!(
             "'{model}' is not in the model table: assuming a dense model of {}–{}B parameters (add it with LLM_MODELS_FILE)",
             a.min(),
@@ -842,5 +904,70 @@ mod tests {
         let (_, n, s) = res("openai", "gpt-35-turbo").unwrap();
         assert_eq!(n, "gpt-35-turbo");
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn hugging_face_sizes_in_millions_and_families() {
+        // SmolLM2's sizes are written in millions: read from the name, said to be an assumption
+        for (typed, p) in [
+            ("HuggingFaceTB/SmolLM2-135M-Instruct", 0.135),
+            ("HuggingFaceTB/SmolLM2-360M-Instruct:hf-inference", 0.36),
+            ("HuggingFaceTB/SmolLM2-1.7B-Instruct", 1.7),
+        ] {
+            let pk = pick(&t(), "hf", typed);
+            assert_eq!(
+                pk.matched,
+                ModelMatch::FromName(p),
+                "{typed}: {}",
+                pk.resolution
+            );
+            assert!(
+                pk.resolution
+                    .contains(&format!("a dense model of {p}B parameters")),
+                "{}",
+                pk.resolution
+            );
+            assert!(!pk.resolution.contains("CodeLlama"), "{}", pk.resolution);
+        }
+        assert_eq!(
+            family("HuggingFaceTB/SmolLM2-Instruct").as_deref(),
+            Some("smollm")
+        );
+        assert_eq!(
+            family("Qwen/Qwen2.5-Coder-Instruct").as_deref(),
+            Some("qwen")
+        );
+        assert_eq!(family("gemini-2.5-flash"), None);
+        // no size, no model of its family: not another family's nearest name, the fallback,
+        // said to be an assumption
+        let pk = pick(&t(), "hf", "HuggingFaceTB/SmolLM2-Instruct");
+        assert_eq!(pk.matched, ModelMatch::Fallback, "{}", pk.resolution);
+        assert!(
+            pk.resolution.contains("is of another family than 'smollm'"),
+            "{}",
+            pk.resolution
+        );
+        assert!(pk.resolution.contains("an assumption"), "{}", pk.resolution);
+        // no size; the nearest name (dbrx-instruct, 64.6) is another family: the nearest of the
+        // 'dolly' family instead, and the report says why
+        let pk = pick(&t(), "hf", "databricks/dolly-instruct");
+        assert_eq!(
+            pk.matched,
+            ModelMatch::Table("databricks/dolly-v1-6b".into()),
+            "{}",
+            pk.resolution
+        );
+        assert!(
+            pk.resolution
+                .contains("databricks/dbrx-instruct (64.6), is of another family than 'dolly'"),
+            "{}",
+            pk.resolution
+        );
+        // the nearest name already of its family: EcoLogits' rule unchanged
+        let pk = pick(&t(), "hf", "meta-llama/Llama-Guard-3-Vision");
+        assert_eq!(
+            pk.matched,
+            ModelMatch::Table("meta-llama/Llama-Guard-3-8B".into())
+        );
     }
 }

@@ -282,6 +282,16 @@ pub fn history_entries(
                 seed_kwh: r.seed.as_ref().map(|s| s.energy_kwh).unwrap_or(0.0),
                 eco_kwh_min: r.eco.as_ref().map(|e| e.energy_kwh.min()).unwrap_or(0.0),
                 eco_kwh_max: r.eco.as_ref().map(|e| e.energy_kwh.max()).unwrap_or(0.0),
+                measured_g: r
+                    .measured
+                    .as_ref()
+                    .and_then(|m| m.metered())
+                    .map(|lm| lm.emissions().grams()),
+                measured_kwh: r
+                    .measured
+                    .as_ref()
+                    .and_then(|m| m.metered())
+                    .map(|lm| lm.energy_kwh()),
             }
         })
         .collect()

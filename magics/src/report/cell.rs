@@ -176,8 +176,13 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
         },
         _ => {}
     }
-    match &m.setup.gpu.kind {
-        SensorKind::Nvml { devices } => out.push(format!(
+    match (&m.setup.gpu.kind, &m.gpu_use) {
+        (SensorKind::Nvml { .. }, Some(g)) => out.push(format!(
+            "GPU (measured): {} = {}",
+            g.explain(&m.setup.gpu_model),
+            fmt_energy(m.energy.gpu)
+        )),
+        (SensorKind::Nvml { devices }, None) => out.push(format!(
             "GPU (measured): Δ NVML total energy of {devices} device(s), whole devices ({}) = {}",
             m.setup.gpu_model,
             fmt_energy(m.energy.gpu)
@@ -455,7 +460,7 @@ pub fn cell_report_with_startup(
         },
         m.setup.cpu.name,
         m.setup.ram.name,
-        m.setup.gpu.name,
+        m.gpu_method(),
         m.scope.name()
     );
     let split = format!(

@@ -375,8 +375,21 @@ fn bars(r: &RequestResult) -> Vec<Bar> {
             max: e.emb_kg.max() * 1000.0,
         });
     }
+    if let Some(lm) = r.measured.as_ref().and_then(|m| m.metered()) {
+        let g = lm.emissions().grams();
+        v.push(Bar {
+            label: MEASURED_BAR,
+            value: g,
+            min: g,
+            max: g,
+        });
+    }
     v
 }
+
+/// The third figure's bar: a local server's energy metered on this machine (operational only:
+/// the machine's manufacture is not part of a request's measurement).
+pub(crate) const MEASURED_BAR: &str = "measured on this machine (operational)";
 
 fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
@@ -407,12 +420,18 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
     let n = ok.len();
     let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
     let width = (200 + 170 * n as u32).max(420);
-    let labels = [
+    let mut labels = vec![
         "seed operational",
         "seed embodied",
         "EcoLogits operational",
         "EcoLogits embodied",
     ];
+    // the measured bar only when a request was metered on this machine
+    if all.iter().flatten().any(|b| b.label == MEASURED_BAR) {
+        labels.push(MEASURED_BAR);
+    }
+    // bars side by side over 0.8 of each category
+    let step = 0.8 / labels.len() as f64;
     let keys: Vec<(String, Key)> = labels
         .iter()
         .enumerate()
@@ -449,9 +468,9 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .enumerate()
                 .filter_map(|(i, bs)| {
                     let b = bs.iter().find(|b| b.label == *label)?;
-                    let x0 = i as f64 + 0.1 + 0.2 * k as f64;
+                    let x0 = i as f64 + 0.1 + step * k as f64;
                     Some(Rectangle::new(
-                        [(x0, lo), (x0 + 0.18, b.value.max(lo))],
+                        [(x0, lo), (x0 + 0.9 * step, b.value.max(lo))],
                         colour.filled(),
                     ))
                 })
@@ -462,7 +481,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .enumerate()
                 .filter_map(|(i, bs)| {
                     let b = bs.iter().find(|b| b.label == *label && b.min < b.max)?;
-                    let x = i as f64 + 0.19 + 0.2 * k as f64;
+                    let x = i as f64 + 0.1 + step * (k as f64 + 0.45);
                     Some(ErrorBar::new_vertical(
                         x,
                         b.min.max(lo),
@@ -551,7 +570,9 @@ pub fn history_bundle(entries: &[HistoryEntry], session: &str, path: &str) -> Mi
             .with("text/plain", m.clone())
             .with("text/html", format!("<p>{}</p>", esc(&m)));
     }
-    let head = [
+    // the measured column only when a request went to a server on this machine and was metered
+    let measured = entries.iter().any(|e| e.measured_g.is_some());
+    let mut head = vec![
         "#",
         "session",
         "time",
@@ -560,14 +581,16 @@ pub fn history_bundle(entries: &[HistoryEntry], session: &str, path: &str) -> Mi
         "tokens in/out",
         "seed gCO₂eq",
         "EcoLogits gCO₂eq",
-        "prompt",
-        "answer / error",
     ];
+    if measured {
+        head.push("measured gCO₂eq (this machine)");
+    }
+    head.extend(["prompt", "answer / error"]);
     let rows: Vec<Vec<String>> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            vec![
+            let mut row = vec![
                 (i + 1).to_string(),
                 if e.session == session {
                     "● this".to_string()
@@ -594,6 +617,11 @@ pub fn history_bundle(entries: &[HistoryEntry], session: &str, path: &str) -> Mi
                 } else {
                     "—".into()
                 },
+            ];
+            if measured {
+                row.push(e.measured_g.map(sig3).unwrap_or_else(|| "—".into()));
+            }
+            row.extend([
                 short(&e.prompt.replace('\n', " "), 40),
                 match &e.error {
                     Some(err) => format!("error: {}", short(err, 60)),
@@ -603,7 +631,8 @@ pub fn history_bundle(entries: &[HistoryEntry], session: &str, path: &str) -> Mi
                         short(&e.answer.replace('\n', " "), 50)
                     ),
                 },
-            ]
+            ]);
+            row
         })
         .collect();
     let mine = entries.iter().filter(|e| e.session == session).count();
@@ -639,6 +668,12 @@ pub struct Totals {
     pub eco_g: Range,
     /// Mean latency (s).
     pub mean_latency_s: f64,
+    /// Successful calls metered on this machine (local servers).
+    pub measured_calls: usize,
+    /// Their measured total (g).
+    pub measured_g: f64,
+    /// Their mean latency (s).
+    pub measured_latency_s: f64,
 }
 
 /// Sums the session.
@@ -655,12 +690,23 @@ pub fn totals(entries: &[HistoryEntry]) -> Totals {
     } else {
         0.0
     };
+    let metered: Vec<&&HistoryEntry> = ok.iter().filter(|e| e.measured_g.is_some()).collect();
+    let measured_calls = metered.len();
+    let measured_g = metered.iter().filter_map(|e| e.measured_g).sum();
+    let measured_latency_s = if measured_calls > 0 {
+        metered.iter().map(|e| e.latency_s).sum::<f64>() / measured_calls as f64
+    } else {
+        0.0
+    };
     Totals {
         calls,
         errors: entries.len() - calls,
         seed_g,
         eco_g,
         mean_latency_s,
+        measured_calls,
+        measured_g,
+        measured_latency_s,
     }
 }
 
@@ -669,12 +715,12 @@ pub fn totals(entries: &[HistoryEntry]) -> Totals {
 pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
     let t = totals(entries);
     let per = |g: f64| if t.calls > 0 { g / t.calls as f64 } else { 0.0 };
-    let head = [
+    let mut head = vec![
         "",
         "latency × hardware (seed)",
         "tokens × parameters (EcoLogits)",
     ];
-    let rows = vec![
+    let mut rows = vec![
         vec![
             "calls (errors)".to_string(),
             format!("{} ({})", t.calls, t.errors),
@@ -692,6 +738,25 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             format!("{:.2}", t.mean_latency_s),
         ],
     ];
+    // The third figure, over the calls to local servers that were metered (the others have none).
+    if t.measured_calls > 0 {
+        head.push("measured on this machine (local servers)");
+        let m = t.measured_calls as f64;
+        let cells = [
+            format!(
+                "{} of {} ({} not metered)",
+                t.measured_calls,
+                t.calls,
+                t.calls - t.measured_calls
+            ),
+            sig3(t.measured_g),
+            sig3(t.measured_g / m),
+            format!("{:.2}", t.measured_latency_s),
+        ];
+        for (r, c) in rows.iter_mut().zip(cells) {
+            r.push(c);
+        }
+    }
     let mut out = vec![
         MimeBundle::new()
             .with("text/html", html_table(&head, &rows))
@@ -715,6 +780,8 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         eco_min: f64,
         eco_max: f64,
         lat: f64,
+        /// mean over the model's metered calls, if any
+        measured: Option<f64>,
     }
     let stats: Vec<M> = models
         .iter()
@@ -730,15 +797,31 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 eco_min: es.iter().map(|e| e.eco_g_min).sum::<f64>() / n,
                 eco_max: es.iter().map(|e| e.eco_g_max).sum::<f64>() / n,
                 lat: es.iter().map(|e| e.latency_s).sum::<f64>() / n,
+                measured: {
+                    let ms: Vec<f64> = es.iter().filter_map(|e| e.measured_g).collect();
+                    (!ms.is_empty()).then(|| ms.iter().sum::<f64>() / ms.len() as f64)
+                },
             }
         })
         .collect();
-    let (lo, hi) = log_bounds(stats.iter().flat_map(|s| [s.seed, s.eco_min, s.eco_max]));
+    let any_measured = stats.iter().any(|s| s.measured.is_some());
+    let (lo, hi) = log_bounds(
+        stats
+            .iter()
+            .flat_map(|s| [s.seed, s.eco_min, s.eco_max, s.measured.unwrap_or(0.0)]),
+    );
+    // two bars per model, three with a measured figure: [x0, x0 + w) each
+    let (w, x_seed, x_eco) = if any_measured {
+        (0.24, 0.12, 0.38)
+    } else {
+        (0.33, 0.15, 0.52)
+    };
+    let x_measured = 0.64;
     let max_lat = stats.iter().map(|s| s.lat).fold(0.0f64, f64::max).max(1e-3) * 1.2;
     let n = models.len();
     let names: Vec<String> = models.iter().map(|m| short(m, 28)).collect();
     let width1 = (220 + 150 * n as u32).max(440);
-    let keys1 = vec![
+    let mut keys1 = vec![
         (
             "seed (latency × hardware)".to_string(),
             Key::Bar(PALETTE[0]),
@@ -747,8 +830,11 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             "EcoLogits (tokens × parameters)".to_string(),
             Key::Bar(PALETTE[2]),
         ),
-        ("mean latency (s, right axis)".to_string(), Key::Line(BLACK)),
     ];
+    if any_measured {
+        keys1.push(("measured on this machine".to_string(), Key::Bar(PALETTE[5])));
+    }
+    keys1.push(("mean latency (s, right axis)".to_string(), Key::Line(BLACK)));
     let band1 = 26 + legend_height(&keys1, width1);
     let chart1 = svg(width1, 360 + band1, |root| {
         let (head, body) = root.split_vertically(band1);
@@ -784,7 +870,10 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         let c2 = PALETTE[2];
         ch.draw_series(stats.iter().enumerate().map(|(i, s)| {
             Rectangle::new(
-                [(i as f64 + 0.15, lo), (i as f64 + 0.48, s.seed.max(lo))],
+                [
+                    (i as f64 + x_seed, lo),
+                    (i as f64 + x_seed + w, s.seed.max(lo)),
+                ],
                 c0.filled(),
             )
         }))
@@ -792,9 +881,21 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
         ch.draw_series(stats.iter().enumerate().map(|(i, s)| {
             let mid = (s.eco_min + s.eco_max) / 2.0;
             Rectangle::new(
-                [(i as f64 + 0.52, lo), (i as f64 + 0.85, mid.max(lo))],
+                [(i as f64 + x_eco, lo), (i as f64 + x_eco + w, mid.max(lo))],
                 c2.filled(),
             )
+        }))
+        .map_err(chart_err)?;
+        let c5 = PALETTE[5];
+        ch.draw_series(stats.iter().enumerate().filter_map(|(i, s)| {
+            let g = s.measured?;
+            Some(Rectangle::new(
+                [
+                    (i as f64 + x_measured, lo),
+                    (i as f64 + x_measured + w, g.max(lo)),
+                ],
+                c5.filled(),
+            ))
         }))
         .map_err(chart_err)?;
         ch.draw_series(
@@ -804,7 +905,7 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
                 .filter(|(_, s)| s.eco_min < s.eco_max)
                 .map(|(i, s)| {
                     ErrorBar::new_vertical(
-                        i as f64 + 0.685,
+                        i as f64 + x_eco + w / 2.0,
                         s.eco_min.max(lo),
                         ((s.eco_min + s.eco_max) / 2.0).max(lo),
                         s.eco_max.max(lo),
@@ -834,22 +935,38 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
     let mut plain1 = String::from("chart: mean gCO₂eq per call and mean latency per model\n");
     for (m, s) in models.iter().zip(&stats) {
         plain1.push_str(&format!(
-            "  {m} ({} calls): seed {} g, EcoLogits {} g, latency {:.2} s\n",
+            "  {m} ({} calls): seed {} g, EcoLogits {} g{}, latency {:.2} s\n",
             s.n,
             sig3(s.seed),
             range(&Range::span(s.eco_min, s.eco_max), 1.0),
+            s.measured
+                .map(|g| format!(", measured on this machine {} g", sig3(g)))
+                .unwrap_or_default(),
             s.lat
         ));
     }
     if let Ok(s) = chart1 {
         out.push(png::chart_bundle(s, plain1));
     }
-    let (lo, hi) = log_bounds(ok.iter().flat_map(|e| [e.seed_g, e.eco_g_min, e.eco_g_max]));
+    let (lo, hi) = log_bounds(ok.iter().flat_map(|e| {
+        [
+            e.seed_g,
+            e.eco_g_min,
+            e.eco_g_max,
+            e.measured_g.unwrap_or(0.0),
+        ]
+    }));
     let n = ok.len();
-    let keys2 = vec![
+    let mut keys2 = vec![
         ("seed".to_string(), Key::Line(PALETTE[0])),
         ("EcoLogits (range)".to_string(), Key::Line(PALETTE[2])),
     ];
+    if any_measured {
+        keys2.push((
+            "measured on this machine".to_string(),
+            Key::Line(PALETTE[5]),
+        ));
+    }
     let band2 = 26 + legend_height(&keys2, 640);
     let chart2 = svg(640, 300 + band2, |root| {
         let (head, body) = root.split_vertically(band2);
@@ -908,18 +1025,28 @@ pub fn summary_bundles(entries: &[HistoryEntry]) -> Vec<MimeBundle> {
             )
         }))
         .map_err(chart_err)?;
+        // measured calls only: points (the calls between them were not metered)
+        let c5 = PALETTE[5];
+        ch.draw_series(ok.iter().enumerate().filter_map(|(i, e)| {
+            let g = e.measured_g?;
+            Some(Circle::new(((i + 1) as f64, g.max(lo)), 4, c5.filled()))
+        }))
+        .map_err(chart_err)?;
         Ok(())
     });
     if let Ok(s) = chart2 {
         let mut plain = String::from("chart: gCO₂eq per call over the session\n");
         for (i, e) in ok.iter().enumerate() {
             plain.push_str(&format!(
-                "  {}. {}:{} seed {} g, EcoLogits {} g\n",
+                "  {}. {}:{} seed {} g, EcoLogits {} g{}\n",
                 i + 1,
                 e.provider,
                 e.model,
                 sig3(e.seed_g),
-                range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0)
+                range(&Range::span(e.eco_g_min, e.eco_g_max), 1.0),
+                e.measured_g
+                    .map(|g| format!(", measured on this machine {} g", sig3(g)))
+                    .unwrap_or_default()
             ));
         }
         out.push(png::chart_bundle(s, plain));
@@ -1013,6 +1140,8 @@ mod tests {
             seed_kwh: 0.0,
             eco_kwh_min: 0.0,
             eco_kwh_max: 0.0,
+            measured_g: None,
+            measured_kwh: None,
         };
         let es = vec![e("a", 1.0), e("a", 3.0), e("b", 0.5)];
         let t = totals(&es);

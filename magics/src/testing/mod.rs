@@ -2,10 +2,12 @@
 //! (the `testing` feature, which the kernel enables in its `[dev-dependencies]`). Nothing here
 //! is compiled into the kernel binary.
 //!
+//! * [`fake_nvml`]: a fake `libnvidia-ml.so` whose state a test writes;
 //! * [`llm_server`]: loopback HTTP servers that speak the LLM providers' wire formats;
 //! * [`powercap`]: fake RAPL powercap trees;
 //! * [`strip_ansi`]: coloured tracebacks as plain text, for comparisons.
 
+pub mod fake_nvml;
 pub mod llm_server;
 pub mod powercap;
 

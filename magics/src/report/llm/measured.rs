@@ -69,7 +69,7 @@ pub(super) fn explain(r: &RequestResult) -> Vec<String> {
         s.ram.name,
         m.rss_bytes / (1u64 << 20) as f64,
         sig3(m.energy.ram.0),
-        s.gpu.name,
+        m.gpu_method(),
         sig3(m.energy.gpu.0)
     ));
     l.push(format!(
@@ -106,7 +106,7 @@ fn measurement_json(lm: &LocalMeasurement) -> Value {
         "cpu_method": m.setup.cpu.name,
         "cpu_measured": m.setup.cpu.kind.measured(),
         "ram_method": m.setup.ram.name,
-        "gpu_method": m.setup.gpu.name,
+        "gpu_method": m.gpu_method(),
         "watts_per_cpu_second": lm.tdp_watts_per_cpu(),
         "logical_cpus": m.setup.machine.logical_cpus,
         "pue": lm.pue,
@@ -156,7 +156,11 @@ mod tests {
     use crate::llm::local::tests::examples;
     use crate::llm::providers::{ModelSpec, ProviderKind};
     use crate::llm::run::RequestResult;
-    use crate::report::llm::{MEASURED_MIME, comparison_bundle};
+    use crate::report::llm::{
+        MEASURED_BAR, MEASURED_MIME, chart_bundle, comparison_bundle, history_bundle,
+        summary_bundles, totals,
+    };
+    use crate::units::sig3;
 
     fn result(measured: Option<crate::llm::local::Measured>) -> RequestResult {
         let t = Tables::builtin();
@@ -222,5 +226,80 @@ mod tests {
         let b = comparison_bundle(&[result(None)], &t);
         assert!(!b.text("text/plain").unwrap().contains("measured Wh"));
         assert!(!b.data.contains_key(MEASURED_MIME));
+    }
+
+    /// The measured figure is drawn beside the two estimates in the comparison chart, and
+    /// appears in `%llm history` and `%llm summary` (table and both charts).
+    #[test]
+    fn the_measured_figure_is_charted_and_summed_beside_the_estimates() {
+        let (metered, shared) = examples();
+        let g = metered.metered().unwrap().emissions().grams();
+        assert!(g > 0.0);
+        // comparison chart: a third bar for the metered request, none for the other
+        let c = chart_bundle(&[result(Some(metered.clone())), result(Some(shared))]).unwrap();
+        let plain = c.text("text/plain").unwrap();
+        let lines: Vec<&str> = plain.lines().collect();
+        assert!(
+            lines[1].contains(&format!("{MEASURED_BAR} {}", sig3(g))),
+            "{plain}"
+        );
+        assert!(!lines[2].contains(MEASURED_BAR), "{plain}");
+        let svg = c.text("image/svg+xml").unwrap();
+        assert!(svg.contains(MEASURED_BAR), "legend: {svg}");
+        crate::report::chart_tests::assert_legend_clear("llm-measured", svg);
+        // without a metered request the chart has no measured bar or key
+        let c = chart_bundle(&[result(None)]).unwrap();
+        assert!(!c.text("image/svg+xml").unwrap().contains(MEASURED_BAR));
+
+        // history: the entries as the session writes them
+        let rs = [result(Some(metered)), result(None)];
+        let es = crate::llm::session::history_entries("s", "2026-01-01T10:00:00Z", "hi", &rs);
+        assert_eq!(es[0].measured_g, Some(g));
+        assert!(es[0].measured_kwh.unwrap() > 0.0);
+        assert_eq!(es[1].measured_g, None);
+        let h = history_bundle(&es, "s", "data/llm_history.jsonl");
+        let text = h.text("text/plain").unwrap();
+        assert!(text.contains("measured gCO₂eq (this machine)"), "{text}");
+        assert!(text.contains(&sig3(g)), "{text}");
+        let h = history_bundle(&es[1..], "s", "data/llm_history.jsonl");
+        assert!(!h.text("text/plain").unwrap().contains("measured"));
+
+        // summary: the measured column sums the metered calls only
+        let t = totals(&es);
+        assert_eq!((t.calls, t.measured_calls), (2, 1));
+        assert_eq!(t.measured_g, g);
+        let b = summary_bundles(&es);
+        let table = b[0].text("text/plain").unwrap();
+        assert!(
+            table.contains("measured on this machine (local servers)"),
+            "{table}"
+        );
+        assert!(table.contains("1 of 2 (1 not metered)"), "{table}");
+        let per_model = b[1].text("text/plain").unwrap();
+        assert!(
+            per_model.contains(&format!("measured on this machine {} g", sig3(g))),
+            "{per_model}"
+        );
+        assert!(
+            b[1].text("image/svg+xml")
+                .unwrap()
+                .contains("measured on this machine")
+        );
+        let per_call = b[2].text("text/plain").unwrap();
+        assert_eq!(
+            per_call.matches("measured on this machine").count(),
+            1,
+            "{per_call}"
+        );
+        for (name, c) in [
+            ("llm-summary-measured", &b[1]),
+            ("llm-calls-measured", &b[2]),
+        ] {
+            crate::report::chart_tests::assert_no_exponent(name, c.text("image/svg+xml").unwrap());
+        }
+        crate::report::chart_tests::assert_legend_clear(
+            "llm-summary-measured",
+            b[1].text("image/svg+xml").unwrap(),
+        );
     }
 }
