@@ -254,6 +254,10 @@ impl Figure {
         pm.fill(tiny_skia::Color::WHITE);
         let base = Transform::from_scale(scale, scale);
         let font = font()?;
+        // The glyphs of all texts, one path per colour, filled last: one fill per colour
+        // instead of one per glyph (each fill sets up a raster pipeline; per glyph that was most
+        // of the drawing time). Text is therefore drawn above every rect and line.
+        let mut text: Vec<(Rgb, PathBuilder)> = Vec::with_capacity(2);
         for shape in &self.shapes {
             match shape {
                 Shape::Rect {
@@ -283,8 +287,22 @@ impl Figure {
                     size,
                     anchor,
                     fill,
-                    text,
-                } => font.draw(&mut pm, base, *x, *y, *size, *anchor, &fill.paint(), text),
+                    text: t,
+                } => {
+                    let i = match text.iter().position(|(c, _)| c == fill) {
+                        Some(i) => i,
+                        None => {
+                            text.push((*fill, PathBuilder::new()));
+                            text.len() - 1
+                        }
+                    };
+                    font.layout(&mut text[i].1, *x, *y, *size, *anchor, t);
+                }
+            }
+        }
+        for (colour, pb) in text {
+            if let Some(p) = pb.finish() {
+                pm.fill_path(&p, &colour.paint(), FillRule::Winding, base, None);
             }
         }
         Ok(pm)
@@ -391,18 +409,9 @@ impl Font {
         text.chars().map(|c| self.glyph(c).advance).sum::<f32>() * size / self.upem
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn draw(
-        &self,
-        pm: &mut Pixmap,
-        base: Transform,
-        x: f32,
-        y: f32,
-        size: f32,
-        anchor: Anchor,
-        paint: &Paint<'_>,
-        text: &str,
-    ) {
+    /// Appends the outlines of `text` at `size` px, anchored at `x` with its baseline at `y`,
+    /// to `out` (in CSS px).
+    fn layout(&self, out: &mut PathBuilder, x: f32, y: f32, size: f32, anchor: Anchor, text: &str) {
         let k = size / self.upem;
         let mut pen_x = match anchor {
             Anchor::Start => x,
@@ -411,10 +420,13 @@ impl Font {
         };
         for c in text.chars() {
             let g = self.glyph(c);
-            if let Some(p) = &g.path {
-                // font units, y up → CSS px at the pen, y down
-                let t = base.pre_concat(Transform::from_row(k, 0.0, 0.0, -k, pen_x, y));
-                pm.fill_path(p, paint, FillRule::Winding, t, None);
+            // font units, y up → CSS px at the pen, y down
+            if let Some(p) = g
+                .path
+                .clone()
+                .and_then(|p| p.transform(Transform::from_row(k, 0.0, 0.0, -k, pen_x, y)))
+            {
+                out.push_path(&p);
             }
             pen_x += g.advance * k;
         }
