@@ -3,6 +3,7 @@
 //! numbers), the live display while it runs, `%carbon summary` and `%carbon csv`.
 
 use super::chart::{PALETTE, chart_err, svg, tick};
+use super::figure::{Anchor, Figure, Rgb};
 use super::{esc, png};
 use crate::MimeBundle;
 use crate::carbon::hardware::TdpSource;
@@ -217,95 +218,100 @@ pub fn explanation(r: &RunReport) -> Vec<String> {
     out
 }
 
-/// The report's horizontal bar chart, written by hand: a few `<rect>`/`<text>` elements (about
-/// 1 KB) instead of plotters' mesh, axes and per-glyph attributes (about 8 KB, most of the
-/// report message). Every metered cell sends it through iopub, so its size and build time are
-/// part of what `%%carbon` adds to a cell's round trip (issue 9, performance).
+/// The report's horizontal bar chart, shape by shape: a few `<rect>`/`<text>` elements (about
+/// 1 KB of SVG) instead of plotters' mesh, axes and per-glyph attributes (about 8 KB, most of the
+/// report message), and a PNG drawn from the same shapes without an SVG parser (see
+/// [`super::figure`]). Every metered cell sends it through iopub, so its size and build time
+/// are part of what `%%carbon` adds to a cell's round trip (issue 9, performance).
 ///
 /// `items` are in joules; the axis takes the unit of the largest (mJ, J, Wh) and round ticks, and
 /// each bar ends with its value, so no number needs an exponent.
-fn bars_svg(items: &[(&str, f64)]) -> String {
-    use std::fmt::Write as _;
-    const W: f64 = 380.0;
-    const LEFT: f64 = 66.0; // label column
-    const RIGHT: f64 = 16.0;
-    const TOP: f64 = 24.0; // title
-    const ROW: f64 = 24.0;
+fn bars_figure(items: &[(&str, f64)]) -> Figure {
+    const W: f32 = 380.0;
+    const LEFT: f32 = 66.0; // label column
+    const RIGHT: f32 = 16.0;
+    const TOP: f32 = 24.0; // title
+    const ROW: f32 = 24.0;
     let max = items.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     let (per, unit) = energy_axis_j(max);
     let ticks = nice_ticks(max / per, 4);
     let top = ticks.last().copied().unwrap_or(1.0);
-    let height = TOP + ROW * items.len() as f64 + 22.0;
+    let height = TOP + ROW * items.len() as f32 + 22.0;
     let plot_w = W - LEFT - RIGHT;
-    let axis_y = TOP + ROW * items.len() as f64;
-    let mut s = String::with_capacity(600 + 200 * items.len());
-    let _ = write!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{height}\" \
-         viewBox=\"0 0 {W} {height}\" font-family=\"sans-serif\" font-size=\"11\">\
-         <rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\
-         <text x=\"{}\" y=\"15\" font-size=\"13\" text-anchor=\"middle\">energy ({unit})</text>",
+    let axis_y = TOP + ROW * items.len() as f32;
+    let mut f = Figure::new(W, height, 11.0);
+    f.text(
         LEFT + plot_w / 2.0,
+        15.0,
+        Some(13.0),
+        Anchor::Middle,
+        Rgb::BLACK,
+        format!("energy ({unit})"),
     );
     for (k, t) in ticks.iter().enumerate() {
-        let x = LEFT + plot_w * t / top;
-        let _ = write!(
-            s,
-            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"{}\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            axis_y + 3.0,
-            if k == 0 { "#000" } else { "#e4e4e4" },
-            axis_y + 15.0,
-            tick(*t)
-        );
+        let x = LEFT + plot_w * (t / top) as f32;
+        let grid = if k == 0 {
+            Rgb::BLACK
+        } else {
+            Rgb(0xe4, 0xe4, 0xe4)
+        };
+        f.line(x, TOP, x, axis_y + 3.0, grid);
+        f.text(x, axis_y + 15.0, None, Anchor::Middle, Rgb::BLACK, tick(*t));
     }
     for (i, (label, v)) in items.iter().enumerate() {
-        let y = TOP + ROW * i as f64;
-        let w = (v.max(0.0) / per / top * plot_w).max(0.0);
+        let y = TOP + ROW * i as f32;
+        let w = (v.max(0.0) / per / top) as f32 * plot_w;
         let c = PALETTE[i % 8];
         let value = sig3(v / per);
         // The value sits right of its bar, or inside it (white) when the bar reaches the end.
-        let inside = w > plot_w - 8.0 * value.len() as f64 - 6.0;
+        let inside = w > plot_w - 8.0 * value.len() as f32 - 6.0;
         let (tx, anchor, fill) = if inside {
-            (LEFT + w - 4.0, "end", "#fff")
+            (LEFT + w - 4.0, Anchor::End, Rgb::WHITE)
         } else {
-            (LEFT + w + 4.0, "start", "#000")
+            (LEFT + w + 4.0, Anchor::Start, Rgb::BLACK)
         };
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+        f.text(
             LEFT - 4.0,
             y + ROW / 2.0 + 4.0,
-            esc(label),
+            None,
+            Anchor::End,
+            Rgb::BLACK,
+            *label,
         );
-        // A zero bar (GPU 0 J) gets no rect: an empty one draws nothing, and the PNG rasterizer
-        // logs a warning for each (one per metered cell).
+        // A zero bar (GPU 0 J) gets no rect: an empty one draws nothing (and resvg, which drew
+        // this chart's PNG before, logged a warning for each).
         if w >= 0.05 {
-            let _ = write!(
-                s,
-                "<rect x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" \
-                 fill=\"rgb({},{},{})\"><title>{} {value} {unit}</title></rect>",
+            f.rect(
+                LEFT,
                 y + 4.0,
+                w,
                 ROW - 8.0,
-                c.0,
-                c.1,
-                c.2,
-                esc(label),
+                Rgb(c.0, c.1, c.2),
+                Some(format!("{label} {value} {unit}")),
             );
         }
-        let _ = write!(
-            s,
-            "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\" fill=\"{fill}\">{value}</text>",
-            y + ROW / 2.0 + 4.0,
-        );
+        f.text(tx, y + ROW / 2.0 + 4.0, None, anchor, fill, value);
     }
-    s.push_str("</svg>");
-    s
+    f
 }
 
 /// The report's chart as its own output (SVG + PNG + text, see [`super::png`]): energy of CPU,
 /// RAM and GPU (and compile / run) with PUE, mean over the runs. `None` without a run.
 pub fn cell_chart(runs: &[RunReport]) -> Option<MimeBundle> {
+    let (items, plain) = cell_chart_items(runs)?;
+    // 1 PNG pixel per SVG pixel: every metered cell pays for this PNG before the cell ends; the
+    // sharper SVG is what trusted front-ends show anyway.
+    Some(bars_figure(&items).bundle(plain, 1.0))
+}
+
+/// The figure of [`cell_chart`], for the measurement in `chart_tests`.
+#[cfg(test)]
+pub(super) fn cell_figure(runs: &[RunReport]) -> Option<Figure> {
+    cell_chart_items(runs).map(|(items, _)| bars_figure(&items))
+}
+
+/// The bars of [`cell_chart`] (name, joules) and the text that says what they show.
+fn cell_chart_items(runs: &[RunReport]) -> Option<(Vec<(&'static str, f64)>, String)> {
     let first = runs.first()?;
     let pue = first.rec.pue;
     let n = runs.len() as f64;
@@ -347,10 +353,7 @@ pub fn cell_chart(runs: &[RunReport]) -> Option<MimeBundle> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // 1 PNG pixel per SVG pixel: every metered cell pays for this PNG before the cell ends
-    // (about 3 ms and 4 KB at 1x, 6 ms and 8 KB at 2x, release build on the 2-core VM); the
-    // sharper SVG is what trusted front-ends show anyway.
-    Some(png::chart_bundle_at(bars_svg(&items), plain, 1.0))
+    Some((items, plain))
 }
 
 /// The final report of one or several runs (`--repeat`): `where_` says where the row(s) went.

@@ -184,36 +184,59 @@ fn the_map_has_its_png() {
     save("map", &b[1], &png);
 }
 
-#[test]
-#[ignore = "a measurement, not a check: cargo test -p carbon-magics -- --ignored --nocapture chart_cost"]
-fn chart_cost() {
-    let runs = [run(3_000_000)];
-    let _ = cell_chart(&runs);
-    let n = 20;
+/// Mean time of `f` over `n` calls, ms.
+fn ms<T>(n: u32, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut last = f();
     let t = std::time::Instant::now();
-    let mut bytes = 0;
     for _ in 0..n {
-        bytes = cell_chart(&runs).unwrap().text("image/png").unwrap().len();
+        last = f();
     }
+    (t.elapsed().as_secs_f64() * 1000.0 / f64::from(n), last)
+}
+
+#[test]
+#[ignore = "a measurement, not a check: cargo test -p carbon-magics --release -- --ignored --nocapture chart_cost"]
+fn chart_cost() {
+    use super::png::{encode_rgb, svg_to_png_at};
+    let runs = [run(3_000_000)];
+    let n = 50;
+    let (t, b) = ms(n, || cell_chart(&runs).unwrap());
     println!(
-        "cell chart with PNG: {:.2} ms each, PNG base64 {} bytes",
-        t.elapsed().as_secs_f64() * 1000.0 / n as f64,
-        bytes
+        "cell_chart (figure, SVG + PNG + base64): {t:.3} ms, PNG base64 {} bytes",
+        b.text("image/png").unwrap().len()
     );
-    let svg = cell_chart(&runs)
-        .unwrap()
-        .text("image/svg+xml")
-        .unwrap()
-        .to_string();
-    for scale in [1.0, 1.5, 2.0] {
-        let t = std::time::Instant::now();
-        let mut len = 0;
-        for _ in 0..n {
-            len = super::png::svg_to_png_at(&svg, scale).unwrap().bytes.len();
-        }
-        println!(
-            "  rasterize + encode at {scale}x: {:.2} ms, {len} bytes",
-            t.elapsed().as_secs_f64() * 1000.0 / n as f64
-        );
+    let fig = super::cell::cell_figure(&runs).unwrap();
+    let (t, svg) = ms(n, || fig.svg());
+    println!("  figure -> SVG text: {t:.3} ms, {} bytes", svg.len());
+    let (t, pm) = ms(n, || fig.pixmap(1.0).unwrap());
+    println!("  figure -> pixmap 1x: {t:.3} ms");
+    let (t, rgb) = ms(n, || {
+        pm.data()
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect::<Vec<u8>>()
+    });
+    println!("  RGBA -> RGB: {t:.3} ms ({} bytes)", rgb.len());
+    for (name, level) in [
+        ("Fast (fdeflate)", png::Compression::Fast),
+        ("Balanced (zlib 6)", png::Compression::Balanced),
+        ("High", png::Compression::High),
+    ] {
+        let (t, bytes) = ms(n, || encode_rgb(&pm, level).unwrap());
+        println!("  encode {name}: {t:.3} ms, {} bytes", bytes.len());
     }
+    // What the chart cost before report::figure: the SVG parsed back by usvg, rasterized by
+    // resvg, deflated at `Balanced`.
+    let opt = || resvg::usvg::Options {
+        font_family: "DejaVu Sans".into(),
+        fontdb: super::png::fonts(),
+        ..resvg::usvg::Options::default()
+    };
+    let (t, _) = ms(n, || resvg::usvg::Tree::from_str(&svg, &opt()).unwrap());
+    println!("  (before) usvg parse + text layout: {t:.3} ms");
+    let (t, p) = ms(n, || svg_to_png_at(&svg, 1.0).unwrap());
+    println!(
+        "  (before) usvg + resvg + Balanced, 1x: {t:.3} ms, {} bytes",
+        p.bytes.len()
+    );
 }

@@ -7,6 +7,8 @@
 //! * [`class`]: the class report over many `emissions.csv` files (`carbon-kernel report`);
 //! * [`chart`]: SVG charts with plotters, the palette every chart uses;
 //! * [`png`]: each chart as its own output, SVG plus a PNG copy for untrusted front-ends;
+//! * [`figure`]: a small chart as shapes, written as SVG and drawn as PNG without an SVG parser
+//!   (the cell report's chart, sent with every metered cell);
 //! * [`map`]: the world map of `%carbon intensity`.
 //!
 //! Numbers with units come from [`crate::units`], so every report writes them the same way.
@@ -16,6 +18,7 @@ pub mod chart;
 #[cfg(test)]
 pub(crate) mod chart_tests;
 pub mod class;
+pub mod figure;
 pub mod llm;
 pub mod map;
 pub mod png;

@@ -20,13 +20,13 @@ use std::sync::{Arc, OnceLock};
 
 /// The font the PNG's text is drawn with (DejaVu Sans 2.37 subset, Bitstream Vera licence:
 /// `data/fonts/LICENSE-DejaVu.txt`).
-const FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans-subset.ttf");
+pub(super) const FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans-subset.ttf");
 
 /// The PNG has this many pixels per SVG pixel: 2 keeps text sharp on high-density screens (the
 /// bundle's metadata asks front-ends to show it at the SVG's size), at about twice the bytes of 1.
 pub const PNG_SCALE: f32 = 2.0;
 
-fn fonts() -> Arc<usvg::fontdb::Database> {
+pub(super) fn fonts() -> Arc<usvg::fontdb::Database> {
     static DB: OnceLock<Arc<usvg::fontdb::Database>> = OnceLock::new();
     DB.get_or_init(|| {
         let mut db = usvg::fontdb::Database::new();
@@ -74,7 +74,8 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
         tiny_skia::Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
-    let bytes = encode_rgb(&pixmap).map_err(|e| ChartError(format!("png: {e}")))?;
+    let bytes = encode_rgb(&pixmap, png::Compression::Balanced)
+        .map_err(|e| ChartError(format!("png: {e}")))?;
     Ok(Png {
         bytes,
         width: w,
@@ -82,11 +83,14 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
     })
 }
 
-/// The pixmap as an RGB PNG at png's `Balanced` level. The background is opaque white, so the
-/// alpha channel carries nothing (and premultiplied equals straight colour): dropping it halved
-/// the encoding time of tiny-skia's own `encode_png` (RGBA) for the same size (cell chart at 2x:
-/// 8.4 KB, release build). `Fast` was twice as fast again but 2.4 times larger (20 KB).
-fn encode_rgb(pixmap: &tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> {
+/// The pixmap as an RGB PNG. The background is opaque white, so the alpha channel carries
+/// nothing (and premultiplied equals straight colour): dropping it halved the encoding time of
+/// tiny-skia's own `encode_png` (RGBA) for the same size (cell chart at 2x: 8.4 KB at
+/// `Balanced`, release build).
+pub(super) fn encode_rgb(
+    pixmap: &tiny_skia::Pixmap,
+    level: png::Compression,
+) -> Result<Vec<u8>, png::EncodingError> {
     let rgb: Vec<u8> = pixmap
         .data()
         .chunks_exact(4)
@@ -96,7 +100,7 @@ fn encode_rgb(pixmap: &tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError>
     let mut enc = png::Encoder::new(&mut out, pixmap.width(), pixmap.height());
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(png::Compression::Balanced);
+    enc.set_compression(level);
     let mut w = enc.write_header()?;
     w.write_image_data(&rgb)?;
     w.finish()?;
@@ -112,9 +116,18 @@ pub fn chart_bundle(svg: String, plain: impl Into<String>) -> MimeBundle {
 /// [`chart_bundle`] with `scale` PNG pixels per SVG pixel (1 for a large picture such as the
 /// world map, whose PNG would otherwise weigh several times its SVG).
 pub fn chart_bundle_at(svg: String, plain: impl Into<String>, scale: f32) -> MimeBundle {
-    let plain = plain.into();
+    let png = svg_to_png_at(&svg, scale);
+    bundle_with_png(svg, png, plain.into())
+}
+
+/// The chart output of `svg` and its PNG (or why there is none).
+pub(super) fn bundle_with_png(
+    svg: String,
+    png: Result<Png, ChartError>,
+    plain: String,
+) -> MimeBundle {
     let mut b = MimeBundle::new();
-    match svg_to_png_at(&svg, scale) {
+    match png {
         Ok(png) => {
             b = b.with(
                 "image/png",
