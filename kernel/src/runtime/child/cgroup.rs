@@ -1,7 +1,7 @@
 //! A cgroup of the kernel's own, where the host lets the kernel make one (issue 13.1, the
 //! `kill -9` window).
 //!
-//! Process groups and the child subreaper ([`super::tree`]) find what a cell started while the
+//! Process groups and the child subreaper (`runtime::child::tree`) find what a cell started while the
 //! kernel lives. After a `kill -9` of the kernel, its guard can only end what it saw at its last
 //! look (every second) and the members of the groups it saw: a process that left its group
 //! (`setsid`) after that look would escape. Cgroup membership cannot be left that way: a
@@ -221,7 +221,7 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
-    /// Kills every member (bounded by [`KILL_BOUND`]), then removes the cgroup. Returns how
+    /// Kills every member (bounded by `KILL_BOUND`), then removes the cgroup. Returns how
     /// many processes were signalled.
     pub fn kill_and_remove(&self) -> usize {
         let mut n = 0;
