@@ -1334,6 +1334,17 @@ mod tests {
         p
     }
 
+    /// A runtime whose python3 runs with `env` assignments before it and `args` after it.
+    fn runtime_wrapped(dir: &Path, env: &str, args: &str) -> PythonRuntime {
+        let py = system_python();
+        let w = wrapper(
+            dir,
+            "py",
+            &format!("{env} exec '{}' {args} \"$@\"", py.display()),
+        );
+        runtime_with(Some(&w))
+    }
+
     use carbon_magics::testing::strip_ansi;
 
     fn system_python() -> PathBuf {
@@ -1456,13 +1467,7 @@ mod tests {
         // Budget 0 is jedi missing its budget every time: the answer still comes, from IPython's
         // completer without jedi, which knows live names but cannot read an import not yet run.
         let dir = tempfile::tempdir().unwrap();
-        let py = system_python();
-        let w = wrapper(
-            dir.path(),
-            "py",
-            &format!("CARBON_JEDI_BUDGET_S=0 exec '{}' \"$@\"", py.display()),
-        );
-        let mut rt = runtime_with(Some(&w));
+        let mut rt = runtime_wrapped(dir.path(), "CARBON_JEDI_BUDGET_S=0", "");
         run(&mut rt, "my_variable = 1");
         let c = rt.complete("my_v", 4);
         assert!(c.matches.iter().any(|m| m == "my_variable"), "{c:?}");
@@ -1617,14 +1622,8 @@ mod tests {
     #[test]
     fn plain_python_without_ipython() {
         let dir = tempfile::tempdir().unwrap();
-        let py = system_python();
         // -S: no site-packages, hence no IPython
-        let w = wrapper(
-            dir.path(),
-            "py",
-            &format!("exec '{}' -S \"$@\"", py.display()),
-        );
-        let mut rt = runtime_with(Some(&w));
+        let mut rt = runtime_wrapped(dir.path(), "", "-S");
         let (o, c) = run(
             &mut rt,
             "class H:\n    def _repr_html_(self): return '<b>h</b>'\nprint('p')\ndisplay(H())\nH()",
@@ -1917,17 +1916,8 @@ mod tests {
             "raise RuntimeError('broken for the test')\n",
         )
         .unwrap();
-        let py = system_python();
-        let w = wrapper(
-            dir.path(),
-            "py",
-            &format!(
-                "PYTHONPATH='{}' exec '{}' \"$@\"",
-                dir.path().display(),
-                py.display()
-            ),
-        );
-        let mut rt = runtime_with(Some(&w));
+        let env = format!("PYTHONPATH='{}'", dir.path().display());
+        let mut rt = runtime_wrapped(dir.path(), &env, "");
         let (o1, c1) = run(&mut rt, "x = 1");
         assert!(o1.error.is_none(), "{o1:?}");
         let (o2, c2) = run(&mut rt, "x + 1");
