@@ -74,8 +74,11 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
         tiny_skia::Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
-    let bytes = encode_rgb(&pixmap, png::Compression::Balanced)
-        .map_err(|e| ChartError(format!("png: {e}")))?;
+    // Fast (fdeflate), as the cell chart: `Balanced` took 3.9-4.9 ms of a 3.5 KB cell chart
+    // (bench/carbon_bench-results.md, 2026-12-02), more for the larger LLM and summary charts;
+    // the price is a PNG about twice as large.
+    let bytes =
+        encode_rgb(&pixmap, png::Compression::Fast).map_err(|e| ChartError(format!("png: {e}")))?;
     Ok(Png {
         bytes,
         width: w,
