@@ -1334,6 +1334,29 @@ mod tests {
         p
     }
 
+    /// Runs `code` and interrupts it once its stdout shows `marker`; `then` runs on the
+    /// interrupting thread right after the interrupt.
+    fn execute_interrupted(
+        rt: &mut PythonRuntime,
+        code: &str,
+        marker: &'static str,
+        then: impl FnOnce() + Send + 'static,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let c = Collector::default();
+        let mut out = c.clone();
+        let h = rt.interrupt_handle();
+        let t = std::thread::spawn(move || {
+            while !c.text(StreamName::Stdout).contains(marker) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            h();
+            then();
+        });
+        let r = rt.execute(code, &mut out);
+        t.join().unwrap();
+        r
+    }
+
     /// A runtime whose python3 runs with `env` assignments before it and `args` after it.
     fn runtime_wrapped(dir: &Path, env: &str, args: &str) -> PythonRuntime {
         let py = system_python();
@@ -1544,20 +1567,13 @@ mod tests {
     fn interrupt_stops_a_busy_loop_and_keeps_state() {
         let mut rt = runtime_with(None);
         run(&mut rt, "kept = 'yes'");
-        let c = Collector::default();
-        let mut out = c.clone();
-        let h = rt.interrupt_handle();
-        let watcher = c.clone();
-        let t = std::thread::spawn(move || {
-            while !watcher.text(StreamName::Stdout).contains("spinning") {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            h();
-        });
-        let o = rt
-            .execute("print('spinning', flush=True)\nwhile True: pass", &mut out)
-            .unwrap();
-        t.join().unwrap();
+        let o = execute_interrupted(
+            &mut rt,
+            "print('spinning', flush=True)\nwhile True: pass",
+            "spinning",
+            || {},
+        )
+        .unwrap();
         assert_eq!(o.error.expect("interrupted").ename, "KeyboardInterrupt");
         let (o, _) = run(&mut rt, "kept");
         assert_eq!(plain(&o.result), "'yes'");
@@ -1566,23 +1582,13 @@ mod tests {
     #[test]
     fn a_worker_that_ignores_interrupts_is_killed_and_restarted() {
         let mut rt = runtime_with(None);
-        let c = Collector::default();
-        let mut out = c.clone();
-        let h = rt.interrupt_handle();
-        let watcher = c.clone();
-        let t = std::thread::spawn(move || {
-            while !watcher.text(StreamName::Stdout).contains("deaf") {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            h();
-        });
-        let e = rt
-            .execute(
-                "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('deaf', flush=True)\nwhile True: pass",
-                &mut out,
-            )
-            .unwrap_err();
-        t.join().unwrap();
+        let e = execute_interrupted(
+            &mut rt,
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('deaf', flush=True)\nwhile True: pass",
+            "deaf",
+            || {},
+        )
+        .unwrap_err();
         assert!(matches!(e, RuntimeError::Died { .. }));
         assert!(e.to_string().contains("did not stop"), "{e}");
         let (o, c) = run(&mut rt, "1 + 1");
@@ -1851,24 +1857,18 @@ mod tests {
         };
         let mut rt = runtime_with(Some(&py));
         run(&mut rt, "kept = 'yes'");
-        let c = Collector::default();
-        let mut out = c.clone();
-        let h = rt.interrupt_handle();
-        let watcher = c.clone();
-        let t = std::thread::spawn(move || {
-            while !watcher.text(StreamName::Stdout).contains("spinning") {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            h();
-            // IPython (to show the KeyboardInterrupt) comes later than the kernel's escalation
-            // to SIGKILL would: the worker said it handled the interrupt, so it is not killed
-            std::thread::sleep(ESCALATION_DELAY + Duration::from_secs(1));
-            std::fs::write(gate, "").unwrap();
-        });
-        let o = rt
-            .execute("print('spinning', flush=True)\nwhile True: pass", &mut out)
-            .expect("the worker was killed");
-        t.join().unwrap();
+        let o = execute_interrupted(
+            &mut rt,
+            "print('spinning', flush=True)\nwhile True: pass",
+            "spinning",
+            move || {
+                // IPython (to show the KeyboardInterrupt) comes later than the kernel's escalation
+                // to SIGKILL would: the worker said it handled the interrupt, so it is not killed
+                std::thread::sleep(ESCALATION_DELAY + Duration::from_secs(1));
+                std::fs::write(gate, "").unwrap();
+            },
+        )
+        .expect("the worker was killed");
         let e = o.error.expect("interrupted");
         assert_eq!(e.ename, "KeyboardInterrupt");
         let tb = strip_ansi(&e.traceback.join("\n"));
