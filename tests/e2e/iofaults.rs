@@ -444,13 +444,7 @@ fn inspection_and_completion_of_a_variable_holding_a_key_show_it_masked() {
     // ipykernel shows a variable's value on Shift-Tab; here a key the kernel knows is masked
     // there too (the cell itself typed the key on purpose).
     let dir = tempfile::tempdir().unwrap();
-    let mut k = Kernel::start(
-        Opts::default()
-            .workdir(dir.path())
-            .without_provider_env()
-            .env("OPENAI_API_KEY", OPENAI_KEY),
-    )
-    .expect("kernel starts");
+    let mut k = kernel_knowing_a_key(dir.path());
     let r = k.execute(&format!(
         "held = '{OPENAI_KEY}'\nheld_items = ['{OPENAI_KEY}']\n"
     ));
@@ -493,13 +487,7 @@ fn shown_text(r: &Exec) -> String {
 #[test]
 fn a_key_printed_in_two_writes_is_masked_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mut k = Kernel::start(
-        Opts::default()
-            .workdir(dir.path())
-            .without_provider_env()
-            .env("OPENAI_API_KEY", OPENAI_KEY),
-    )
-    .expect("kernel starts");
+    let mut k = kernel_knowing_a_key(dir.path());
     let (a, b) = OPENAI_KEY.split_at(10);
     let r = k.execute(&format!(
         "import sys, time\n\
@@ -568,4 +556,15 @@ fn a_key_echoed_across_two_sse_events_is_masked_whole() {
         "a refresh showed the key's first part: {seen}"
     );
     k.shutdown(false);
+}
+
+/// A kernel in `dir` whose only provider key is [`OPENAI_KEY`] (a secret it must mask).
+fn kernel_knowing_a_key(dir: &std::path::Path) -> Kernel {
+    Kernel::start(
+        Opts::default()
+            .workdir(dir)
+            .without_provider_env()
+            .env("OPENAI_API_KEY", OPENAI_KEY),
+    )
+    .expect("kernel starts")
 }
