@@ -197,7 +197,7 @@ fn ms<T>(n: u32, mut f: impl FnMut() -> T) -> (f64, T) {
 #[test]
 #[ignore = "a measurement, not a check: cargo test -p carbon-magics --release -- --ignored --nocapture chart_cost"]
 fn chart_cost() {
-    use super::png::{encode_rgb, svg_to_png_at};
+    use super::png::{encode_rgb_with, svg_to_png_at};
     let runs = [run(3_000_000)];
     let n = 50;
     let (t, b) = ms(n, || cell_chart(&runs).unwrap());
@@ -208,21 +208,29 @@ fn chart_cost() {
     let fig = super::cell::cell_figure(&runs).unwrap();
     let (t, svg) = ms(n, || fig.svg());
     println!("  figure -> SVG text: {t:.3} ms, {} bytes", svg.len());
-    let (t, pm) = ms(n, || fig.pixmap(1.0).unwrap());
-    println!("  figure -> pixmap 1x: {t:.3} ms");
-    let (t, rgb) = ms(n, || {
-        pm.data()
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect::<Vec<u8>>()
-    });
-    println!("  RGBA -> RGB: {t:.3} ms ({} bytes)", rgb.len());
-    for (name, level) in [
-        ("Fast (fdeflate)", png::Compression::Fast),
-        ("Balanced (zlib 6)", png::Compression::Balanced),
-        ("High", png::Compression::High),
+    let (t, c) = ms(n, || fig.canvas(1.0).unwrap());
+    println!(
+        "  figure -> RGB canvas 1x: {t:.3} ms ({} bytes)",
+        c.rgb.len()
+    );
+    for (name, level, filter) in [
+        ("Fast, Sub", png::Compression::Fast, png::Filter::Sub),
+        ("Fast, Up", png::Compression::Fast, png::Filter::Up),
+        ("Fast, none", png::Compression::Fast, png::Filter::NoFilter),
+        (
+            "Fast, adaptive",
+            png::Compression::Fast,
+            png::Filter::Adaptive,
+        ),
+        (
+            "Balanced, adaptive",
+            png::Compression::Balanced,
+            png::Filter::Adaptive,
+        ),
     ] {
-        let (t, bytes) = ms(n, || encode_rgb(&pm, level).unwrap());
+        let (t, bytes) = ms(n, || {
+            encode_rgb_with(c.w, c.h, &c.rgb, level, filter).unwrap()
+        });
         println!("  encode {name}: {t:.3} ms, {} bytes", bytes.len());
     }
     // What the chart cost before report::figure: the SVG parsed back by usvg, rasterized by

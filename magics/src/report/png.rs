@@ -74,11 +74,7 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
         tiny_skia::Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
-    // Fast (fdeflate), as the cell chart: `Balanced` took 3.9-4.9 ms of a 3.5 KB cell chart
-    // (bench/carbon_bench-results.md, 2026-12-02), more for the larger LLM and summary charts;
-    // the price is a PNG about twice as large.
-    let bytes =
-        encode_rgb(&pixmap, png::Compression::Fast).map_err(|e| ChartError(format!("png: {e}")))?;
+    let bytes = encode_rgb(&pixmap).map_err(|e| ChartError(format!("png: {e}")))?;
     Ok(Png {
         bytes,
         width: w,
@@ -86,26 +82,63 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
     })
 }
 
+/// The deflate level of every chart's PNG: `Fast` (fdeflate). `Balanced` (zlib level 6) took
+/// 3.9-4.9 ms of a 3.5 KB cell chart (bench/carbon_bench-results.md, 2026-12-02), more for the
+/// larger LLM and summary charts; the price is a PNG about twice as large.
+pub(super) const PNG_DEFLATE: png::Compression = png::Compression::Fast;
+
+/// The PNG row filter of the charts drawn by `report::figure` (the per-cell chart): `Up` took
+/// 0.14 ms and 10.5 KB where png's adaptive choice (five filters tried per row) took 0.56 ms and
+/// 7.6 KB (`chart_tests::chart_cost`, 2-core VM). The larger charts rasterized from SVG keep the
+/// adaptive filter: on their many-coloured anti-aliased curves `Up` gave PNGs several times
+/// larger.
+pub(super) const PNG_FILTER: png::Filter = png::Filter::Up;
+
 /// The pixmap as an RGB PNG. The background is opaque white, so the alpha channel carries
 /// nothing (and premultiplied equals straight colour): dropping it halved the encoding time of
 /// tiny-skia's own `encode_png` (RGBA) for the same size (cell chart at 2x: 8.4 KB at
 /// `Balanced`, release build).
-pub(super) fn encode_rgb(
-    pixmap: &tiny_skia::Pixmap,
-    level: png::Compression,
-) -> Result<Vec<u8>, png::EncodingError> {
+pub(super) fn encode_rgb(pixmap: &tiny_skia::Pixmap) -> Result<Vec<u8>, png::EncodingError> {
     let rgb: Vec<u8> = pixmap
         .data()
         .chunks_exact(4)
         .flat_map(|p| [p[0], p[1], p[2]])
         .collect();
+    encode_rgb_with(
+        pixmap.width(),
+        pixmap.height(),
+        &rgb,
+        PNG_DEFLATE,
+        png::Filter::Adaptive,
+    )
+}
+
+/// `rgb` (`width` × `height`, 3 bytes a pixel, row-major) as a PNG.
+pub(super) fn encode_rgb_bytes(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+) -> Result<Vec<u8>, png::EncodingError> {
+    encode_rgb_with(width, height, rgb, PNG_DEFLATE, PNG_FILTER)
+}
+
+/// [`encode_rgb_bytes`] with another deflate level and row filter (for the measurement).
+pub(super) fn encode_rgb_with(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    level: png::Compression,
+    filter: png::Filter,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
-    let mut enc = png::Encoder::new(&mut out, pixmap.width(), pixmap.height());
+    let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(level);
+    // after set_compression, which sets the filter its level goes with
+    enc.set_filter(filter);
     let mut w = enc.write_header()?;
-    w.write_image_data(&rgb)?;
+    w.write_image_data(rgb)?;
     w.finish()?;
     Ok(out)
 }
