@@ -553,12 +553,35 @@ impl Canvas {
         let overlap = |lo: f32, hi: f32, p: f32| (hi.min(p + 1.0) - lo.max(p)).clamp(0.0, 1.0);
         let (cx0, cx1) = (x0.floor() as u32, (x1.ceil() as u32).min(self.w));
         let (cy0, cy1) = (y0.floor() as u32, (y1.ceil() as u32).min(self.h));
+        // the columns wholly inside: one colour, copied (most of a bar's pixels)
+        let (in0, in1) = (x0.ceil() as u32, (x1.floor() as u32).min(self.w));
+        let px = [c.0, c.1, c.2];
         for py in cy0..cy1 {
             let cy = overlap(y0, y1, py as f32);
             let row = py as usize * self.w as usize * 3;
-            for px in cx0..cx1 {
-                let cov = cy * overlap(x0, x1, px as f32);
-                self.mix(row + px as usize * 3, c, (cov * 255.0).round() as u32);
+            let edge = |s: &mut Self, x: u32| {
+                let cov = cy * overlap(x0, x1, x as f32);
+                s.mix(row + x as usize * 3, c, (cov * 255.0 + 0.5) as u32);
+            };
+            if in0 >= in1 {
+                for x in cx0..cx1 {
+                    edge(self, x);
+                }
+                continue;
+            }
+            for x in (cx0..in0).chain(in1..cx1) {
+                edge(self, x);
+            }
+            let inner = &mut self.rgb[row + in0 as usize * 3..row + in1 as usize * 3];
+            if cy >= 1.0 {
+                for p in inner.chunks_exact_mut(3) {
+                    p.copy_from_slice(&px);
+                }
+            } else {
+                let a = (cy * 255.0 + 0.5) as u32;
+                for i in (0..inner.len()).step_by(3) {
+                    self.mix(row + in0 as usize * 3 + i, c, a);
+                }
             }
         }
     }
