@@ -408,6 +408,14 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
+/// PNG pixels per SVG pixel of the comparison chart: 1, as the cell chart, not
+/// [`png::PNG_SCALE`]. Every `%llm` request pays for this PNG before its cell ends, and at 2x the
+/// pixmap and its deflate cost 2.5 to 4 times as much (1 model: 21.5 ms against 4.5 ms, minimum
+/// of 41, `tests::llm_chart_cost`, debug build with carbon-magics at opt-level 2, 2-core VM) for a
+/// PNG 2.4 times as large in the notebook (64.7 KB against 26.6 KB). Only untrusted front-ends
+/// show the PNG; trusted ones show the SVG, sharp at any density.
+const CHART_SCALE: f32 = 1.0;
+
 /// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
 /// bars). `None` when no request succeeded.
 ///
@@ -436,7 +444,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .join(", ")
         ));
     }
-    Some(comparison_figure(&names, &all).bundle(plain, png::PNG_SCALE))
+    Some(comparison_figure(&names, &all).bundle(plain, CHART_SCALE))
 }
 
 /// The series of the comparison chart, in palette order; the measured bar only when a request
@@ -1212,7 +1220,7 @@ mod tests {
         assert!(svg.contains("EcoLogits embodied") && svg.contains("<rect"));
         chart_tests::assert_no_exponent("llm", svg);
         chart_tests::assert_legend_clear("llm", svg);
-        let png = chart_tests::assert_png("llm", &c, png::PNG_SCALE);
+        let png = chart_tests::assert_png("llm", &c, CHART_SCALE);
         chart_tests::save("llm", &c, &png);
     }
 
@@ -1320,7 +1328,7 @@ mod tests {
         let c = chart_bundle(&rs).unwrap();
         let svg = c.text("image/svg+xml").unwrap();
         chart_tests::assert_legend_clear("llm-3", svg);
-        let png = chart_tests::assert_png("llm-3", &c, png::PNG_SCALE);
+        let png = chart_tests::assert_png("llm-3", &c, CHART_SCALE);
         chart_tests::save("llm-3", &c, &png);
     }
 
@@ -1477,14 +1485,14 @@ mod tests {
         for (name, rs) in [("1 model", one), ("3 models", three())] {
             let (t, b) = med(n, || plotters_chart_bundle(&rs).unwrap());
             println!(
-                "{name}: before (plotters SVG + usvg/resvg PNG 2x + base64): {t}, \
+                "{name}: before (plotters SVG + usvg/resvg PNG at 2x + base64): {t}, \
                  PNG {} bytes, SVG {} bytes",
                 png_bytes(&b),
                 b.text("image/svg+xml").unwrap().len()
             );
             let (t, b) = med(n, || chart_bundle(&rs).unwrap());
             println!(
-                "{name}: after (figure, SVG + PNG 2x + base64): {t}, PNG {} bytes, SVG {} bytes",
+                "{name}: after (figure, SVG + PNG at {CHART_SCALE}x + base64): {t}, PNG {} bytes, SVG {} bytes",
                 png_bytes(&b),
                 b.text("image/svg+xml").unwrap().len()
             );

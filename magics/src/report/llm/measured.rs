@@ -250,7 +250,7 @@ mod tests {
         let png = crate::report::chart_tests::assert_png(
             "llm-measured",
             &c,
-            crate::report::png::PNG_SCALE,
+            crate::report::llm::CHART_SCALE,
         );
         crate::report::chart_tests::save("llm-measured", &c, &png);
         // without a metered request the chart has no measured bar or key
