@@ -410,10 +410,11 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// PNG pixels per SVG pixel of the comparison chart: 1, as the cell chart, not
 /// [`png::PNG_SCALE`]. Every `%llm` request pays for this PNG before its cell ends, and at 2x the
-/// pixmap and its deflate cost 2.5 to 4 times as much (1 model: 21.5 ms against 4.5 ms, minimum
-/// of 41, `tests::llm_chart_cost`, debug build with carbon-magics at opt-level 2, 2-core VM) for a
-/// PNG 2.4 times as large in the notebook (64.7 KB against 26.6 KB). Only untrusted front-ends
-/// show the PNG; trusted ones show the SVG, sharp at any density.
+/// pixmap and its deflate cost about 2.5 times as much (1 model: 11.1 ms against 4.3 ms; 3
+/// models: 17.5 against 6.9 ms; each the best minimum of 41 calls over three runs of
+/// `tests::llm_chart_cost`, carbon-magics at opt-level 2, on the shared 2-core VM) for a PNG 2.4
+/// times as large in the notebook (64.7 KB against 26.6 KB). Only untrusted front-ends show the
+/// PNG; trusted ones show the SVG, sharp at any density.
 const CHART_SCALE: f32 = 1.0;
 
 /// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
