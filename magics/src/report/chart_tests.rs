@@ -185,7 +185,7 @@ fn the_map_has_its_png() {
 }
 
 /// Mean time of `f` over `n` calls, ms.
-pub(super) fn ms<T>(n: u32, mut f: impl FnMut() -> T) -> (f64, T) {
+fn ms<T>(n: u32, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut last = f();
     let t = std::time::Instant::now();
     for _ in 0..n {
