@@ -1,6 +1,7 @@
 //! Charts as SVG strings with plotters' `SVGBackend` (no fonts or system libraries needed: text is
 //! emitted as SVG `<text>`). Shared helpers; each report module draws its own chart with them.
 
+use super::figure::{Figure, Rgb};
 use plotters::prelude::*;
 
 /// A drawing error, as text (plotters' error types are generic over the backend).
@@ -93,6 +94,33 @@ pub fn legend<DB: DrawingBackend>(
             .map_err(chart_err)?;
     }
     Ok(())
+}
+
+/// A palette colour as a [`Figure`] colour.
+pub fn rgb(c: RGBColor) -> Rgb {
+    Rgb(c.0, c.1, c.2)
+}
+
+/// [`legend`] drawn into a [`Figure`] of `width` px, its first row's top at `top` (the band
+/// above the plot that [`legend_height`] sized): the same rows, swatches and labels.
+pub fn figure_legend(f: &mut Figure, top: f32, width: u32, items: &[(String, Key)]) {
+    for ((label, key), (x, y)) in items.iter().zip(legend_layout(items, width)) {
+        let (x, mid) = (x as f32, top + (y + ROW_H / 2) as f32);
+        match key {
+            Key::Bar(c) => f.rect(x, mid - 5.0, 10.0, 10.0, rgb(*c), None),
+            // a figure's lines are 1 px: a 2 px line is a thin rectangle
+            Key::Line(c) => f.rect(x - 2.0, mid - 1.0, 14.0, 2.0, rgb(*c), None),
+        }
+        // baseline about a third of the font size below the middle: the text's x-height centred
+        f.text(
+            x + 18.0,
+            mid + 4.0,
+            Some(LEGEND_FONT as f32),
+            super::figure::Anchor::Start,
+            Rgb::BLACK,
+            label.clone(),
+        );
+    }
 }
 
 /// A tick label: three significant figures without trailing zeros (`0.8`, `80`, `1.25`), so an

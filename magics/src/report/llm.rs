@@ -3,7 +3,10 @@
 //! this was computed" with this request's numbers (the seed's explanation panel), and the views of
 //! `%llm models`, `%llm history` and `%llm summary`.
 
-use super::chart::{Key, PALETTE, chart_err, legend, legend_height, mass_tick, svg, tick};
+use super::chart::{
+    Key, PALETTE, chart_err, figure_legend, legend, legend_height, mass_tick, rgb, svg, tick,
+};
+use super::figure::{Anchor, Figure, Rgb};
 use super::png;
 use super::{esc, html_table, short, text_table};
 use crate::MimeBundle;
@@ -12,7 +15,7 @@ use crate::llm::footprint::{ModelMatch, Range, Tables};
 use crate::llm::history::HistoryEntry;
 use crate::llm::providers::{LlmConfig, ModelSpec};
 use crate::llm::run::RequestResult;
-use crate::units::sig3;
+use crate::units::{fmt_mass_g, sig3};
 use plotters::prelude::*;
 
 mod measured;
@@ -405,8 +408,22 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo, hi)
 }
 
+/// PNG pixels per SVG pixel of the comparison chart: 1, as the cell chart, not
+/// [`png::PNG_SCALE`]. Every `%llm` request pays for this PNG before its cell ends, and at 2x the
+/// pixmap and its deflate cost about 2.5 times as much (1 model: 11.1 ms against 4.3 ms; 3
+/// models: 17.5 against 6.9 ms; each the best minimum of 41 calls over three runs of
+/// `tests::llm_chart_cost`, carbon-magics at opt-level 2, on the shared 2-core VM) for a PNG 2.4
+/// times as large in the notebook (64.7 KB against 26.6 KB). Only untrusted front-ends show the
+/// PNG; trusted ones show the SVG, sharp at any density.
+const CHART_SCALE: f32 = 1.0;
+
 /// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
 /// bars). `None` when no request succeeded.
+///
+/// Every `%llm` request shows this chart, PNG included, before its cell ends: it is built as a
+/// [`Figure`] (SVG text written directly, PNG drawn with tiny-skia) rather than as a plotters SVG
+/// parsed back by usvg for its PNG, which cost most of the 17.6 ms that `%llm` added beyond the
+/// server's own time (issue 9, performance; `tests::llm_chart_cost` measures both).
 pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
     let ok: Vec<&RequestResult> = results
         .iter()
@@ -416,87 +433,7 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
         return None;
     }
     let all: Vec<Vec<Bar>> = ok.iter().map(|r| bars(r)).collect();
-    let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
-    let n = ok.len();
     let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
-    let width = (200 + 170 * n as u32).max(420);
-    let mut labels = vec![
-        "seed operational",
-        "seed embodied",
-        "EcoLogits operational",
-        "EcoLogits embodied",
-    ];
-    // the measured bar only when a request was metered on this machine
-    if all.iter().flatten().any(|b| b.label == MEASURED_BAR) {
-        labels.push(MEASURED_BAR);
-    }
-    // bars side by side over 0.8 of each category
-    let step = 0.8 / labels.len() as f64;
-    let keys: Vec<(String, Key)> = labels
-        .iter()
-        .enumerate()
-        .map(|(k, l)| (l.to_string(), Key::Bar(PALETTE[k])))
-        .collect();
-    let band = 26 + legend_height(&keys, width);
-    let res = svg(width, 360 + band, |root| {
-        let (head, body) = root.split_vertically(band);
-        head.draw(&Text::new(
-            "CO₂eq per request: operational vs embodied",
-            (10, 6),
-            ("sans-serif", 14).into_font(),
-        ))
-        .map_err(chart_err)?;
-        legend(&head.margin(24, 0, 0, 0), &keys)?;
-        let mut ch = ChartBuilder::on(&body)
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
-            .map_err(chart_err)?;
-        ch.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n * 2 + 1)
-            .x_label_formatter(&|x| category_label(&names, *x))
-            .y_desc("CO₂eq per request (log scale)")
-            .y_label_formatter(&|y| mass_tick(*y))
-            .draw()
-            .map_err(chart_err)?;
-        for (k, label) in labels.iter().enumerate() {
-            let colour = PALETTE[k];
-            let rects: Vec<Rectangle<(f64, f64)>> = all
-                .iter()
-                .enumerate()
-                .filter_map(|(i, bs)| {
-                    let b = bs.iter().find(|b| b.label == *label)?;
-                    let x0 = i as f64 + 0.1 + step * k as f64;
-                    Some(Rectangle::new(
-                        [(x0, lo), (x0 + 0.9 * step, b.value.max(lo))],
-                        colour.filled(),
-                    ))
-                })
-                .collect();
-            ch.draw_series(rects).map_err(chart_err)?;
-            let errs: Vec<_> = all
-                .iter()
-                .enumerate()
-                .filter_map(|(i, bs)| {
-                    let b = bs.iter().find(|b| b.label == *label && b.min < b.max)?;
-                    let x = i as f64 + 0.1 + step * (k as f64 + 0.45);
-                    Some(ErrorBar::new_vertical(
-                        x,
-                        b.min.max(lo),
-                        b.value.max(lo),
-                        b.max.max(lo),
-                        BLACK.stroke_width(1),
-                        8,
-                    ))
-                })
-                .collect();
-            ch.draw_series(errs).map_err(chart_err)?;
-        }
-        Ok(())
-    });
-    let svg_text = res.ok()?;
     let mut plain = String::from("chart: gCO₂eq per request (operational / embodied)\n");
     for (r, bs) in ok.iter().zip(&all) {
         plain.push_str(&format!(
@@ -508,7 +445,174 @@ pub fn chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
                 .join(", ")
         ));
     }
-    Some(png::chart_bundle(svg_text, plain))
+    Some(comparison_figure(&names, &all).bundle(plain, CHART_SCALE))
+}
+
+/// The series of the comparison chart, in palette order; the measured bar only when a request
+/// was metered on this machine.
+fn series(all: &[Vec<Bar>]) -> Vec<&'static str> {
+    let mut labels = vec![
+        "seed operational",
+        "seed embodied",
+        "EcoLogits operational",
+        "EcoLogits embodied",
+    ];
+    if all.iter().flatten().any(|b| b.label == MEASURED_BAR) {
+        labels.push(MEASURED_BAR);
+    }
+    labels
+}
+
+/// Snaps a coordinate to a pixel's middle, so a 1 px line covers one pixel column or row (two
+/// at the PNG's scale 2) instead of two half-grey ones.
+fn crisp(v: f32) -> f32 {
+    v.floor() + 0.5
+}
+
+/// The figure of [`chart_bundle`]: a title, the legend in its own band, then the plot: one group
+/// of bars per model (`names[i]`, bars `all[i]`) over a log axis in grams.
+fn comparison_figure(names: &[String], all: &[Vec<Bar>]) -> Figure {
+    // Layout, CSS px: the plot's left edge leaves room for tick labels such as `100 mg` at 10 px;
+    // its height is the 300 px the plotters chart had (360 px body less margins and x labels).
+    const LEFT: f32 = 80.0;
+    const RIGHT: f32 = 14.0;
+    const PLOT_H: f32 = 300.0;
+    const TITLE_H: u32 = 26;
+    const GRID: Rgb = Rgb(0xc8, 0xc8, 0xc8);
+    const MINOR: Rgb = Rgb(0xee, 0xee, 0xee);
+    let n = names.len().max(1);
+    let labels = series(all);
+    let keys: Vec<(String, Key)> = labels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| (l.to_string(), Key::Bar(PALETTE[k])))
+        .collect();
+    let width = (200 + 170 * n as u32).max(420);
+    let band = (TITLE_H + legend_height(&keys, width)) as f32;
+    // the y description sits above the plot, left-aligned: a figure's text is never rotated
+    let top = band + 26.0;
+    let bottom = top + PLOT_H;
+    let w = width as f32;
+    let mut f = Figure::new(w, bottom + 30.0, 11.0);
+    f.text(
+        10.0,
+        18.0,
+        Some(14.0),
+        Anchor::Start,
+        Rgb::BLACK,
+        "CO₂eq per request: operational vs embodied",
+    );
+    figure_legend(&mut f, TITLE_H as f32, width, &keys);
+    f.text(
+        10.0,
+        top - 12.0,
+        None,
+        Anchor::Start,
+        Rgb::BLACK,
+        "CO₂eq per request (log scale)",
+    );
+
+    let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
+    let (l0, l1) = (lo.log10(), hi.log10());
+    let y = |v: f64| -> f32 {
+        let t = ((v.max(lo).log10() - l0) / (l1 - l0)).clamp(0.0, 1.0);
+        bottom - (t as f32) * PLOT_H
+    };
+    let right = w - RIGHT;
+    // log_bounds gives whole decades; at most about a dozen labelled ones (25 px apart at least)
+    let (d0, d1) = (l0.round() as i32, l1.round() as i32);
+    let every = ((d1 - d0 + 11) / 12).max(1);
+    for d in d0..=d1 {
+        let v = 10f64.powi(d);
+        if d < d1 && d1 - d0 <= 8 {
+            for m in 2..=9 {
+                let ym = crisp(y(v * f64::from(m)));
+                f.line(LEFT, ym, right, ym, MINOR);
+            }
+        }
+        let yd = crisp(y(v));
+        f.line(LEFT, yd, right, yd, GRID);
+        f.line(LEFT - 5.0, yd, LEFT, yd, Rgb::BLACK);
+        if (d - d0) % every == 0 {
+            f.text(
+                LEFT - 8.0,
+                yd + 3.5,
+                Some(10.0),
+                Anchor::End,
+                Rgb::BLACK,
+                mass_tick(v),
+            );
+        }
+    }
+
+    // bars side by side over 0.8 of each category, each 0.9 of its step wide
+    let cw = (right - LEFT) / n as f32;
+    let step = 0.8 / labels.len() as f32;
+    let mut errors = Vec::new();
+    for (i, bs) in all.iter().enumerate() {
+        for (k, label) in labels.iter().enumerate() {
+            let Some(b) = bs.iter().find(|b| b.label == *label) else {
+                continue;
+            };
+            let x0 = LEFT + cw * (i as f32 + 0.1 + step * k as f32);
+            let yv = y(b.value);
+            let ranged = b.min < b.max;
+            let title = if ranged {
+                format!(
+                    "{}: {} ({} – {})",
+                    b.label,
+                    fmt_mass_g(b.value),
+                    fmt_mass_g(b.min),
+                    fmt_mass_g(b.max)
+                )
+            } else {
+                format!("{}: {}", b.label, fmt_mass_g(b.value))
+            };
+            // a value at or below the axis' floor has no height to draw
+            if bottom - yv >= 0.05 {
+                f.rect(
+                    x0,
+                    yv,
+                    cw * 0.9 * step,
+                    bottom - yv,
+                    rgb(PALETTE[k]),
+                    Some(title),
+                );
+            }
+            if ranged {
+                errors.push((crisp(x0 + cw * 0.45 * step), y(b.min), y(b.max)));
+            }
+        }
+    }
+    // EcoLogits' min–max: a vertical line with 8 px caps, above the bars
+    for (x, ymin, ymax) in errors {
+        let (ymin, ymax) = (crisp(ymin), crisp(ymax));
+        f.line(x, ymin, x, ymax, Rgb::BLACK);
+        f.line(x - 4.0, ymin, x + 4.0, ymin, Rgb::BLACK);
+        f.line(x - 4.0, ymax, x + 4.0, ymax, Rgb::BLACK);
+    }
+
+    // axes, a tick at each category's edge, the model's name under its group
+    let (ax, ay) = (crisp(LEFT - 1.0), crisp(bottom));
+    f.line(ax, top, ax, ay, Rgb::BLACK);
+    f.line(ax, ay, right, ay, Rgb::BLACK);
+    for i in 0..=n {
+        let x = crisp(LEFT + cw * i as f32);
+        f.line(x, ay, x, ay + 5.0, Rgb::BLACK);
+    }
+    // the group spans 0.1 .. 0.9 - 0.1 step of its category (the last bar is 0.9 step wide)
+    let group_mid = 0.1 + (0.8 - 0.1 * step) / 2.0;
+    for (i, name) in names.iter().enumerate() {
+        f.text(
+            LEFT + cw * (i as f32 + group_mid),
+            bottom + 18.0,
+            Some(10.0),
+            Anchor::Middle,
+            Rgb::BLACK,
+            name.clone(),
+        );
+    }
+    f
 }
 
 /// `%llm models`.
@@ -1117,8 +1221,308 @@ mod tests {
         assert!(svg.contains("EcoLogits embodied") && svg.contains("<rect"));
         chart_tests::assert_no_exponent("llm", svg);
         chart_tests::assert_legend_clear("llm", svg);
-        let png = chart_tests::assert_png("llm", &c, png::PNG_SCALE);
+        let png = chart_tests::assert_png("llm", &c, CHART_SCALE);
         chart_tests::save("llm", &c, &png);
+    }
+
+    /// The attributes `names` of each `<tag` element of `svg`, as numbers (missing ones NaN).
+    fn elements(svg: &str, tag: &str, names: &[&str]) -> Vec<Vec<f64>> {
+        svg.split(&format!("<{tag}"))
+            .skip(1)
+            .map(|el| {
+                let el = &el[..el.find('>').unwrap_or(el.len())];
+                names
+                    .iter()
+                    .map(|n| {
+                        el.split(&format!(" {n}=\""))
+                            .nth(1)
+                            .and_then(|v| v.split('"').next())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The chart keeps what issue 10 asked of it: its legend (every series, clear of the bars),
+    /// each model's name centred under its group, an error bar with two caps per EcoLogits range,
+    /// each bar's value as its tooltip, readable ticks.
+    #[test]
+    fn comparison_chart_has_legend_names_error_bars_and_tooltips() {
+        let rs = vec![
+            result("gpt-4o-mini", ProviderKind::OpenAi),
+            result("llama-3.3-70b-versatile", ProviderKind::Groq),
+        ];
+        let c = chart_bundle(&rs).unwrap();
+        let svg = c.text("image/svg+xml").unwrap();
+        let texts = chart_tests::texts(svg);
+        assert!(
+            texts.contains(&"CO₂eq per request: operational vs embodied".to_string()),
+            "{texts:?}"
+        );
+        assert!(texts.contains(&"CO₂eq per request (log scale)".to_string()));
+        for l in series(&rs.iter().map(bars).collect::<Vec<_>>()) {
+            assert!(
+                texts.contains(&l.to_string()),
+                "legend lacks {l}: {texts:?}"
+            );
+        }
+        chart_tests::assert_legend_clear("llm", svg);
+        chart_tests::assert_no_exponent("llm", svg);
+        // decade ticks in mass units
+        assert!(texts.iter().any(|t| t.ends_with(" mg")), "{texts:?}");
+
+        // one name per model, centred between its group's first and last bar
+        let bars_at: Vec<Vec<f64>> = elements(svg, "rect", &["x", "width"])
+            .into_iter()
+            .filter(|r| r[1] > 12.0 && r[1] < 200.0)
+            .collect();
+        let text_x = elements(svg, "text", &["x"]);
+        for r in &rs {
+            let name = short(&r.spec.to_string(), 28);
+            let i = texts.iter().position(|t| *t == name).expect("model label");
+            let x = text_x[i][0];
+            let group: Vec<&Vec<f64>> = bars_at
+                .iter()
+                .filter(|b| (b[0] + b[1] / 2.0 - x).abs() < 100.0)
+                .collect();
+            let left = group.iter().map(|b| b[0]).fold(f64::MAX, f64::min);
+            let right = group.iter().map(|b| b[0] + b[1]).fold(0.0, f64::max);
+            assert!(group.len() >= 4, "{name}: {group:?}");
+            assert!((x - (left + right) / 2.0).abs() < 0.5, "{name} at {x}");
+        }
+
+        // error bars: per ranged bar, a vertical line between two 8 px caps
+        let ranged = rs.iter().flat_map(bars).filter(|b| b.min < b.max).count();
+        assert!(ranged >= 2, "both models have EcoLogits ranges");
+        let lines = elements(svg, "line", &["x1", "y1", "x2", "y2"]);
+        let caps: Vec<&Vec<f64>> = lines
+            .iter()
+            .filter(|l| l[1] == l[3] && (l[2] - l[0] - 8.0).abs() < 0.01)
+            .collect();
+        assert_eq!(caps.len(), 2 * ranged, "{caps:?}");
+        for cap in &caps {
+            let mid = (cap[0] + cap[2]) / 2.0;
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l[0] == mid && l[2] == mid && (l[1] == cap[1] || l[3] == cap[1])),
+                "cap {cap:?} without its bar"
+            );
+        }
+
+        // every bar's tooltip names its series and value
+        assert!(svg.contains("<title>seed operational: "), "{svg}");
+        assert!(svg.contains("<title>EcoLogits operational: "), "{svg}");
+        assert_eq!(
+            svg.matches("<title>").count(),
+            rs.iter().flat_map(bars).filter(|b| b.value > 0.0).count()
+        );
+    }
+
+    /// A comparison of three models, the longest names `short` lets through, for a look at the
+    /// PNG (`target/chart-review/llm-3.png`): the names must not run into each other.
+    #[test]
+    fn three_models_fit_side_by_side() {
+        let rs = three();
+        let c = chart_bundle(&rs).unwrap();
+        let svg = c.text("image/svg+xml").unwrap();
+        chart_tests::assert_legend_clear("llm-3", svg);
+        let png = chart_tests::assert_png("llm-3", &c, CHART_SCALE);
+        chart_tests::save("llm-3", &c, &png);
+    }
+
+    fn three() -> Vec<RequestResult> {
+        vec![
+            result("gpt-4o-mini", ProviderKind::OpenAi),
+            result("llama-3.3-70b-versatile", ProviderKind::Groq),
+            result(
+                "mistralai/Mistral-7B-Instruct-v0.2:featherless-ai",
+                ProviderKind::HuggingFace,
+            ),
+        ]
+    }
+
+    /// The comparison chart as it was drawn before [`comparison_figure`]: a plotters SVG, its PNG
+    /// rasterized by usvg + resvg (`png::chart_bundle`). Kept as the baseline of
+    /// [`llm_chart_cost`].
+    fn plotters_chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
+        let ok: Vec<&RequestResult> = results
+            .iter()
+            .filter(|r| r.seed.is_some() || r.eco.is_some())
+            .collect();
+        if ok.is_empty() {
+            return None;
+        }
+        let all: Vec<Vec<Bar>> = ok.iter().map(|r| bars(r)).collect();
+        let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
+        let n = ok.len();
+        let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
+        let width = (200 + 170 * n as u32).max(420);
+        let mut labels = vec![
+            "seed operational",
+            "seed embodied",
+            "EcoLogits operational",
+            "EcoLogits embodied",
+        ];
+        // the measured bar only when a request was metered on this machine
+        if all.iter().flatten().any(|b| b.label == MEASURED_BAR) {
+            labels.push(MEASURED_BAR);
+        }
+        // bars side by side over 0.8 of each category
+        let step = 0.8 / labels.len() as f64;
+        let keys: Vec<(String, Key)> = labels
+            .iter()
+            .enumerate()
+            .map(|(k, l)| (l.to_string(), Key::Bar(PALETTE[k])))
+            .collect();
+        let band = 26 + legend_height(&keys, width);
+        let res = svg(width, 360 + band, |root| {
+            let (head, body) = root.split_vertically(band);
+            head.draw(&Text::new(
+                "CO₂eq per request: operational vs embodied",
+                (10, 6),
+                ("sans-serif", 14).into_font(),
+            ))
+            .map_err(chart_err)?;
+            legend(&head.margin(24, 0, 0, 0), &keys)?;
+            let mut ch = ChartBuilder::on(&body)
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
+                .map_err(chart_err)?;
+            ch.configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n * 2 + 1)
+                .x_label_formatter(&|x| category_label(&names, *x))
+                .y_desc("CO₂eq per request (log scale)")
+                .y_label_formatter(&|y| mass_tick(*y))
+                .draw()
+                .map_err(chart_err)?;
+            for (k, label) in labels.iter().enumerate() {
+                let colour = PALETTE[k];
+                let rects: Vec<Rectangle<(f64, f64)>> = all
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, bs)| {
+                        let b = bs.iter().find(|b| b.label == *label)?;
+                        let x0 = i as f64 + 0.1 + step * k as f64;
+                        Some(Rectangle::new(
+                            [(x0, lo), (x0 + 0.9 * step, b.value.max(lo))],
+                            colour.filled(),
+                        ))
+                    })
+                    .collect();
+                ch.draw_series(rects).map_err(chart_err)?;
+                let errs: Vec<_> = all
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, bs)| {
+                        let b = bs.iter().find(|b| b.label == *label && b.min < b.max)?;
+                        let x = i as f64 + 0.1 + step * (k as f64 + 0.45);
+                        Some(ErrorBar::new_vertical(
+                            x,
+                            b.min.max(lo),
+                            b.value.max(lo),
+                            b.max.max(lo),
+                            BLACK.stroke_width(1),
+                            8,
+                        ))
+                    })
+                    .collect();
+                ch.draw_series(errs).map_err(chart_err)?;
+            }
+            Ok(())
+        });
+        let svg_text = res.ok()?;
+        let mut plain = String::from("chart: gCO₂eq per request (operational / embodied)\n");
+        for (r, bs) in ok.iter().zip(&all) {
+            plain.push_str(&format!(
+                "  {}: {}\n",
+                r.spec,
+                bs.iter()
+                    .map(|b| format!("{} {}", b.label, sig3(b.value)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Some(png::chart_bundle(svg_text, plain))
+    }
+
+    #[test]
+    #[ignore = "a measurement, not a check: cargo test --config \
+                'profile.dev.package.carbon-magics.opt-level=2' -p carbon-magics --lib \
+                llm_chart_cost -- --ignored --nocapture"]
+    fn llm_chart_cost() {
+        use base64::Engine as _;
+        /// Time of `f` over `n` calls, as `min … / median … ms`: the 2-core VM is shared with
+        /// other builds, and a mean takes in every time one ran beside the measurement; the
+        /// minimum is the closest to the uncontended cost.
+        fn med<T>(n: usize, mut f: impl FnMut() -> T) -> (String, T) {
+            let mut last = f();
+            let mut ts: Vec<f64> = (0..n)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    last = f();
+                    t.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            ts.sort_by(f64::total_cmp);
+            (
+                format!("min {:.3} / median {:.3} ms", ts[0], ts[n / 2]),
+                last,
+            )
+        }
+        let png_bytes = |b: &MimeBundle| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.text("image/png").unwrap())
+                .unwrap()
+                .len()
+        };
+        let one = vec![result("gpt-4o-mini", ProviderKind::OpenAi)];
+        let n = 41;
+        for (name, rs) in [("1 model", one), ("3 models", three())] {
+            let (t, b) = med(n, || plotters_chart_bundle(&rs).unwrap());
+            println!(
+                "{name}: before (plotters SVG + usvg/resvg PNG at 2x + base64): {t}, \
+                 PNG {} bytes, SVG {} bytes",
+                png_bytes(&b),
+                b.text("image/svg+xml").unwrap().len()
+            );
+            let (t, b) = med(n, || chart_bundle(&rs).unwrap());
+            println!(
+                "{name}: after (figure, SVG + PNG at {CHART_SCALE}x + base64): {t}, PNG {} bytes, SVG {} bytes",
+                png_bytes(&b),
+                b.text("image/svg+xml").unwrap().len()
+            );
+            let all: Vec<Vec<Bar>> = rs.iter().map(bars).collect();
+            let names: Vec<String> = rs.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
+            let (t, fig) = med(n, || comparison_figure(&names, &all));
+            println!("  figure built: {t}");
+            let (t, svg) = med(n, || fig.svg());
+            println!("  SVG text: {t}");
+            let (t, _) = med(n, || png::chart_bundle(svg.clone(), ""));
+            println!("  (for comparison) this SVG through usvg/resvg, 2x: {t}");
+            for scale in [1.0, png::PNG_SCALE] {
+                let (t, p) = med(n, || fig.png(scale).unwrap());
+                println!("  PNG at {scale}x: {t}, {} bytes", p.bytes.len());
+                let (t, pm) = med(n, || fig.pixmap(scale).unwrap());
+                println!("    pixmap: {t}");
+                let (t, _) = med(n, || {
+                    png::encode_rgb(&pm, ::png::Compression::Fast).unwrap()
+                });
+                println!("    RGB + encode (Fast): {t}");
+                let (w, h) = (svg_size(&svg, "width"), svg_size(&svg, "height"));
+                let (t, _) = med(n, || Figure::new(w, h, 11.0).pixmap(scale).unwrap());
+                println!("    pixmap of a blank figure as large: {t}");
+            }
+        }
+    }
+
+    fn svg_size(svg: &str, attr: &str) -> f32 {
+        elements(svg, "svg", &[attr])[0][0] as f32
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! * [`chart`]: SVG charts with plotters, the palette every chart uses;
 //! * [`png`]: each chart as its own output, SVG plus a PNG copy for untrusted front-ends;
 //! * [`figure`]: a small chart as shapes, written as SVG and drawn as PNG without an SVG parser
-//!   (the cell report's chart, sent with every metered cell);
+//!   (the cell report's chart and `%llm`'s comparison chart, sent with every metered cell and
+//!   every request);
 //! * [`map`]: the world map of `%carbon intensity`.
 //!
 //! Numbers with units come from [`crate::units`], so every report writes them the same way.

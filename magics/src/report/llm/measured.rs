@@ -247,6 +247,12 @@ mod tests {
         let svg = c.text("image/svg+xml").unwrap();
         assert!(svg.contains(MEASURED_BAR), "legend: {svg}");
         crate::report::chart_tests::assert_legend_clear("llm-measured", svg);
+        let png = crate::report::chart_tests::assert_png(
+            "llm-measured",
+            &c,
+            crate::report::llm::CHART_SCALE,
+        );
+        crate::report::chart_tests::save("llm-measured", &c, &png);
         // without a metered request the chart has no measured bar or key
         let c = chart_bundle(&[result(None)]).unwrap();
         assert!(!c.text("image/svg+xml").unwrap().contains(MEASURED_BAR));
