@@ -216,6 +216,7 @@ fn chart_cost() {
     for (name, level, filter) in [
         ("Fast, Sub", png::Compression::Fast, png::Filter::Sub),
         ("Fast, Up", png::Compression::Fast, png::Filter::Up),
+        ("Fast, Paeth", png::Compression::Fast, png::Filter::Paeth),
         ("Fast, none", png::Compression::Fast, png::Filter::NoFilter),
         (
             "Fast, adaptive",

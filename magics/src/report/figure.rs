@@ -1,12 +1,14 @@
 //! A small chart as a list of shapes (rectangles, lines, text), written as SVG text and drawn
-//! straight into a pixmap for its PNG copy.
+//! straight into an RGB raster for its PNG copy.
 //!
-//! The cell report's chart goes out with every metered cell, PNG included (see [`super::png`]
-//! for why the PNG exists). Written as SVG and rasterized by `resvg`, that PNG cost about 3 ms a
-//! cell on the 2-core VM: parsing the SVG back, shaping each label and building its glyphs'
-//! outlines anew, a 6-level deflate (issue 9, performance). Here the shapes that make the SVG
-//! are drawn directly with tiny-skia; each glyph's outline is built once per process and kept,
-//! and the PNG is deflated at level 1.
+//! The cell report's chart and the `%llm` comparison chart go out with every metered cell and
+//! every request, PNG included (see [`super::png`] for why the PNG exists). Written as SVG and
+//! rasterized by `resvg`, that PNG cost about 3 ms a cell on the 2-core VM (14-23 ms a request):
+//! parsing the SVG back, shaping each label and building its glyphs' outlines anew, a 6-level
+//! deflate, png's adaptive row filter (issue 9, performance). Here the shapes that make the SVG
+//! are drawn directly into the RGB bytes the PNG holds: rectangles and axis-aligned lines by the
+//! area they cover, text from glyph masks rasterized once per process (by tiny-skia) and
+//! blitted; the PNG is deflated at level 1 with one row filter.
 //!
 //! Text is laid out glyph by glyph with the font's advance widths, without kerning or shaping:
 //! the labels are short Latin words, digits and units, for which DejaVu Sans needs neither.

@@ -409,12 +409,11 @@ fn log_bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// PNG pixels per SVG pixel of the comparison chart: 1, as the cell chart, not
-/// [`png::PNG_SCALE`]. Every `%llm` request pays for this PNG before its cell ends, and at 2x the
-/// pixmap and its deflate cost about 2.5 times as much (1 model: 11.1 ms against 4.3 ms; 3
-/// models: 17.5 against 6.9 ms; each the best minimum of 41 calls over three runs of
-/// `tests::llm_chart_cost`, carbon-magics at opt-level 2, on the shared 2-core VM) for a PNG 2.4
-/// times as large in the notebook (64.7 KB against 26.6 KB). Only untrusted front-ends show the
-/// PNG; trusted ones show the SVG, sharp at any density.
+/// [`png::PNG_SCALE`]. Every `%llm` request pays for this PNG before its cell ends: at 2x it took
+/// 2.1-2.8 ms against 0.7-0.9 ms at 1x (1 model; 3 models: 2.4-2.5 against 1.2-1.4 ms), for a
+/// PNG 2.4 times as large in the notebook (69 KB against 29 KB): `tests::llm_chart_cost`,
+/// min / median of 41 calls, carbon-magics at opt-level 2, the 2-core VM at load ~2.7. Only
+/// untrusted front-ends show the PNG; trusted ones show the SVG, sharp at any density.
 const CHART_SCALE: f32 = 1.0;
 
 /// Per model: operational vs embodied gCO₂eq by both methods (log scale, EcoLogits ranges as error
@@ -1508,15 +1507,24 @@ mod tests {
             for scale in [1.0, png::PNG_SCALE] {
                 let (t, p) = med(n, || fig.png(scale).unwrap());
                 println!("  PNG at {scale}x: {t}, {} bytes", p.bytes.len());
-                let (t, pm) = med(n, || fig.pixmap(scale).unwrap());
-                println!("    pixmap: {t}");
-                let (t, _) = med(n, || {
-                    png::encode_rgb(&pm, ::png::Compression::Fast).unwrap()
-                });
-                println!("    RGB + encode (Fast): {t}");
+                let (t, c) = med(n, || fig.canvas(scale).unwrap());
+                println!("    canvas: {t}");
+                for (name, filter) in [
+                    ("Up", ::png::Filter::Up),
+                    ("Sub", ::png::Filter::Sub),
+                    ("Paeth", ::png::Filter::Paeth),
+                    ("Avg", ::png::Filter::Avg),
+                    ("none", ::png::Filter::NoFilter),
+                    ("adaptive", ::png::Filter::Adaptive),
+                ] {
+                    let (t, b) = med(n, || {
+                        png::encode_rgb_with(c.w, c.h, &c.rgb, png::PNG_DEFLATE, filter).unwrap()
+                    });
+                    println!("    encode (Fast, {name}): {t}, {} bytes", b.len());
+                }
                 let (w, h) = (svg_size(&svg, "width"), svg_size(&svg, "height"));
-                let (t, _) = med(n, || Figure::new(w, h, 11.0).pixmap(scale).unwrap());
-                println!("    pixmap of a blank figure as large: {t}");
+                let (t, _) = med(n, || Figure::new(w, h, 11.0).canvas(scale).unwrap());
+                println!("    canvas of a blank figure as large: {t}");
             }
         }
     }

@@ -87,12 +87,15 @@ pub fn svg_to_png_at(svg: &str, scale: f32) -> Result<Png, ChartError> {
 /// larger LLM and summary charts; the price is a PNG about twice as large.
 pub(super) const PNG_DEFLATE: png::Compression = png::Compression::Fast;
 
-/// The PNG row filter of the charts drawn by `report::figure` (the per-cell chart): `Up` took
-/// 0.14 ms and 10.5 KB where png's adaptive choice (five filters tried per row) took 0.56 ms and
-/// 7.6 KB (`chart_tests::chart_cost`, 2-core VM). The larger charts rasterized from SVG keep the
-/// adaptive filter: on their many-coloured anti-aliased curves `Up` gave PNGs several times
-/// larger.
-pub(super) const PNG_FILTER: png::Filter = png::Filter::Up;
+/// The PNG row filter of the charts drawn by `report::figure` (the cell chart, the `%llm`
+/// comparison): `Paeth`, one filter for every row. png's adaptive choice tries five filters per
+/// row: the cell chart took 0.56 ms with it against 0.14-0.41 ms with one filter, and the
+/// comparison chart (1 model, 1x) 1.9 ms against 0.64 ms. Paeth's PNGs are nearly as small as
+/// the adaptive ones (comparison chart 29 KB against 27 KB, cell chart 8.3 KB against 7.4 KB),
+/// where `Up` made the comparison chart 73 KB and `Sub` 45 KB (`chart_tests::chart_cost`,
+/// `llm::tests::llm_chart_cost`, opt-level 2, 2-core VM). The larger charts rasterized from SVG
+/// on demand keep the adaptive filter.
+pub(super) const PNG_FILTER: png::Filter = png::Filter::Paeth;
 
 /// The pixmap as an RGB PNG. The background is opaque white, so the alpha channel carries
 /// nothing (and premultiplied equals straight colour): dropping it halved the encoding time of
