@@ -42,7 +42,7 @@ fn refresh_interval(len: usize) -> Duration {
 const POLL: Duration = Duration::from_millis(10);
 
 /// The data tables; the warnings of a reload go to stderr.
-fn tables(llm: &mut LlmSession, s: &Settings, out: &mut dyn Publish) -> Tables {
+fn tables(llm: &mut LlmSession, s: &Settings, out: &mut dyn Publish) -> Arc<Tables> {
     let (t, warnings) = llm.tables(s);
     for w in warnings {
         out.stream(StreamName::Stderr, &format!("%llm: {w}\n"));

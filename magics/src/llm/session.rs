@@ -21,6 +21,7 @@ use crate::carbon::session::EmissionsSink;
 use crate::carbon::sink::{SinkError, Written};
 use crate::config::Settings;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 type TablesKey = [Option<String>; 3];
 
@@ -47,7 +48,9 @@ pub struct LlmSession {
     workdir: PathBuf,
     history: History,
     http: Option<Http>,
-    tables: Option<(TablesKey, Tables)>,
+    /// Shared, not copied, by each request: the model table alone is every model EcoLogits
+    /// knows, and cloning it was a visible part of a request's time (perf, issue 9).
+    tables: Option<(TablesKey, Arc<Tables>)>,
     sink: EmissionsSink,
 }
 
@@ -71,12 +74,13 @@ impl LlmSession {
 
     /// The data tables, reloaded when the user's file settings change; the warnings of a reload
     /// (once per load; empty when the cached tables were used).
-    pub fn tables(&mut self, s: &Settings) -> (Tables, Vec<String>) {
+    pub fn tables(&mut self, s: &Settings) -> (Arc<Tables>, Vec<String>) {
         let key = tables_key(s);
         match &self.tables {
             Some((k, t)) if *k == key => (t.clone(), Vec::new()),
             _ => {
                 let (t, warnings) = Tables::load(s, &self.workdir);
+                let t = Arc::new(t);
                 self.tables = Some((key, t.clone()));
                 (t, warnings)
             }
