@@ -1686,15 +1686,38 @@ mod tests {
 
     #[test]
     fn a_prestarted_worker_serves_the_first_cell_and_failures_surface_there() {
-        // prestart returns before the worker is ready; the first cell uses that same worker
-        let mut rt = runtime_with(None);
-        let t0 = Instant::now();
+        // prestart returns before the worker is ready: its python cannot start until a gate
+        // file exists, opened only once prestart returned (or, if prestart waited for the
+        // worker, by a thread after a bound, which the check after prestart then sees). The
+        // first cell uses that same worker.
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path().join("gate");
+        let py = python_executable(&Settings::empty()).expect("a python");
+        let gated = wrapper(
+            dir.path(),
+            "gated-start",
+            &format!(
+                "while [ ! -e '{g}' ]; do sleep 0.01; done\nexec '{}' \"$@\"",
+                py.display(),
+                g = gate.display()
+            ),
+        );
+        {
+            // bound only: a prestart that waits for "ready" must not hang the test
+            let gate = gate.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(30));
+                let _ = std::fs::write(gate, "");
+            });
+        }
+        let mut rt = runtime_with(Some(&gated));
         rt.prestart();
-        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(!gate.exists(), "prestart waited for the worker");
         let early = rt.pids();
         assert_eq!(early.len(), 1);
         rt.prestart(); // idempotent: still one worker
         assert_eq!(rt.pids(), early);
+        std::fs::write(&gate, "").unwrap();
         let (o, _) = run(&mut rt, "import os; os.getpid()");
         assert!(o.error.is_none(), "{o:?}");
         assert_eq!(plain(&o.result), early[0].to_string());

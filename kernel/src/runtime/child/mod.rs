@@ -128,20 +128,51 @@ mod tests {
         assert!(!running(member), "the group member {member} survived");
     }
 
+    /// The command name of `pid` (`None` once it is gone).
+    fn comm(pid: u32) -> Option<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
     #[test]
     fn a_stopped_group_that_obeys_is_not_killed() {
-        let mut sup = Supervised::spawn_group({
-            let mut c = Command::new("sleep");
-            c.arg("60");
-            c
-        })
-        .unwrap();
+        // The leader obeys SIGTERM; a member ignores it (SIG_IGN survives exec). The escalation
+        // is a SIGKILL to the whole group: a member still alive once wait_exited returned
+        // shows that it was not taken.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "(trap '' TERM; exec sleep 60) & echo $!; exec sleep 60",
+        ])
+        .stdout(Stdio::piped());
+        let mut sup = Supervised::spawn_group(cmd).unwrap();
+        let leader = sup.pid();
+        let mut first = String::new();
+        let mut out = sup.child_mut().stdout.take().unwrap();
+        let mut byte = [0u8];
+        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            first.push(byte[0] as char);
+        }
+        let member: u32 = first.trim().parse().unwrap();
+        // both exec'd sleep: the member's trap is set, the leader is past the shell
+        let end = Instant::now() + Duration::from_secs(10);
+        while [leader, member]
+            .iter()
+            .any(|&p| comm(p).as_deref() != Some("sleep"))
+            && Instant::now() < end
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(comm(member).as_deref(), Some("sleep"));
+
         sup.signal_group(libc::SIGTERM);
-        let t0 = Instant::now();
         sup.wait_exited(|| true);
-        assert!(t0.elapsed() < ESCALATION_DELAY);
         let status = sup.reap().unwrap();
         assert_eq!(sup.describe(status), "killed by signal 15 (SIGTERM)");
+        let survived = running(member);
+        signal_pid(member, libc::SIGKILL);
+        assert!(survived, "the group got SIGKILL: the escalation was taken");
     }
 
     #[test]
