@@ -7,6 +7,10 @@
    --kernel-bin may be given several times, as LABEL=PATH (e.g. before=… after=…): the kernels
    run side by side and their cells alternate, so machine noise hits them alike; parts 2 and 3
    then use the last one. --latency-only skips parts 2 and 3 (no codecarbon needed).
+   Then the same cells timed at the socket (1b): a second client with plain pyzmq sockets takes
+   the time when the execute_reply and the idle status arrive, without jupyter_client's work
+   per message (it decodes each one; the report and its chart are two more messages, and on the
+   2-core VM jupyter_client spent 0.3-0.6 ms on each): what the kernel itself adds.
 2. CodeCarbon 3.3.x `OfflineEmissionsTracker` construct + start + stop around the same `pass`:
    cold (first tracker, fresh interpreter) and warm (a later tracker in the same interpreter).
 3. A 3 s pure-Python busy loop: our process-scope CPU energy (CPU-time x TDP) vs CodeCarbon's
@@ -132,6 +136,83 @@ def latency(kcs, n):
     return [tuple(median(x) for x in s) for s in samples]
 
 
+class RawClient:
+    """Plain pyzmq shell + iopub sockets on a running kernel: times a cell from the request to
+    its execute_reply and idle status, reading each message's header only (no JSON decoding of
+    contents, no date parsing, no signature check)."""
+
+    def __init__(self, km, context):
+        from jupyter_client.session import Session
+        import zmq
+
+        ci = km.get_connection_info()
+        self.session = Session(key=ci["key"], signature_scheme=ci["signature_scheme"])
+        url = f"{ci['transport']}://{ci['ip']}"
+        self.shell = context.socket(zmq.DEALER)
+        self.shell.connect(f"{url}:{ci['shell_port']}")
+        self.iopub = context.socket(zmq.SUB)
+        self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.iopub.connect(f"{url}:{ci['iopub_port']}")
+        self.poller = zmq.Poller()
+        self.poller.register(self.shell, zmq.POLLIN)
+        self.poller.register(self.iopub, zmq.POLLIN)
+
+    def run(self, code):
+        msg = self.session.msg("execute_request", {
+            "code": code, "silent": False, "store_history": False, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True})
+        mid = msg["header"]["msg_id"]
+        t0 = time.perf_counter()
+        self.session.send(self.shell, msg)
+        reply = idle = False
+        while not (reply and idle):
+            ready = self.poller.poll(60_000)
+            if not ready:
+                raise RuntimeError(f"no answer to {code!r}")
+            for sock, _ in ready:
+                parts = sock.recv_multipart()
+                i = parts.index(b"<IDS|MSG>")
+                if json.loads(parts[i + 3]).get("msg_id") != mid:
+                    continue
+                kind = json.loads(parts[i + 2])["msg_type"]
+                if sock is self.shell:
+                    reply = True
+                elif kind == "status" and b'"idle"' in parts[i + 5]:
+                    idle = True
+        return time.perf_counter() - t0
+
+
+def raw_latency(kms, n):
+    """Part 1's medians, timed at the socket by a RawClient on each kernel."""
+    import zmq
+
+    context = zmq.Context()
+    clients = [RawClient(km, context) for km in kms]
+    time.sleep(1.0)  # the SUB sockets' subscriptions reach the kernels
+    codes = ["pass", "%%carbon --no-csv\npass", "%%carbon\npass"]
+    samples = [([], [], []) for _ in clients]
+    for i in range(n + 10):
+        for c, s in zip(clients, samples):
+            for code, out in zip(codes, s):
+                t = c.run(code)
+                if i >= 10:
+                    out.append(t)
+    return [tuple(median(x) for x in s) for s in samples]
+
+
+def print_latency(kernels, meds):
+    for (label, _, _), (plain, metered, metered_csv) in zip(kernels, meds):
+        print(f"   [{label}]")
+        print(f"   plain pass                 {plain * 1e3:8.3f} ms")
+        print(f"   %%carbon --no-csv pass      {metered * 1e3:8.3f} ms   added {(metered - plain) * 1e3:7.3f} ms")
+        print(f"   %%carbon pass (+CSV row)    {metered_csv * 1e3:8.3f} ms   added {(metered_csv - plain) * 1e3:7.3f} ms")
+    if len(kernels) > 1:
+        (a, _, _), (b, _, _) = kernels[0], kernels[-1]
+        (pa, ma, ca), (pb, mb, cb) = meds[0], meds[-1]
+        print(f"   added by %%carbon, {b}/{a}: --no-csv {(mb - pb) / max(ma - pa, 1e-9):.2f}, "
+              f"+CSV {(cb - pb) / max(ca - pa, 1e-9):.2f}")
+
+
 def codecarbon(mode, warm_n, out_dir):
     p = subprocess.run([sys.executable, "-c", CC_CHILD, out_dir, mode, str(warm_n)],
                        capture_output=True, text=True, timeout=600)
@@ -167,16 +248,10 @@ def main():
             kernels.append((label or (os.path.basename(path) if path else args.kernel_name), km, kc))
         meds = latency([kc for _, _, kc in kernels], args.n)
         print("\n1. latency of a `pass` cell through jupyter_client (median of %d)" % args.n)
-        for (label, _, _), (plain, metered, metered_csv) in zip(kernels, meds):
-            print(f"   [{label}]")
-            print(f"   plain pass                 {plain * 1e3:8.3f} ms")
-            print(f"   %%carbon --no-csv pass      {metered * 1e3:8.3f} ms   added {(metered - plain) * 1e3:7.3f} ms")
-            print(f"   %%carbon pass (+CSV row)    {metered_csv * 1e3:8.3f} ms   added {(metered_csv - plain) * 1e3:7.3f} ms")
-        if len(kernels) > 1:
-            (a, _, _), (b, _, _) = kernels[0], kernels[-1]
-            (pa, ma, ca), (pb, mb, cb) = meds[0], meds[-1]
-            print(f"   added by %%carbon, {b}/{a}: --no-csv {(mb - pb) / max(ma - pa, 1e-9):.2f}, "
-                  f"+CSV {(cb - pb) / max(ca - pa, 1e-9):.2f}")
+        print_latency(kernels, meds)
+        raw = raw_latency([km for _, km, _ in kernels], args.n)
+        print("\n1b. the same cells timed at the socket: plain pyzmq, no decoding (median of %d)" % args.n)
+        print_latency(kernels, raw)
         print(f"   load average after part 1: {os.getloadavg()[0]:.2f}")
         if args.latency_only:
             return
