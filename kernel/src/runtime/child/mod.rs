@@ -109,11 +109,9 @@ mod tests {
         assert!(running(member), "so does the member");
         sup.wait_exited(|| true);
         let waited = t0.elapsed();
+        // not before the delay (a bound load cannot break: load only lengthens the wait); that
+        // the escalation then came is what the SIGKILL below shows
         assert!(waited >= ESCALATION_DELAY, "killed after {waited:?}");
-        assert!(
-            waited < ESCALATION_DELAY + Duration::from_secs(5),
-            "{waited:?}"
-        );
         let status = sup.reap().unwrap();
         assert!(
             sup.describe(status)
