@@ -404,7 +404,7 @@ fn metered(
                 inner: &mut *out,
                 meter: meter.clone(),
             };
-            rt.execute(body, &mut p)
+            rt.execute_with(body, ex.cell_options, &mut p)
         };
         let (id, timed_out) = live.finish();
         shown = id;

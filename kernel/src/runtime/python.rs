@@ -14,8 +14,8 @@
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::idle::{self, Idle};
 use super::{
-    Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
-    LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
+    Completeness, Completions, ExecError, ExecOptions, ExecOutcome, Inspection, InterruptHandle,
+    Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
 };
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
@@ -1123,6 +1123,17 @@ impl Runtime for PythonRuntime {
     }
 
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
+        self.execute_with(code, ExecOptions::default(), out)
+    }
+
+    /// The options go to IPython's `run_cell(code, store_history, silent)`, as ipykernel passes
+    /// them, so IPython's count, `In`/`Out`/`_` and `Cell In[n]` follow the kernel's count.
+    fn execute_with(
+        &mut self,
+        code: &str,
+        opts: ExecOptions,
+        out: &mut dyn Publish,
+    ) -> Result<ExecOutcome, RuntimeError> {
         self.start()?;
         if let Some(n) = self.notice.take() {
             out.stream(StreamName::Stderr, &n);
@@ -1148,9 +1159,11 @@ impl Runtime for PythonRuntime {
         // between cells when the worker's first display comes (this thread descheduled right
         // after the send), the display went to the previous cell.
         w.idle.pause();
-        if w.send(&json!({"op": "execute", "id": id, "code": code}))
-            .is_err()
-        {
+        let msg = json!({
+            "op": "execute", "id": id, "code": code,
+            "store_history": opts.store_history, "silent": opts.silent,
+        });
+        if w.send(&msg).is_err() {
             self.shared.busy.store(false, Ordering::SeqCst);
             let how = w.proc.exit_description();
             return Err(self.lose_worker(how));

@@ -534,6 +534,7 @@ async fn handle_shell(
                 .call(|done| Job::Execute {
                     code,
                     silent,
+                    store_history: store,
                     allow_stdin,
                     parent,
                     done,
