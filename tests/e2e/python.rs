@@ -136,6 +136,20 @@ fn cells_not_stored_keep_ipythons_count_with_the_kernels() {
     assert_eq!(r.result_text().as_deref(), Some("(4, 'def', 5, 2, 3)"));
 }
 
+/// `%%carbon --repeat N` is one cell for IPython too: its count and `In` stay with the kernel's.
+#[test]
+fn a_repeated_metered_cell_counts_once_in_ipython() {
+    let mut k = python_kernel();
+    let r = k.execute("%%carbon --repeat 3\nn = len(In)");
+    assert_eq!((r.status(), r.count()), ("ok", Some(1)), "{:?}", r.reply);
+    let r = k.execute("1 / 0");
+    assert_eq!(r.count(), Some(2));
+    let tb = error_text(r.errors()[0]);
+    assert!(tb.contains("Cell In[2], line 1"), "{tb}");
+    let r = k.execute("n, len(In)");
+    assert_eq!(r.result_text().as_deref(), Some("(2, 4)"));
+}
+
 #[test]
 fn prints_stream_live_one_message_per_line() {
     let mut k = python_kernel();
