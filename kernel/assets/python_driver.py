@@ -497,7 +497,8 @@ class PlainEngine:
         builtins.update_display = _fallback_update_display
         builtins.clear_output = _fallback_clear_output
 
-    def run(self, code):
+    def run(self, code, store_history=True, silent=False):
+        # (no history here; a silent cell shows no value and leaves `_`, as IPython's)
         self.count += 1
         filename = "<cell-%d>" % self.count
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
@@ -514,7 +515,7 @@ class PlainEngine:
             exec(compile(tree, filename, "exec"), self.ns)
             if last is not None:
                 value = eval(compile(last, filename, "eval"), self.ns)
-                if value is not None and not code.rstrip().endswith(";"):
+                if value is not None and not silent and not code.rstrip().endswith(";"):
                     self.ns["_"] = value
                     data, md = _format_plain(value)
                     result = {"data": data, "metadata": md}
@@ -780,6 +781,11 @@ class _EarlyPlan:
     (IPython's displayhook shows its value) or None."""
 
     def __init__(self, number, raw, cell, name, codes, last):
+        # The request's flags (Driver.run_cell sets them). store: the cell counts and enters the
+        # history (`store_history`); one that does not still has its number (the next count, as
+        # IPython names it) for tracebacks.
+        self.store = True
+        self.silent = False
         self.number = number
         self.raw = raw
         self.cell = cell
@@ -1066,11 +1072,15 @@ class IPythonEngine:
         # What run_cell did not do for the cells run before: the history (In, _ih, _iN), the
         # execution count, and the "Cell In[n]" names of their code in tracebacks.
         names = getattr(getattr(self.shell, "compile", None), "_filename_map", None)
+        stored = 0
         for plan in early:
             if names is not None:
                 names[plan.name] = plan.number
-            self.shell.history_manager.store_inputs(plan.number, plan.cell, plan.raw)
-        self.shell.execution_count += len(early)
+            # (run_cell's store_history=False: the cell is named, but neither stored nor counted)
+            if plan.store:
+                self.shell.history_manager.store_inputs(plan.number, plan.cell, plan.raw)
+                stored += 1
+        self.shell.execution_count += stored
         try:
             self.shell.colors = "Linux"  # the scheme ipykernel's tracebacks use
         except Exception:
@@ -1086,12 +1096,13 @@ class IPythonEngine:
         self.tm = TransformerManager()
         self.jedi = _JediBudget(self.shell)
 
-    def run(self, code):
+    def run(self, code, store_history=True, silent=False):
         self.result = None
         self.error = None
         _st.executing = True
         try:
-            res = self.shell.run_cell(code, store_history=True, silent=False)
+            # (as ipykernel passes the request's flags: silent shows no value, stores nothing)
+            res = self.shell.run_cell(code, store_history=store_history, silent=silent)
             ok = res.success
         except KeyboardInterrupt:
             ok = False
@@ -1116,9 +1127,10 @@ class IPythonEngine:
             return None, self.error
         return self.result, None
 
-    def show_exception(self, number):
+    def show_exception(self, number, store=True):
         """The error of an exception that the plain runner is handling (called in its `except`
-        block), shown as IPython's run_code shows it (IPython 8/9)."""
+        block), shown as IPython's run_code shows it (IPython 8/9); kept in the history's
+        exceptions when the cell is `store`d, as run_cell keeps it."""
         self.error = None
         etype, value, tb = sys.exc_info()
         # Without the plain runner's frame: IPython hides its own run_code frame (IPython 8 with
@@ -1133,7 +1145,7 @@ class IPythonEngine:
         shell.last_execution_succeeded = False
         hm = shell.history_manager
         fmt = getattr(shell, "_format_exception_for_storage", None)
-        if fmt is not None and isinstance(getattr(hm, "exceptions", None), dict):
+        if store and fmt is not None and isinstance(getattr(hm, "exceptions", None), dict):
             try:
                 hm.exceptions[number] = fmt(value)
             except Exception:
@@ -1274,15 +1286,21 @@ class Driver:
             _chan.send(frame)
         return version is not None
 
-    def run_cell(self, code):
+    def run_cell(self, code, store_history=True, silent=False):
         """(result, error) of a cell: early on the plain runner when IPython would give the same,
-        else on the engine (waiting for IPython's import first)."""
+        else on the engine (waiting for IPython's import first). `store_history` and `silent` as
+        IPython's run_cell takes them."""
+        store_history = store_history and not silent
         if self.loader is not None:
             if self.early and not self.loader.done.is_set():
                 if not code or code.isspace():
                     return None, None  # IPython neither counts nor stores an empty cell
-                plan = _plan_early(code, len(self.early_plans) + 1, self.engine.ns)
+                # IPython names a cell after the count it would take, stored or not
+                number = sum(p.store for p in self.early_plans) + 1
+                plan = _plan_early(code, number, self.engine.ns)
                 if plan is not None:
+                    plan.store = store_history
+                    plan.silent = silent
                     self.early_plans.append(plan)
                     # (the lambda and _deeper's last call are 2 of the frames)
                     return _deeper(_RUN_CELL_DEPTH - 2, lambda: self.engine.run_early(
@@ -1292,11 +1310,14 @@ class Driver:
                 self.upgrade(wait=True, ordered=True, interruptible=True)
             except KeyboardInterrupt:
                 return None, _INTERRUPTED
-        return self.engine.run(code)
+        return self.engine.run(code, store_history, silent)
 
     def _early_value(self, plan, value):
         """Shows the value of an early cell's last expression: through IPython's displayhook once
-        IPython is in (Out[n], _, _n as if IPython had run the cell), else as the plain runner."""
+        IPython is in (Out[n], _, _n as if IPython had run the cell), else as the plain runner.
+        A silent cell shows none (IPython runs it with interactivity "none")."""
+        if plan.silent:
+            return None, None
         try:
             ipython = self.upgrade(wait=True, ordered=True, interruptible=True)
         except KeyboardInterrupt:
@@ -1317,7 +1338,7 @@ class Driver:
         except KeyboardInterrupt:
             return _INTERRUPTED
         if ipython:
-            return self.engine.show_exception(plan.number)
+            return self.engine.show_exception(plan.number, plan.store)
         e = sys.exc_info()[1]
         return self.engine._error(e, e.__traceback__.tb_next if e.__traceback__ else None)
 
@@ -1361,7 +1382,8 @@ class Driver:
             _chan.send({"t": "reply", "id": rid, "error": "%s: %s" % (type(e).__name__, e)})
 
     def execute(self, msg):
-        result, error = self.run_cell(msg["code"])
+        result, error = self.run_cell(msg["code"], bool(msg.get("store_history", True)),
+                                      bool(msg.get("silent", False)))
         pager = None
         try:
             pager = self.engine.pager()

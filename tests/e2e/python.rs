@@ -104,6 +104,52 @@ fn state_persists_and_outputs_are_jupyter_messages() {
     );
 }
 
+/// `store_history: false` and `silent: true` reach IPython's run_cell, as ipykernel passes them:
+/// IPython's count, `In` and `_`, and the `Cell In[n]` of tracebacks follow the reply's
+/// `execution_count`, magic bodies included. (The first cell may run before IPython is in: the
+/// same either way.)
+#[test]
+fn cells_not_stored_keep_ipythons_count_with_the_kernels() {
+    let mut k = python_kernel();
+    assert_eq!(k.execute("a = 1").count(), Some(1));
+    // not stored: shown, and `_` as under ipykernel (IPython's displayhook)
+    let n = k.execute_content(json!({ "code": "5", "store_history": false }));
+    assert_eq!(
+        (n.count(), n.result_text().as_deref()),
+        (Some(1), Some("5"))
+    );
+    // a magic's body runs under the request's flags too
+    let s = k.execute_content(json!({ "code": "%%python\nb = 2\n7", "silent": true }));
+    assert_eq!((s.status(), s.count()), ("ok", Some(1)), "{:?}", s.reply);
+    let m = k.execute_content(json!({ "code": "%%carbon\nc = 3", "store_history": false }));
+    assert_eq!((m.status(), m.count()), ("ok", Some(1)), "{:?}", m.reply);
+
+    let r = k.execute("def f():\n    return 1 / 0\nf()");
+    assert_eq!(r.count(), Some(2));
+    let tb = error_text(r.errors()[0]);
+    assert!(
+        tb.contains("Cell In[2], line 3") && tb.contains("Cell In[2], line 2"),
+        "{tb}"
+    );
+    let r = k.execute("len(In), In[2].split()[0], _, b, c");
+    assert_eq!(r.count(), Some(3));
+    assert_eq!(r.result_text().as_deref(), Some("(4, 'def', 5, 2, 3)"));
+}
+
+/// `%%carbon --repeat N` is one cell for IPython too: its count and `In` stay with the kernel's.
+#[test]
+fn a_repeated_metered_cell_counts_once_in_ipython() {
+    let mut k = python_kernel();
+    let r = k.execute("%%carbon --repeat 3\nn = len(In)");
+    assert_eq!((r.status(), r.count()), ("ok", Some(1)), "{:?}", r.reply);
+    let r = k.execute("1 / 0");
+    assert_eq!(r.count(), Some(2));
+    let tb = error_text(r.errors()[0]);
+    assert!(tb.contains("Cell In[2], line 1"), "{tb}");
+    let r = k.execute("n, len(In)");
+    assert_eq!(r.result_text().as_deref(), Some("(2, 4)"));
+}
+
 #[test]
 fn prints_stream_live_one_message_per_line() {
     let mut k = python_kernel();

@@ -404,7 +404,11 @@ fn metered(
                 inner: &mut *out,
                 meter: meter.clone(),
             };
-            rt.execute(body, &mut p)
+            // One cell for the language's history however often it runs: the repeats are not
+            // stored, so IPython's count and `In` stay with the kernel's execution count.
+            let mut cell = ex.cell_options;
+            cell.store_history &= i == 0;
+            rt.execute_with(body, cell, &mut p)
         };
         let (id, timed_out) = live.finish();
         shown = id;

@@ -3,7 +3,7 @@
 //! owns every protocol invariant around it.
 
 use crate::runtime::{
-    ExecError, ExecOutcome, InterruptHandle, Language, Publish, Runtime, RuntimeError,
+    ExecError, ExecOptions, ExecOutcome, InterruptHandle, Language, Publish, Runtime, RuntimeError,
     RuntimeFactory,
 };
 use carbon_magics::carbon::session::{CarbonSession, EmissionsSink};
@@ -285,6 +285,9 @@ pub struct Executor {
     llm: LlmSession,
     /// Whether the settings' problems (unreadable `.env` lines) were shown in this session.
     settings_warned: bool,
+    /// The running cell's request options, for each runtime execution of it (its plain body or
+    /// a magic's body: a silent cell's `%%carbon` body stays out of IPython's history too).
+    cell_options: ExecOptions,
 }
 
 /// The error outcome of a usage error (bad magic, bad option): `ename` `UsageError`, the
@@ -356,6 +359,7 @@ impl Executor {
             carbon,
             llm,
             settings_warned: false,
+            cell_options: ExecOptions::default(),
         }
     }
 
@@ -412,8 +416,21 @@ impl Executor {
     /// installed with the settings and again where they change (`%carbon config`), so it is
     /// read here, not rebuilt per cell.
     pub fn execute(&mut self, code: &str, out: &mut dyn Publish) -> ExecOutcome {
+        self.execute_with(code, ExecOptions::default(), out)
+    }
+
+    /// [`Executor::execute`] under the request's options (`store_history`, `silent`), which every
+    /// runtime execution of the cell passes on ([`Runtime::execute_with`]).
+    pub fn execute_with(
+        &mut self,
+        code: &str,
+        opts: ExecOptions,
+        out: &mut dyn Publish,
+    ) -> ExecOutcome {
+        self.cell_options = opts;
         let mut r = redacting::Redacting::new(out);
         let o = self.execute_cell(code, &mut r);
+        self.cell_options = ExecOptions::default();
         // what the streams hold back goes out now, before the reply and the idle status
         r.finish();
         drop(r);
@@ -462,7 +479,7 @@ impl Executor {
             return runtime_failure(&e);
         }
         self.interrupts.arm(Some(rt.interrupt_handle()));
-        let res = rt.execute(code, out);
+        let res = rt.execute_with(code, self.cell_options, out);
         self.interrupts.disarm();
         match res {
             Ok(o) => o,

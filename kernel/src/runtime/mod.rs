@@ -103,6 +103,30 @@ pub struct ExecOutcome {
     pub pager: Option<MimeBundle>,
 }
 
+/// How the front-end asked for a cell to be kept: `execute_request`'s `store_history` and
+/// `silent`, for a runtime that keeps a history of its own (IPython: its execution count, `In`,
+/// `Out`, `_`, `_N`, and the `Cell In[n]` of tracebacks, which must follow the kernel's
+/// `execution_count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecOptions {
+    /// The cell counts and enters the history (the request's `store_history`; false when silent,
+    /// as the kernel's own count).
+    pub store_history: bool,
+    /// Nothing of the cell is shown (the request's `silent`): IPython neither displays its last
+    /// value nor runs its `pre_run_cell`/`post_run_cell` hooks.
+    pub silent: bool,
+}
+
+impl Default for ExecOptions {
+    /// A notebook cell: stored, not silent (`execute_request`'s defaults).
+    fn default() -> Self {
+        ExecOptions {
+            store_history: true,
+            silent: false,
+        }
+    }
+}
+
 /// An error of user code (exception, compile error, panic), as Jupyter's `error` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecError {
@@ -225,6 +249,18 @@ pub trait Runtime: Send {
     }
     /// Runs one cell, streaming outputs through `out`. Returns when the cell is done.
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError>;
+    /// [`Runtime::execute`] under the request's [`ExecOptions`]. The Python runtime hands them to
+    /// IPython's `run_cell`, as ipykernel does. Default: they are ignored, and the cell runs as
+    /// [`Runtime::execute`] runs it (the Java and Rust runtimes: JShell numbers its snippets and
+    /// evcxr keeps no history, and neither number shows next to the kernel's execution count).
+    fn execute_with(
+        &mut self,
+        code: &str,
+        _opts: ExecOptions,
+        out: &mut dyn Publish,
+    ) -> Result<ExecOutcome, RuntimeError> {
+        self.execute(code, out)
+    }
     /// Whether [`Runtime::is_complete`] needs the child process. Runtimes that judge completeness
     /// without it (Rust's delimiter check) say `false`, so a console's Enter never starts a slow
     /// runtime (evcxr takes seconds to start).

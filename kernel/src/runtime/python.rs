@@ -14,8 +14,8 @@
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::idle::{self, Idle};
 use super::{
-    Completeness, Completions, ExecError, ExecOutcome, Inspection, InterruptHandle, Language,
-    LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
+    Completeness, Completions, ExecError, ExecOptions, ExecOutcome, Inspection, InterruptHandle,
+    Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
 };
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
@@ -1123,6 +1123,17 @@ impl Runtime for PythonRuntime {
     }
 
     fn execute(&mut self, code: &str, out: &mut dyn Publish) -> Result<ExecOutcome, RuntimeError> {
+        self.execute_with(code, ExecOptions::default(), out)
+    }
+
+    /// The options go to IPython's `run_cell(code, store_history, silent)`, as ipykernel passes
+    /// them, so IPython's count, `In`/`Out`/`_` and `Cell In[n]` follow the kernel's count.
+    fn execute_with(
+        &mut self,
+        code: &str,
+        opts: ExecOptions,
+        out: &mut dyn Publish,
+    ) -> Result<ExecOutcome, RuntimeError> {
         self.start()?;
         if let Some(n) = self.notice.take() {
             out.stream(StreamName::Stderr, &n);
@@ -1148,9 +1159,11 @@ impl Runtime for PythonRuntime {
         // between cells when the worker's first display comes (this thread descheduled right
         // after the send), the display went to the previous cell.
         w.idle.pause();
-        if w.send(&json!({"op": "execute", "id": id, "code": code}))
-            .is_err()
-        {
+        let msg = json!({
+            "op": "execute", "id": id, "code": code,
+            "store_history": opts.store_history, "silent": opts.silent,
+        });
+        if w.send(&msg).is_err() {
             self.shared.busy.store(false, Ordering::SeqCst);
             let how = w.proc.exit_description();
             return Err(self.lose_worker(how));
@@ -1319,6 +1332,26 @@ mod tests {
         (o, c)
     }
 
+    fn run_with(rt: &mut PythonRuntime, code: &str, opts: ExecOptions) -> (ExecOutcome, Collector) {
+        let c = Collector::default();
+        let mut out = c.clone();
+        let o = rt
+            .execute_with(code, opts, &mut out)
+            .expect("runtime failure");
+        (o, c)
+    }
+
+    /// `execute_request` with `store_history: false`.
+    const NOT_STORED: ExecOptions = ExecOptions {
+        store_history: false,
+        silent: false,
+    };
+    /// `execute_request` with `silent: true` (the kernel stores no silent cell).
+    const SILENT: ExecOptions = ExecOptions {
+        store_history: false,
+        silent: true,
+    };
+
     fn plain(b: &Option<MimeBundle>) -> String {
         b.as_ref()
             .and_then(|b| b.text("text/plain"))
@@ -1483,6 +1516,32 @@ mod tests {
             plain(&o.pager).contains("Return the number of items"),
             "{o:?}"
         );
+    }
+
+    #[test]
+    fn cells_not_stored_stay_out_of_ipythons_count_and_history() {
+        let mut rt = runtime_with(None);
+        if let Err(e) = rt.language_magics() {
+            eprintln!("skipped: no IPython ({e})");
+            return;
+        }
+        run(&mut rt, "a = 1");
+        // not stored: its value shows, and is `_` (IPython's displayhook, as under ipykernel)
+        let (o, _) = run_with(&mut rt, "5", NOT_STORED);
+        assert_eq!(plain(&o.result), "5");
+        // silent: no value shown, `_` left alone; the code still runs
+        let (o, _) = run_with(&mut rt, "b = 2\n7", SILENT);
+        assert!(o.result.is_none() && o.error.is_none(), "{o:?}");
+        // the second stored cell is IPython's In[2], as it is the kernel's execution_count 2
+        let (o, _) = run(&mut rt, "def f():\n    return 1 / 0\nf()");
+        let e = o.error.expect("error");
+        let tb = strip_ansi(&e.traceback.join("\n"));
+        assert!(
+            tb.contains("Cell In[2], line 3") && tb.contains("Cell In[2], line 2"),
+            "{tb}"
+        );
+        let (o, _) = run(&mut rt, "len(In), In[2].split()[0], _, b");
+        assert_eq!(plain(&o.result), "(4, 'def', 5, 2)");
     }
 
     #[test]
@@ -1870,6 +1929,36 @@ mod tests {
                 assert_eq!(o, early);
             }
         }
+    }
+
+    #[test]
+    fn early_cells_not_stored_stay_out_of_ipythons_count_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let imported = dir.path().join("gate.imported");
+        let mut rt = runtime_with(Some(&py));
+        let (o, _) = run(&mut rt, EARLY_CELLS[1]);
+        assert!(o.error.is_none(), "{o:?}");
+        let (o, _) = run_with(&mut rt, "y = 2\nprint(None)", NOT_STORED);
+        assert!(o.error.is_none(), "{o:?}");
+        // a silent cell's value is not shown: it needs no IPython either
+        let (o, _) = run_with(&mut rt, "w = 3\nw", SILENT);
+        assert!(o.error.is_none() && o.result.is_none(), "{o:?}");
+        assert!(!imported.exists() && rt.ipython_version().is_none());
+
+        // the second stored cell: In[2] for IPython once it takes over
+        let early = run_then_open(&mut rt, EARLY_CELLS[2], "raising", &gate);
+        assert!(rt.ipython_version().is_some());
+        let e = early.error.expect("error");
+        let tb = strip_ansi(&e.traceback.join("\n"));
+        assert!(
+            tb.contains("Cell In[2], line 2") && tb.contains("Cell In[1], line 2"),
+            "{tb}"
+        );
+        let (o, _) = run(&mut rt, "len(In), In[2].split()[0], y + w");
+        assert_eq!(plain(&o.result), "(4, \"print('raising',\", 5)");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use super::stdin::InputAsk;
 use crate::exec::{ExecConfig, Executor, Interrupts};
 use crate::protocol;
 use crate::runtime::{
-    Completeness, Completions, ExecError, ExecOutcome, Inspection, Language, LanguageInfo, Publish,
-    RuntimeFactory, StreamName,
+    Completeness, Completions, ExecError, ExecOptions, ExecOutcome, Inspection, Language,
+    LanguageInfo, Publish, RuntimeFactory, StreamName,
 };
 use carbon_magics::MimeBundle;
 use jupyter_protocol::JupyterMessage;
@@ -27,6 +27,8 @@ pub enum Job {
         code: String,
         /// Outputs are not published (`silent`).
         silent: bool,
+        /// The cell counts and enters the history (`store_history`, false when silent).
+        store_history: bool,
         /// The front-end answers `input_request`s.
         allow_stdin: bool,
         /// The execute request (parent of every output).
@@ -173,6 +175,7 @@ fn run(
             Job::Execute {
                 code,
                 silent,
+                store_history,
                 allow_stdin,
                 parent,
                 done,
@@ -185,7 +188,11 @@ fn run(
                     silent,
                     allow_stdin,
                 };
-                let outcome = ex.execute(&code, &mut out);
+                let opts = ExecOptions {
+                    store_history,
+                    silent,
+                };
+                let outcome = ex.execute_with(&code, opts, &mut out);
                 let _ = done.send(outcome);
                 false
             }

@@ -5,7 +5,8 @@
 //! * `status: busy` first and `status: idle` last, with the request as parent, around every
 //!   request on shell and control; `execute_input`, then outputs, then the reply, then idle;
 //! * execution count (incremented for `store_history`; `silent` publishes nothing and counts
-//!   nothing); `stop_on_error` aborts execute requests queued behind a failed cell;
+//!   nothing; both flags go on to the runtime, so that IPython's own count and history follow);
+//!   `stop_on_error` aborts execute requests queued behind a failed cell;
 //! * HMAC-SHA256 verified on every incoming message (by `jupyter-zmq-client`); a message with a
 //!   missing or wrong signature, or malformed, is dropped with a log line and the kernel keeps
 //!   serving. The key is never logged.
@@ -534,6 +535,7 @@ async fn handle_shell(
                 .call(|done| Job::Execute {
                     code,
                     silent,
+                    store_history: store,
                     allow_stdin,
                     parent,
                     done,
