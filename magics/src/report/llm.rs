@@ -1343,113 +1343,6 @@ mod tests {
         ]
     }
 
-    /// The comparison chart as it was drawn before [`comparison_figure`]: a plotters SVG, its PNG
-    /// rasterized by usvg + resvg (`png::chart_bundle`). Kept as the baseline of
-    /// [`llm_chart_cost`].
-    fn plotters_chart_bundle(results: &[RequestResult]) -> Option<MimeBundle> {
-        let ok: Vec<&RequestResult> = results
-            .iter()
-            .filter(|r| r.seed.is_some() || r.eco.is_some())
-            .collect();
-        if ok.is_empty() {
-            return None;
-        }
-        let all: Vec<Vec<Bar>> = ok.iter().map(|r| bars(r)).collect();
-        let (lo, hi) = log_bounds(all.iter().flatten().flat_map(|b| [b.min, b.max, b.value]));
-        let n = ok.len();
-        let names: Vec<String> = ok.iter().map(|r| short(&r.spec.to_string(), 28)).collect();
-        let width = (200 + 170 * n as u32).max(420);
-        let mut labels = vec![
-            "seed operational",
-            "seed embodied",
-            "EcoLogits operational",
-            "EcoLogits embodied",
-        ];
-        // the measured bar only when a request was metered on this machine
-        if all.iter().flatten().any(|b| b.label == MEASURED_BAR) {
-            labels.push(MEASURED_BAR);
-        }
-        // bars side by side over 0.8 of each category
-        let step = 0.8 / labels.len() as f64;
-        let keys: Vec<(String, Key)> = labels
-            .iter()
-            .enumerate()
-            .map(|(k, l)| (l.to_string(), Key::Bar(PALETTE[k])))
-            .collect();
-        let band = 26 + legend_height(&keys, width);
-        let res = svg(width, 360 + band, |root| {
-            let (head, body) = root.split_vertically(band);
-            head.draw(&Text::new(
-                "CO₂eq per request: operational vs embodied",
-                (10, 6),
-                ("sans-serif", 14).into_font(),
-            ))
-            .map_err(chart_err)?;
-            legend(&head.margin(24, 0, 0, 0), &keys)?;
-            let mut ch = ChartBuilder::on(&body)
-                .margin(10)
-                .x_label_area_size(30)
-                .y_label_area_size(70)
-                .build_cartesian_2d(0f64..n as f64, (lo..hi).log_scale())
-                .map_err(chart_err)?;
-            ch.configure_mesh()
-                .disable_x_mesh()
-                .x_labels(n * 2 + 1)
-                .x_label_formatter(&|x| category_label(&names, *x))
-                .y_desc("CO₂eq per request (log scale)")
-                .y_label_formatter(&|y| mass_tick(*y))
-                .draw()
-                .map_err(chart_err)?;
-            for (k, label) in labels.iter().enumerate() {
-                let colour = PALETTE[k];
-                let rects: Vec<Rectangle<(f64, f64)>> = all
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, bs)| {
-                        let b = bs.iter().find(|b| b.label == *label)?;
-                        let x0 = i as f64 + 0.1 + step * k as f64;
-                        Some(Rectangle::new(
-                            [(x0, lo), (x0 + 0.9 * step, b.value.max(lo))],
-                            colour.filled(),
-                        ))
-                    })
-                    .collect();
-                ch.draw_series(rects).map_err(chart_err)?;
-                let errs: Vec<_> = all
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, bs)| {
-                        let b = bs.iter().find(|b| b.label == *label && b.min < b.max)?;
-                        let x = i as f64 + 0.1 + step * (k as f64 + 0.45);
-                        Some(ErrorBar::new_vertical(
-                            x,
-                            b.min.max(lo),
-                            b.value.max(lo),
-                            b.max.max(lo),
-                            BLACK.stroke_width(1),
-                            8,
-                        ))
-                    })
-                    .collect();
-                ch.draw_series(errs).map_err(chart_err)?;
-            }
-            Ok(())
-        });
-        let svg_text = res.ok()?;
-        let mut plain = String::from("chart: gCO₂eq per request (operational / embodied)\n");
-        for (r, bs) in ok.iter().zip(&all) {
-            plain.push_str(&format!(
-                "  {}: {}\n",
-                r.spec,
-                bs.iter()
-                    .map(|b| format!("{} {}", b.label, sig3(b.value)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        Some(png::chart_bundle(svg_text, plain))
-    }
-
     #[test]
     #[ignore = "a measurement, not a check: cargo test --config \
                 'profile.dev.package.carbon-magics.opt-level=2' -p carbon-magics --lib \
@@ -1483,16 +1376,9 @@ mod tests {
         let one = vec![result("gpt-4o-mini", ProviderKind::OpenAi)];
         let n = 41;
         for (name, rs) in [("1 model", one), ("3 models", three())] {
-            let (t, b) = med(n, || plotters_chart_bundle(&rs).unwrap());
-            println!(
-                "{name}: before (plotters SVG + usvg/resvg PNG at 2x + base64): {t}, \
-                 PNG {} bytes, SVG {} bytes",
-                png_bytes(&b),
-                b.text("image/svg+xml").unwrap().len()
-            );
             let (t, b) = med(n, || chart_bundle(&rs).unwrap());
             println!(
-                "{name}: after (figure, SVG + PNG at {CHART_SCALE}x + base64): {t}, PNG {} bytes, SVG {} bytes",
+                "{name}: figure, SVG + PNG at {CHART_SCALE}x + base64: {t}, PNG {} bytes, SVG {} bytes",
                 png_bytes(&b),
                 b.text("image/svg+xml").unwrap().len()
             );

@@ -85,12 +85,9 @@ mod tests {
             .unwrap_or(false)
     }
 
-    #[test]
-    fn a_group_whose_leader_ignores_sigterm_is_killed_after_the_escalation_delay() {
-        let mut cmd = Command::new("sh");
-        // SIG_IGN survives fork and exec: the background sleep ignores SIGTERM too
-        cmd.args(["-c", "trap '' TERM; sleep 60 & echo $!; wait"])
-            .stdout(Stdio::piped());
+    /// Starts `cmd` (a shell whose first stdout line is a background member's pid) as a process
+    /// group: the supervisor, the leader's pid and the member's.
+    fn group_with_member(cmd: Command) -> (Supervised, u32, u32) {
         let mut sup = Supervised::spawn_group(cmd).unwrap();
         let leader = sup.pid();
         let mut first = String::new();
@@ -99,7 +96,16 @@ mod tests {
         while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
             first.push(byte[0] as char);
         }
-        let member: u32 = first.trim().parse().unwrap();
+        (sup, leader, first.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn a_group_whose_leader_ignores_sigterm_is_killed_after_the_escalation_delay() {
+        let mut cmd = Command::new("sh");
+        // SIG_IGN survives fork and exec: the background sleep ignores SIGTERM too
+        cmd.args(["-c", "trap '' TERM; sleep 60 & echo $!; wait"])
+            .stdout(Stdio::piped());
+        let (mut sup, leader, member) = group_with_member(cmd);
         assert!(running(leader) && running(member));
 
         let t0 = Instant::now();
@@ -144,15 +150,7 @@ mod tests {
             "(trap '' TERM; exec sleep 60) & echo $!; exec sleep 60",
         ])
         .stdout(Stdio::piped());
-        let mut sup = Supervised::spawn_group(cmd).unwrap();
-        let leader = sup.pid();
-        let mut first = String::new();
-        let mut out = sup.child_mut().stdout.take().unwrap();
-        let mut byte = [0u8];
-        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            first.push(byte[0] as char);
-        }
-        let member: u32 = first.trim().parse().unwrap();
+        let (mut sup, leader, member) = group_with_member(cmd);
         // both exec'd sleep: the member's trap is set, the leader is past the shell
         let end = Instant::now() + Duration::from_secs(10);
         while [leader, member]
