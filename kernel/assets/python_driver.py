@@ -794,6 +794,20 @@ class _EarlyPlan:
         self.last = last
 
 
+class _UnrunCell:
+    """A cell the kernel counted that did not run in this worker (a kernel magic, another
+    language, an empty cell), before IPython is in: stored with its number when IPython takes
+    over, so IPython's count stays the kernel's execution_count."""
+
+    def __init__(self, number, code):
+        self.store = True
+        self.silent = False
+        self.number = number
+        self.raw = code
+        self.cell = code
+        self.name = None
+
+
 def _plan_early(code, number, ns):
     """An `_EarlyPlan` if IPython would run `code` as plain Python with no output of its own (no
     displayhook result), else None (the cell waits for IPython). Mirrors IPython 8/9's
@@ -1074,7 +1088,7 @@ class IPythonEngine:
         names = getattr(getattr(self.shell, "compile", None), "_filename_map", None)
         stored = 0
         for plan in early:
-            if names is not None:
+            if names is not None and plan.name is not None:
                 names[plan.name] = plan.number
             # (run_cell's store_history=False: the cell is named, but neither stored nor counted)
             if plan.store:
@@ -1312,6 +1326,27 @@ class Driver:
                 return None, _INTERRUPTED
         return self.engine.run(code, store_history, silent)
 
+    def count_unrun(self, codes):
+        """Cells the kernel counted that did not run here (kernel magics such as `%carbon
+        status`, cells of another language, empty cells): IPython counts and stores them as
+        well, so its count, `In` and the `Cell In[n]` of tracebacks stay the kernel's
+        execution_count (under ipykernel IPython runs every cell, magics included)."""
+        for code in codes:
+            if self.loader is not None and self.early and not self.loader.done.is_set():
+                number = sum(p.store for p in self.early_plans) + 1
+                self.early_plans.append(_UnrunCell(number, code))
+                continue
+            if self.loader is not None:
+                try:
+                    self.upgrade(wait=True, ordered=True, interruptible=True)
+                except KeyboardInterrupt:
+                    return
+            shell = getattr(self.engine, "shell", None)
+            if shell is None:
+                return  # no IPython: the plain runner keeps no count
+            shell.history_manager.store_inputs(shell.execution_count, code, code)
+            shell.execution_count += 1
+
     def _early_value(self, plan, value):
         """Shows the value of an early cell's last expression: through IPython's displayhook once
         IPython is in (Out[n], _, _n as if IPython had run the cell), else as the plain runner.
@@ -1382,6 +1417,7 @@ class Driver:
             _chan.send({"t": "reply", "id": rid, "error": "%s: %s" % (type(e).__name__, e)})
 
     def execute(self, msg):
+        self.count_unrun(msg.get("unrun") or [])
         result, error = self.run_cell(msg["code"], bool(msg.get("store_history", True)),
                                       bool(msg.get("silent", False)))
         pager = None

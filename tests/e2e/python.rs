@@ -150,6 +150,30 @@ fn a_repeated_metered_cell_counts_once_in_ipython() {
     assert_eq!(r.result_text().as_deref(), Some("(2, 4)"));
 }
 
+/// Cells the kernel counts but IPython never runs (a kernel magic, an empty cell, another
+/// language) count in IPython too: a later traceback's `Cell In[n]` is the cell's execution_count
+/// (under ipykernel IPython runs every cell, so the two are one count).
+#[test]
+fn cells_of_kernel_magics_keep_ipythons_count_with_the_kernels() {
+    let mut k = python_kernel();
+    let s = k.execute("%carbon status");
+    assert_eq!((s.status(), s.count()), ("ok", Some(1)), "{:?}", s.reply);
+    assert_eq!(k.execute("  ").count(), Some(2));
+    let r = k.execute("def f():\n    return 1 / 0\nf()");
+    assert_eq!(r.count(), Some(3));
+    let tb = error_text(r.errors()[0]);
+    assert!(
+        tb.contains("Cell In[3], line 3") && tb.contains("Cell In[3], line 2"),
+        "{tb}"
+    );
+    let r = k.execute("len(In), In[1], In[3].split()[0]");
+    assert_eq!(r.count(), Some(4));
+    assert_eq!(
+        r.result_text().as_deref(),
+        Some("(5, '%carbon status', 'def')")
+    );
+}
+
 #[test]
 fn prints_stream_live_one_message_per_line() {
     let mut k = python_kernel();

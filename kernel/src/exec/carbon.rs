@@ -410,6 +410,9 @@ fn metered(
             cell.store_history &= i == 0;
             rt.execute_with(body, cell, &mut p)
         };
+        if ex.cell_options.store_history && i == 0 {
+            ex.stored_in.push(lang);
+        }
         let (id, timed_out) = live.finish();
         shown = id;
         let meas = meter.stop();

@@ -288,6 +288,9 @@ pub struct Executor {
     /// The running cell's request options, for each runtime execution of it (its plain body or
     /// a magic's body: a silent cell's `%%carbon` body stays out of IPython's history too).
     cell_options: ExecOptions,
+    /// The languages whose runtime ran the running cell as a stored cell; the others count it
+    /// after it ([`Runtime::count_unrun_cell`]).
+    stored_in: Vec<Language>,
 }
 
 /// The error outcome of a usage error (bad magic, bad option): `ename` `UsageError`, the
@@ -360,6 +363,7 @@ impl Executor {
             llm,
             settings_warned: false,
             cell_options: ExecOptions::default(),
+            stored_in: Vec::new(),
         }
     }
 
@@ -428,9 +432,19 @@ impl Executor {
         out: &mut dyn Publish,
     ) -> ExecOutcome {
         self.cell_options = opts;
+        self.stored_in.clear();
         let mut r = redacting::Redacting::new(out);
         let o = self.execute_cell(code, &mut r);
         self.cell_options = ExecOptions::default();
+        // The kernel counted this cell: the runtimes it did not run in count it too (IPython's
+        // `Cell In[n]` after a `%carbon status` cell stays the kernel's execution_count).
+        if opts.store_history {
+            for (lang, rt) in self.runtimes.live.iter_mut() {
+                if !self.stored_in.contains(lang) {
+                    rt.count_unrun_cell(code);
+                }
+            }
+        }
         // what the streams hold back goes out now, before the reply and the idle status
         r.finish();
         drop(r);
@@ -480,6 +494,9 @@ impl Executor {
         }
         self.interrupts.arm(Some(rt.interrupt_handle()));
         let res = rt.execute_with(code, self.cell_options, out);
+        if self.cell_options.store_history {
+            self.stored_in.push(lang);
+        }
         self.interrupts.disarm();
         match res {
             Ok(o) => o,

@@ -377,6 +377,9 @@ pub struct PythonRuntime {
     /// Output of background threads between cells.
     leftover: VecDeque<(StreamName, String)>,
     leftover_len: usize,
+    /// Cells the kernel counted that did not run here since the last cell that did
+    /// ([`Runtime::count_unrun_cell`]): sent with the next cell, for IPython to count first.
+    unrun: Vec<String>,
 }
 
 impl PythonRuntime {
@@ -393,6 +396,7 @@ impl PythonRuntime {
             notice: None,
             leftover: VecDeque::new(),
             leftover_len: 0,
+            unrun: Vec::new(),
         }
     }
 
@@ -1162,6 +1166,7 @@ impl Runtime for PythonRuntime {
         let msg = json!({
             "op": "execute", "id": id, "code": code,
             "store_history": opts.store_history, "silent": opts.silent,
+            "unrun": std::mem::take(&mut self.unrun),
         });
         if w.send(&msg).is_err() {
             self.shared.busy.store(false, Ordering::SeqCst);
@@ -1243,6 +1248,10 @@ impl Runtime for PythonRuntime {
             },
             _ => Inspection::default(),
         }
+    }
+
+    fn count_unrun_cell(&mut self, code: &str) {
+        self.unrun.push(code.to_string());
     }
 
     fn language_magics(&mut self) -> Result<String, String> {
@@ -1542,6 +1551,27 @@ mod tests {
         );
         let (o, _) = run(&mut rt, "len(In), In[2].split()[0], _, b");
         assert_eq!(plain(&o.result), "(4, 'def', 5, 2)");
+    }
+
+    #[test]
+    fn cells_that_ran_elsewhere_count_in_ipython() {
+        let mut rt = runtime_with(None);
+        if let Err(e) = rt.language_magics() {
+            eprintln!("skipped: no IPython ({e})");
+            return;
+        }
+        run(&mut rt, "a = 1");
+        // the kernel's cells 2 and 3 ran in the kernel (a magic) and in another runtime
+        rt.count_unrun_cell("%carbon status");
+        rt.count_unrun_cell("%%java\nint x = 1;");
+        let (o, _) = run(&mut rt, "def f():\n    return 1 / 0\nf()");
+        let tb = strip_ansi(&o.error.expect("error").traceback.join("\n"));
+        assert!(
+            tb.contains("Cell In[4], line 3") && tb.contains("Cell In[4], line 2"),
+            "{tb}"
+        );
+        let (o, _) = run(&mut rt, "len(In), In[2], In[3].splitlines()[0]");
+        assert_eq!(plain(&o.result), "(6, '%carbon status', '%%java')");
     }
 
     #[test]
@@ -1959,6 +1989,31 @@ mod tests {
         );
         let (o, _) = run(&mut rt, "len(In), In[2].split()[0], y + w");
         assert_eq!(plain(&o.result), "(4, \"print('raising',\", 5)");
+    }
+
+    #[test]
+    fn cells_that_ran_elsewhere_before_ipython_count_when_it_takes_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((py, gate)) = gated_python(dir.path()) else {
+            return;
+        };
+        let imported = dir.path().join("gate.imported");
+        let mut rt = runtime_with(Some(&py));
+        rt.count_unrun_cell("%carbon on");
+        let (o, _) = run(&mut rt, EARLY_CELLS[1]);
+        assert!(o.error.is_none(), "{o:?}");
+        rt.count_unrun_cell("%carbon status");
+        assert!(!imported.exists() && rt.ipython_version().is_none());
+        // the kernel's fourth cell, run before IPython: named In[4], its f from In[2]
+        let early = run_then_open(&mut rt, EARLY_CELLS[2], "raising", &gate);
+        assert!(rt.ipython_version().is_some());
+        let tb = strip_ansi(&early.error.expect("error").traceback.join("\n"));
+        assert!(
+            tb.contains("Cell In[4], line 2") && tb.contains("Cell In[2], line 2"),
+            "{tb}"
+        );
+        let (o, _) = run(&mut rt, "len(In), In[1], In[3]");
+        assert_eq!(plain(&o.result), "(6, '%carbon on', '%carbon status')");
     }
 
     #[test]
