@@ -778,7 +778,8 @@ def _deeper(n, fn):
 class _EarlyPlan:
     """A cell ready to run before IPython is in: its IPython number and name, the cell as IPython
     transforms it, one compiled code per top-level statement, and the last one's expression
-    (IPython's displayhook shows its value) or None."""
+    (IPython's displayhook shows its value) or None. A cell the kernel counted that did not run
+    here (`Driver.count_unrun`) is one without a name or code."""
 
     def __init__(self, number, raw, cell, name, codes, last):
         # The request's flags (Driver.run_cell sets them). store: the cell counts and enters the
@@ -792,20 +793,6 @@ class _EarlyPlan:
         self.name = name
         self.codes = codes
         self.last = last
-
-
-class _UnrunCell:
-    """A cell the kernel counted that did not run in this worker (a kernel magic, another
-    language, an empty cell), before IPython is in: stored with its number when IPython takes
-    over, so IPython's count stays the kernel's execution_count."""
-
-    def __init__(self, number, code):
-        self.store = True
-        self.silent = False
-        self.number = number
-        self.raw = code
-        self.cell = code
-        self.name = None
 
 
 def _plan_early(code, number, ns):
@@ -1333,8 +1320,9 @@ class Driver:
         execution_count (under ipykernel IPython runs every cell, magics included)."""
         for code in codes:
             if self.loader is not None and self.early and not self.loader.done.is_set():
+                # numbered with the early cells, stored when IPython takes over; no code, no name
                 number = sum(p.store for p in self.early_plans) + 1
-                self.early_plans.append(_UnrunCell(number, code))
+                self.early_plans.append(_EarlyPlan(number, code, code, None, (), None))
                 continue
             if self.loader is not None:
                 try:
