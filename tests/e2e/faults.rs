@@ -114,19 +114,11 @@ fn item7_replays_unknown_comms_and_heartbeat_dropouts() {
 
 /// The rows of `emissions.csv` as (status, repeat index) and the whole header/row maps.
 fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let Ok(mut r) = csv::Reader::from_path(path) else {
+    // no file yet: no rows
+    if !path.exists() {
         return Vec::new();
-    };
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    r.records()
-        .map(|x| {
-            header
-                .iter()
-                .cloned()
-                .zip(x.unwrap().iter().map(str::to_string))
-                .collect()
-        })
-        .collect()
+    }
+    crate::harness::csv_rows(path)
 }
 
 /// Item 6: an interrupt during `%%carbon --repeat N` stops the series, the interrupted run is

@@ -6,7 +6,7 @@
 //! another process gets its SM-utilisation share; a local LLM server's request gets the server's
 //! GPU energy; and a library that cannot list processes gives the whole delta with the reason.
 
-use crate::harness::{Exec, Kernel, Opts};
+use crate::harness::{Exec, Kernel, Opts, csv_last_row};
 use carbon_magics::testing::fake_nvml::{FakeNvml, State, Use, now_us};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -82,15 +82,6 @@ fn cell_code(state: &Path, delta_mj: u64, extra_procs: &[u32], samples: &[(&str,
     ));
     lines.push("print('gpu work done by', me)".to_string());
     lines.join("\n")
-}
-
-fn csv_last_row(dir: &Path) -> std::collections::HashMap<String, String> {
-    let mut rd = csv::Reader::from_path(dir.join("emissions.csv")).expect("emissions.csv");
-    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
-    let last = rd.records().last().expect("a row").unwrap();
-    head.into_iter()
-        .zip(last.iter().map(String::from))
-        .collect()
 }
 
 fn report(e: &Exec) -> String {

@@ -864,3 +864,34 @@ impl Drop for Kernel {
         let _ = self.child.wait();
     }
 }
+
+/// A CSV file (`emissions.csv`) as its header and one map per row, column name → text.
+pub(crate) fn csv_table(
+    path: &Path,
+) -> (Vec<String>, Vec<std::collections::HashMap<String, String>>) {
+    let mut rd = csv::Reader::from_path(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let rows = rd
+        .records()
+        .map(|r| {
+            head.iter()
+                .cloned()
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    (head, rows)
+}
+
+/// The rows of a CSV file ([`csv_table`] without its header).
+pub(crate) fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    csv_table(path).1
+}
+
+/// The last row of `dir/emissions.csv`.
+pub(crate) fn csv_last_row(dir: &Path) -> std::collections::HashMap<String, String> {
+    csv_rows(&dir.join("emissions.csv"))
+        .pop()
+        .expect("a row in emissions.csv")
+}

@@ -2,10 +2,9 @@
 //! `emissions.csv`, servers that redirect keys elsewhere or echo them back, other people's `.env`
 //! files. Each test bounds its own waits and stops what it starts.
 
-use crate::harness::{Exec, Kernel, Opts};
+use crate::harness::{Exec, Kernel, Opts, csv_rows};
 use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd, wire};
 use serde_json::json;
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,19 +44,6 @@ fn all_text(r: &Exec) -> String {
         .chain([r.reply.to_string()])
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn csv_rows(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut rd = csv::Reader::from_path(path).expect("csv file");
-    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
-    rd.records()
-        .map(|r| {
-            head.iter()
-                .cloned()
-                .zip(r.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 fn piece(text: &str) -> String {

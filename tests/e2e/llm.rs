@@ -188,21 +188,13 @@ fn one_model_streams_markdown_then_table_chart_and_history() {
 
 /// emissions.csv rows as header → value maps.
 fn csv_rows(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut rd = csv::Reader::from_path(dir.join("emissions.csv")).expect("emissions.csv");
-    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    let (head, rows) = crate::harness::csv_table(&dir.join("emissions.csv"));
     assert_eq!(
         &head[..2],
         ["timestamp", "project_name"],
         "CodeCarbon's columns first"
     );
-    rd.records()
-        .map(|r| {
-            head.iter()
-                .cloned()
-                .zip(r.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
+    rows
 }
 
 /// Replies OK only once `other` has also received its request (fails if requests are serial).

@@ -4,7 +4,7 @@
 //! finds through `/proc` is this process; a connection this test holds open is "another client",
 //! and a fake `/proc` root (`CARBON_PROC_ROOT`) hides the server.
 
-use crate::harness::{Exec, Kernel, Opts};
+use crate::harness::{Exec, Kernel, Opts, csv_last_row};
 use carbon_magics::report::llm::MEASURED_MIME;
 use carbon_magics::testing::llm_server::{Reply, Server, StreamEnd, wire};
 use serde_json::Value;
@@ -69,15 +69,6 @@ fn report_text(r: &Exec) -> String {
         .find(|t| t.contains("How this was computed"))
         .unwrap_or_else(|| panic!("no comparison: {:?}", r.types()))
         .to_string()
-}
-
-fn csv_last_row(dir: &Path) -> std::collections::HashMap<String, String> {
-    let mut rd = csv::Reader::from_path(dir.join("emissions.csv")).expect("emissions.csv");
-    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
-    let last = rd.records().last().expect("a row").unwrap();
-    head.into_iter()
-        .zip(last.iter().map(String::from))
-        .collect()
 }
 
 #[test]

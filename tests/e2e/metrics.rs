@@ -5,7 +5,7 @@
 //! file appears on start and goes on shutdown, a dead kernel's target is cleaned on start, and
 //! faults (port in use, unwritable folder) are said and metering goes on.
 
-use crate::harness::{Exec, Kernel, Opts};
+use crate::harness::{Exec, Kernel, Opts, csv_rows};
 use carbon_magics::testing::llm_server::{Reply, Server, wire};
 use carbon_magics::testing::powercap::zone;
 use std::collections::HashMap;
@@ -109,20 +109,6 @@ fn sum(s: &[(String, HashMap<String, String>, f64)], name: &str, want: &[(&str, 
         })
         .map(|(_, _, v)| v)
         .sum()
-}
-
-fn csv_rows(p: &Path) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(p).unwrap();
-    let h: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            h.iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect()
 }
 
 fn target_of(sd: &Path) -> (PathBuf, String) {

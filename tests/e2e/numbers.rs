@@ -32,17 +32,7 @@ fn metering_opts(dir: &Path) -> Opts {
 
 /// The rows of `dir/emissions.csv` as column → value maps.
 fn rows(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(dir.join("emissions.csv")).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    r.records()
-        .map(|rec| {
-            header
-                .iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(str::to_string))
-                .collect()
-        })
-        .collect()
+    crate::harness::csv_rows(&dir.join("emissions.csv"))
 }
 
 fn num(row: &std::collections::HashMap<String, String>, col: &str) -> f64 {
