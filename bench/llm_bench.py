@@ -17,7 +17,8 @@ alternate):
                    footprint or report — what a plain notebook cell costs around the same request.
   * LABEL-pass:    a `pass` cell on the same carbon kernel (no request): the round trip every
                    mode includes; printed again as what each mode adds beyond it.
-Prints medians / p90 and the ratio carbon ÷ peer. Goals: carbon overhead < 5 ms; streamed < 2 ms (issue 9).
+Prints medians / p90, the kernel process's mean CPU time per request (user + system of all its
+threads, /proc/<pid>/stat; 10 ms ticks, summed over the runs), and the ratio carbon ÷ peer. Goals: carbon overhead < 5 ms; streamed < 2 ms (issue 9).
 
 Usage (project venv, kernelspecs installed by install/setup.sh):
   .venv/bin/python bench/llm_bench.py [--carbon carbon] [--peer python3] [--runs 100]
@@ -142,8 +143,15 @@ def run_one(kc, code: str) -> tuple[float, dict]:
     return time.perf_counter() - t0, reply
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, every thread) of process `pid` so far, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps,
-          runs: int, warmup: int) -> dict[str, list[float]]:
+          runs: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Runs each job's (kernel, {mode: code}, env) modes with the kernels side by side: every
     round sends one request per mode and kernel, so machine noise hits them all alike."""
     with contextlib.ExitStack() as stack:
@@ -157,13 +165,18 @@ def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps
             kc.start_channels()
             stack.callback(kc.stop_channels)
             kc.wait_for_ready(timeout=TIMEOUT_S)
-            started.append((kernel, kc, codes))
-        out: dict[str, list[float]] = {name: [] for _, _, codes in started for name in codes}
+            started.append((kernel, kc, codes, km.provisioner.process.pid))
+        out: dict[str, list[float]] = {name: [] for _, _, codes, _ in started for name in codes}
+        # the kernel process's CPU seconds per mode (its threads; not its child processes)
+        cpu: dict[str, float] = {name: 0.0 for name in out}
         for i in range(warmup + runs):
-            for kernel, kc, codes in started:
+            for kernel, kc, codes, pid in started:
                 for name, code in codes.items():
                     before = stamps.count()
+                    c0 = cpu_s(pid)
                     wall, reply = run_one(kc, code)
+                    if i >= warmup:
+                        cpu[name] += cpu_s(pid) - c0
                     if reply.get("status") != "ok":
                         raise RuntimeError(f"{kernel}/{name}: {reply}")
                     if name.endswith("-pass"):
@@ -181,7 +194,7 @@ def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps
                     t_in, t_out = stamps.last()
                     if i >= warmup:
                         out[name].append(wall - (t_out - t_in))
-        return out
+        return out, {name: c / runs for name, c in cpu.items()}
 
 
 def summary(vals: list[float]) -> dict[str, float]:
@@ -246,7 +259,7 @@ def main() -> int:
         "_answer = json.loads(urllib.request.urlopen(_r).read())['choices'][0]['message']['content']"
     )
     jobs.append((a.peer, {"peer": peer_code}, {}))
-    measured = bench(jobs, stamps, a.runs, a.warmup)
+    measured, cpu = bench(jobs, stamps, a.runs, a.warmup)
     srv.shutdown()
 
     res = {k: summary(v) for k, v in measured.items()}
@@ -255,9 +268,10 @@ def main() -> int:
           f"{a.runs} runs after {a.warmup} warm-up)")
     print(f"# {platform.platform()}, python {platform.python_version()}, kernels: "
           f"{', '.join(k for _, k in kernels)} vs {a.peer}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'mode':<15}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}")
+    print(f"{'mode':<15}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'kernel CPU ms':>15}")
     for k, s in res.items():
-        print(f"{k:<15}{s['median_ms']:>11.2f}{s['p90_ms']:>9.2f}{s['min_ms']:>9.2f}")
+        print(f"{k:<15}{s['median_ms']:>11.2f}{s['p90_ms']:>9.2f}{s['min_ms']:>9.2f}"
+              f"{cpu[k] * 1e3:>15.2f}")
     peer_med = res["peer"]["median_ms"]
     for k in carbon:
         if k.endswith("-pass"):
