@@ -91,10 +91,19 @@ fn an_endless_stream_is_capped_reported_and_recorded() {
         bytes < 12 * cap,
         "iopub carried {bytes} bytes for a {cap}-byte answer"
     );
-    let updates = r.updates();
-    let last = updates
-        .last()
-        .and_then(|u| u["data"]["text/markdown"].as_str())
+    // the answer's place (created at the first refresh, or by the final answer when the cap is
+    // reached before the first refresh is due) ends with the final answer
+    let last = r
+        .displays()
+        .into_iter()
+        .chain(r.updates())
+        .filter(|d| {
+            d["transient"]["display_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("llm-"))
+        })
+        .filter_map(|d| d["data"]["text/markdown"].as_str())
+        .next_back()
         .unwrap_or("");
     assert!(last.contains("answer cap"), "status line names the cap");
     assert!(last.len() >= cap && last.len() < cap + 1000);

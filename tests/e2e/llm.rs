@@ -52,22 +52,26 @@ fn no_secret(s: &str) {
     assert!(!s.contains("SECRET"), "part of a key leaked");
 }
 
-/// The last markdown shown for the display whose id starts the answer of `spec`.
+/// The last markdown shown in the answer display of `spec` (the display itself, or its last
+/// update: a fast answer is shown once, a slow one is created and then updated).
 fn final_answer(r: &Exec, spec: &str) -> String {
-    let id = r
+    let display = r
         .displays()
-        .iter()
+        .into_iter()
         .find(|d| {
             d["data"]["text/markdown"]
                 .as_str()
                 .is_some_and(|m| m.starts_with(&format!("**{spec}**")))
         })
-        .and_then(|d| d["transient"]["display_id"].as_str())
-        .unwrap_or_else(|| panic!("no answer display for {spec}: {:?}", r.types()))
-        .to_string();
-    r.updates()
-        .iter()
-        .filter(|u| u["transient"]["display_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no answer display for {spec}: {:?}", r.types()));
+    let id = &display["transient"]["display_id"];
+    assert!(id.is_string(), "the answer display has an id: {display}");
+    std::iter::once(display)
+        .chain(
+            r.updates()
+                .into_iter()
+                .filter(|u| &u["transient"]["display_id"] == id),
+        )
         .filter_map(|u| u["data"]["text/markdown"].as_str())
         .next_back()
         .unwrap_or("")
@@ -659,4 +663,119 @@ fn seed_dotenv_with_spaces_a_broken_line_and_a_model_outside_the_list() {
     let last = srv.received().pop().map(|x| x.json()).unwrap_or_default();
     assert_eq!(last["model"], "qwen/qwen3-32b");
     assert_eq!(last["messages"][0]["content"], "What's new?");
+}
+
+/// When an iopub message was made (its header's date).
+fn sent_at(m: &crate::harness::Msg) -> chrono::DateTime<chrono::FixedOffset> {
+    let d = m.header["date"].as_str().expect("a header date");
+    chrono::DateTime::parse_from_rfc3339(d).unwrap_or_else(|e| panic!("{d}: {e}"))
+}
+
+/// The answer places of `r`: for each model's display id (in the order the places appeared),
+/// its messages (display then updates), with their markdown.
+fn answer_places(r: &Exec) -> Vec<(String, Vec<(&crate::harness::Msg, String)>)> {
+    let mut places: Vec<(String, Vec<(&crate::harness::Msg, String)>)> = Vec::new();
+    for m in &r.iopub {
+        let md = m.content["data"]["text/markdown"].as_str().unwrap_or("");
+        let Some(id) = m.content["transient"]["display_id"].as_str() else {
+            continue;
+        };
+        if !id.starts_with("llm-") {
+            continue;
+        }
+        match places.iter_mut().find(|(i, _)| i == id) {
+            Some((_, ms)) => ms.push((m, md.to_string())),
+            None => {
+                assert_eq!(m.msg_type, "display_data", "a place starts with a display");
+                places.push((id.to_string(), vec![(m, md.to_string())]));
+            }
+        }
+    }
+    places
+}
+
+/// A model's place appears only once its request has run ~0.1 s (`SHOW_AFTER`), so a fast answer
+/// is one message (no placeholder, no first piece, then the final); a late one gets its
+/// placeholder, and the places keep the command line's order whichever model answers first. Only
+/// lower bounds on time are asserted (a loaded machine may show things later, never sooner).
+#[test]
+fn answers_appear_once_unless_late_and_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai =
+        Server::start(|_, _| Reply::json(wire::openai("gpt-4o-2024-08-06", "from openai", 5, 20)));
+    let groq = Server::start(|_, _| {
+        Reply::json(wire::groq(
+            "llama-3.3-70b-versatile",
+            "from groq",
+            5,
+            40,
+            0.25,
+        ))
+        .delayed(Duration::from_millis(1500))
+    });
+    let mut k = kernel(
+        dir.path(),
+        &[
+            ("OPENAI_API_KEY", OPENAI_KEY.into()),
+            ("OPENAI_BASE_URL", openai.url("/v1")),
+            ("GROQ_API_KEY", GROQ_KEY.into()),
+            ("GROQ_BASE_URL", groq.url("/openai/v1")),
+        ],
+    );
+    let since_busy = |r: &Exec, m: &crate::harness::Msg| {
+        let busy = r
+            .iopub
+            .iter()
+            .find(|m| m.msg_type == "status")
+            .expect("a busy status");
+        (sent_at(m) - sent_at(busy)).num_milliseconds()
+    };
+
+    // one fast model: its place is the final answer, unless this machine made it late
+    let r = k.execute("%llm openai:gpt-4o say hi");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let places = answer_places(&r);
+    assert_eq!(places.len(), 1, "{:?}", r.types());
+    let msgs = &places[0].1;
+    if msgs.len() > 1 {
+        let waited = since_busy(&r, msgs[0].0);
+        assert!(
+            waited >= 100,
+            "a placeholder after {waited} ms for an answer that came at once: {msgs:?}"
+        );
+    } else {
+        assert!(msgs[0].1.contains("from openai"), "{}", msgs[0].1);
+    }
+    assert!(final_answer(&r, "openai:gpt-4o").contains("from openai"));
+
+    // a fast model before a late one: places in the command line's order, none before 0.1 s
+    let r = k.execute("%%llm --models openai:gpt-4o,groq:llama-3.3-70b-versatile\nhi");
+    assert_eq!(r.status(), "ok", "{:?}", r.errors());
+    let places = answer_places(&r);
+    assert_eq!(places.len(), 2, "{:?}", r.types());
+    assert!(
+        places[0].1[0].1.starts_with("**openai:gpt-4o**"),
+        "{places:?}"
+    );
+    assert!(
+        places[1].1[0]
+            .1
+            .starts_with("**groq:llama-3.3-70b-versatile**"),
+        "{places:?}"
+    );
+    assert!(
+        places[1].1[0].1.contains("waiting for the answer"),
+        "the late model's place shows that it waits: {}",
+        places[1].1[0].1
+    );
+    for (_, msgs) in &places {
+        let waited = since_busy(&r, msgs[0].0);
+        assert!(
+            waited >= 100,
+            "a place shown {waited} ms after the cell began"
+        );
+    }
+    assert!(final_answer(&r, "openai:gpt-4o").contains("from openai"));
+    assert!(final_answer(&r, "groq:llama-3.3-70b-versatile").contains("from groq"));
+    k.shutdown(false);
 }

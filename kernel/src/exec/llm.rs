@@ -40,6 +40,13 @@ fn refresh_interval(len: usize) -> Duration {
 }
 /// How often the waiting loop checks for an interrupt when nothing arrives.
 const POLL: Duration = Duration::from_millis(10);
+/// A model's place in the output appears only once its request has run this long, or with its
+/// final answer if that comes first: about 0.1 s is the limit under which a reply feels
+/// instantaneous (J. Nielsen, "Response Times: The 3 Important Limits", 1993, after R. B. Miller,
+/// 1968), so a placeholder or a first piece shown sooner would only flicker. A fast answer is
+/// then one message instead of three (placeholder, first piece, final), which the front-end and
+/// iopub do not have to carry.
+const SHOW_AFTER: Duration = Duration::from_millis(100);
 
 /// The data tables; the warnings of a reload go to stderr.
 fn tables(llm: &mut LlmSession, s: &Settings, out: &mut dyn Publish) -> Arc<Tables> {
@@ -158,11 +165,45 @@ fn zone_choice(cli: Option<&str>, s: &Settings, out: &mut dyn Publish) -> Option
 
 struct Slot {
     spec: ModelSpec,
-    display_id: String,
+    place: Place,
     text: String,
     dirty: bool,
     last_update: Option<Instant>,
     result: Option<Result<LlmResponse, RequestError>>,
+}
+
+/// A model's place in the output: one display, created by the first bundle shown.
+struct Place {
+    display_id: String,
+    /// The display exists (later bundles update it).
+    shown: bool,
+}
+
+impl Place {
+    /// Shows `bundle` here: the first bundle creates the display, later ones update it.
+    fn show(&mut self, out: &mut dyn Publish, bundle: MimeBundle) {
+        if self.shown {
+            out.update_display(bundle, &self.display_id);
+        } else {
+            out.display(bundle, Some(&self.display_id));
+            self.shown = true;
+        }
+    }
+}
+
+/// Gives every model before `idx` its place, so the answers keep the order of the command line
+/// whichever comes first: a placeholder for a model still waiting; for one that has finished,
+/// what it sent (its final display comes when every model has finished).
+fn show_places_before(slots: &mut [Slot], idx: usize, out: &mut dyn Publish) {
+    for s in slots.iter_mut().take(idx).filter(|s| !s.place.shown) {
+        let b = if s.result.is_some() {
+            let cut = carbon_magics::redact::global().hold_from(&s.text);
+            report::answer_bundle(&s.spec, &s.text[..cut], "finished; waiting for the others…")
+        } else {
+            report::answer_bundle(&s.spec, "", "waiting for the answer…")
+        };
+        s.place.show(out, b);
+    }
 }
 
 fn ask(
@@ -193,19 +234,17 @@ fn ask(
         .iter()
         .map(|m| Slot {
             spec: m.clone(),
-            display_id: format!("llm-{}", uuid::Uuid::new_v4()),
+            place: Place {
+                display_id: format!("llm-{}", uuid::Uuid::new_v4()),
+                shown: false,
+            },
             text: String::new(),
             dirty: false,
             last_update: None,
             result: None,
         })
         .collect();
-    for s in &slots {
-        out.display(
-            report::answer_bundle(&s.spec, "", "waiting for the answer…"),
-            Some(&s.display_id),
-        );
-    }
+    let started = Instant::now();
     // Requests to a server on this machine: find it and meter it from before the request starts.
     let mut local = LocalMeters::for_session(&args.models, cfg, &ex.carbon);
     let (rx, streams) = run::spawn(&args, providers, cancel.clone());
@@ -221,6 +260,11 @@ fn ask(
                     .map(|t| refresh_interval(s.text.len()).saturating_sub(t.elapsed()))
             })
             .fold(POLL, Duration::min);
+        let wait = if slots.iter().any(|s| !s.place.shown && s.result.is_none()) {
+            wait.min(SHOW_AFTER.saturating_sub(started.elapsed()))
+        } else {
+            wait
+        };
         match rx.recv_timeout(wait) {
             Ok(Event::Delta { idx }) => {
                 // the text stays in `streams` until it is shown: the thread does not wake us
@@ -270,26 +314,37 @@ fn ask(
                 )));
             }
         }
-        // streaming refresh (the first piece at once, then at most every STREAM_REFRESH)
-        for (idx, s) in slots.iter_mut().enumerate() {
-            if !s.dirty || s.result.is_some() {
+        // Nothing is shown before SHOW_AFTER; then each pending model's place appears (its
+        // stream so far, or a placeholder), and a stream refreshes at most every
+        // refresh_interval.
+        if started.elapsed() < SHOW_AFTER {
+            continue;
+        }
+        for idx in 0..slots.len() {
+            let s = &slots[idx];
+            if s.result.is_some() || (s.place.shown && !s.dirty) {
                 continue;
             }
             if s.last_update
-                .is_none_or(|t| t.elapsed() >= refresh_interval(s.text.len()))
+                .is_some_and(|t| t.elapsed() < refresh_interval(s.text.len()))
             {
-                s.text.push_str(&streams.take(idx));
-                // a tail that may be the start of a key (a server echoing it across two events)
-                // waits for the next refresh: the display then shows it masked whole, never
-                // its first half (the output edge masks only whole keys)
-                let cut = carbon_magics::redact::global().hold_from(&s.text);
-                out.update_display(
-                    report::answer_bundle(&s.spec, &s.text[..cut], "streaming…"),
-                    &s.display_id,
-                );
+                continue;
+            }
+            show_places_before(&mut slots, idx, out);
+            let s = &mut slots[idx];
+            s.text.push_str(&streams.take(idx));
+            // a tail that may be the start of a key (a server echoing it across two events)
+            // waits for the next refresh: the display then shows it masked whole, never its
+            // first half (the output edge masks only whole keys)
+            let cut = carbon_magics::redact::global().hold_from(&s.text);
+            let b = if s.dirty {
                 s.last_update = Some(Instant::now());
                 s.dirty = false;
-            }
+                report::answer_bundle(&s.spec, &s.text[..cut], "streaming…")
+            } else {
+                report::answer_bundle(&s.spec, "", "waiting for the answer…")
+            };
+            s.place.show(out, b);
         }
     }
     drop(rx);
@@ -297,6 +352,7 @@ fn ask(
 
     let mut results = Vec::with_capacity(slots.len());
     for (idx, s) in slots.into_iter().enumerate() {
+        let mut place = s.place;
         let measured = local.take(idx);
         let end = match s.result.expect("every slot is finished") {
             Ok(resp) => RequestEnd::Answered(resp),
@@ -324,9 +380,9 @@ fn ask(
             Some(resp) => resp.text.clone(),
             None => r.partial.clone(),
         };
-        out.update_display(
+        place.show(
+            out,
             report::answer_bundle(&r.spec, &text, &report::answer_status(&r)),
-            &s.display_id,
         );
         results.push(r);
     }
