@@ -8,8 +8,16 @@ Measures, for each kernel:
     then to the end of a `print('x')` after it;
   * round trip: execute_request to execute_reply + iopub idle, median of --runs after --warmup,
     for `pass` and for `print('x')` (the stream output is checked);
-  * memory: resident set size (RSS, summed over the kernel's process tree, from /proc) right after
-    start and after the first cell.
+  * memory: resident set size (RSS), proportional set size (PSS) and anonymous RSS, each summed over
+    the kernel's process tree (from /proc), right after start and after the first cell, and each
+    process's share after the first cell. RSS counts a shared page in full in every process that
+    maps it: carbon-kernel's guard runs the kernel's own binary, so their tree's RSS counts the
+    binary's resident pages twice, and how many are resident depends on the page cache. PSS
+    splits each shared page among the processes that map it (counted once over a tree that holds
+    them all); anonymous RSS (heap, stacks) is the memory no file backs, the process's own. Pages
+    shared with processes outside the tree (libc; the venv's python, which this script, the peer
+    and carbon's worker all run) are split with those too, so PSS moves a little with what else
+    runs: the peer is measured while the warm carbon kernel still runs, which lowers its PSS.
 Then prints medians and the ratios. Goals (issue 2): start >= 5x faster, round trip no slower,
 memory lower.
 
@@ -46,8 +54,8 @@ RECONNECT_IVL_MS = 1
 TIMEOUT_S = 120.0
 
 
-def tree_rss_kib(root_pid: int) -> int:
-    """Resident memory (kB, VmRSS) of `root_pid` and all its descendants, from /proc."""
+def process_children() -> dict[int, list[int]]:
+    """Every process's children, from /proc (ppid of each)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -59,32 +67,58 @@ def tree_rss_kib(root_pid: int) -> int:
         # Field 4 (ppid) comes after the parenthesised command name, which may contain spaces.
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root_pid]
+    return children
+
+
+def tree(root_pid: int) -> list[int]:
+    """`root_pid` and all its descendants."""
+    children = process_children()
+    pids, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
+        pids.append(pid)
         todo.extend(children.get(pid, []))
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    break
-        except OSError:
-            pass
-    return total
+    return pids
 
 
-def tree_pids(root_pid: int) -> int:
-    """How many processes the kernel's tree has (the carbon kernel adds runtime children)."""
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == root_pid:
-                count += 1 + tree_pids(int(entry))
-    return count
+def process_label(pid: int) -> str:
+    """A short name: the program and its first argument (`carbon-kernel guard`, `python3 -m …`)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return str(pid)
+    words = [Path(argv[0]).name] + [Path(a).name[:40] for a in argv[1:3] if a]
+    if len(words) > 2 and not words[1].startswith("-"):
+        words = words[:2]
+    return " ".join(words)
+
+
+def process_memory_kib(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, anonymous RSS) of one process in kB, from /proc; zeros once it is gone. PSS is
+    the `Pss:` of smaps_rollup (Linux 4.14+); where that cannot be read, RSS stands in for it."""
+    rss = anon = 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+    except OSError:
+        return 0, 0, 0
+    pss = rss
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+                break
+    except OSError:
+        pass
+    return rss, pss, anon
+
+
+def tree_memory_kib(root_pid: int) -> list[tuple[str, int, int, int]]:
+    """(label, RSS, PSS, anonymous RSS in kB) of each process of the kernel's tree, root first."""
+    return [(process_label(pid), *process_memory_kib(pid)) for pid in tree(root_pid)]
 
 
 @dataclass
@@ -98,7 +132,13 @@ class Result:
     print_ms: list[float] = field(default_factory=list)
     rss_start_kib: int = 0
     rss_first_cell_kib: int = 0
+    pss_start_kib: int = 0
+    pss_first_cell_kib: int = 0
+    anon_start_kib: int = 0
+    anon_first_cell_kib: int = 0
     processes_after_first_cell: int = 0
+    # (label, RSS, PSS, anonymous RSS in kB) of each process after the first cell
+    memory_by_process_kib: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 class Kernel:
@@ -198,12 +238,17 @@ def measure(names: list[str], args: argparse.Namespace) -> dict[str, Result]:
         for name in names:
             k = Kernel(name, context)
             k.start()
-            time.sleep(args.settle)  # let background start-up work finish before reading RSS
-            results[name].rss_start_kib = tree_rss_kib(k.pid())
+            time.sleep(args.settle)  # let background start-up work finish before reading memory
+            r = results[name]
+            mem = tree_memory_kib(k.pid())
+            r.rss_start_kib, r.pss_start_kib, r.anon_start_kib = (sum(m[i] for m in mem) for i in (1, 2, 3))
             k.execute("print('x')", expect_stdout="x")
             time.sleep(args.settle)
-            results[name].rss_first_cell_kib = tree_rss_kib(k.pid())
-            results[name].processes_after_first_cell = 1 + tree_pids(k.pid())
+            mem = tree_memory_kib(k.pid())
+            r.rss_first_cell_kib, r.pss_first_cell_kib, r.anon_first_cell_kib = (
+                sum(m[i] for m in mem) for i in (1, 2, 3))
+            r.processes_after_first_cell = len(mem)
+            r.memory_by_process_kib = mem
             k.drain_iopub()
             kernels[name] = k
         for i in range(args.warmup + args.runs):
@@ -239,6 +284,13 @@ def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
         ("round trip `print('x')` (ms)", lambda r: med(r.print_ms), "carbon/peer", "<= 1"),
         ("RSS after start (MiB)", lambda r: r.rss_start_kib / 1024, "carbon/peer", "< 1"),
         ("RSS after first cell (MiB)", lambda r: r.rss_first_cell_kib / 1024, "carbon/peer", "< 1"),
+        # RSS counts a page shared by several processes of a tree once per process (carbon's
+        # guard maps the kernel's binary): PSS shares it out, anonymous RSS leaves it out.
+        ("PSS after start (MiB)", lambda r: r.pss_start_kib / 1024, "carbon/peer", "< 1"),
+        ("PSS after first cell (MiB)", lambda r: r.pss_first_cell_kib / 1024, "carbon/peer", "< 1"),
+        ("anonymous RSS after start (MiB)", lambda r: r.anon_start_kib / 1024, "carbon/peer", "(info)"),
+        ("anonymous RSS after first cell (MiB)", lambda r: r.anon_first_cell_kib / 1024, "carbon/peer",
+         "(info)"),
     ]
     w = max(len(r[0]) for r in rows)
     cols = carbons + [peer]
@@ -260,6 +312,8 @@ def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
     for c in cols:
         r = results[c]
         out.append(f"{c}: {r.implementation}; {r.processes_after_first_cell} process(es) after the first cell")
+        for label, rss, pss, anon in r.memory_by_process_kib:
+            out.append(f"  {label}: RSS {rss / 1024:.1f}, PSS {pss / 1024:.1f}, anonymous {anon / 1024:.1f} MiB")
     out.append(f"samples: start {len(p.start_ms)} per kernel, round trips {len(p.pass_ms)} per code")
     return "\n".join(out)
 

@@ -174,6 +174,30 @@ fn cells_of_kernel_magics_keep_ipythons_count_with_the_kernels() {
     );
 }
 
+/// A Python runtime created after the kernel's first cells (a `%%python` cell in a Java kernel)
+/// counts them first: its `Cell In[n]` and `In` follow the reply's execution_count. The Java
+/// cells here are kernel magics and an empty cell, so no JVM (nor JDK) is needed.
+#[test]
+fn a_python_runtime_created_late_counts_the_cells_before_it() {
+    let mut k = kernel(Opts::default().language("java"));
+    let s = k.execute("%carbon status");
+    assert_eq!((s.status(), s.count()), ("ok", Some(1)), "{:?}", s.reply);
+    assert_eq!(k.execute("").count(), Some(2));
+    let r = k.execute("%%python\ndef f():\n    return 1 / 0\nf()");
+    assert_eq!(r.count(), Some(3));
+    let tb = error_text(r.errors()[0]);
+    assert!(
+        tb.contains("Cell In[3], line 3") && tb.contains("Cell In[3], line 2"),
+        "{tb}"
+    );
+    let r = k.execute("%%python\nlen(In), In[1], In[3].split()[0]");
+    assert_eq!(r.count(), Some(4));
+    assert_eq!(
+        r.result_text().as_deref(),
+        Some("(5, '%carbon status', 'def')")
+    );
+}
+
 #[test]
 fn prints_stream_live_one_message_per_line() {
     let mut k = python_kernel();

@@ -167,6 +167,12 @@ pub fn markdown_reference() -> String {
 pub struct RuntimeSet {
     factory: RuntimeFactory,
     live: BTreeMap<Language, Box<dyn Runtime>>,
+    /// The code of every cell the kernel counted (stored, not silent) since start or restart, in
+    /// order. A runtime created after them (a `%%python` cell in a Java kernel's 5th cell) counts
+    /// them first ([`Runtime::count_unrun_cell`], as the runtimes that exist count each cell that
+    /// did not run in them), so IPython's `Cell In[n]` is the kernel's execution_count from its
+    /// first cell.
+    counted: Vec<String>,
 }
 
 impl RuntimeSet {
@@ -175,15 +181,33 @@ impl RuntimeSet {
         Self {
             factory,
             live: BTreeMap::new(),
+            counted: Vec::new(),
         }
     }
 
-    /// The runtime of `lang`, created (not started) if needed.
+    /// The runtime of `lang`, created (not started) if needed. A new runtime is told of the
+    /// cells the kernel counted before it existed.
     pub fn get(&mut self, lang: Language, settings: &Settings) -> &mut Box<dyn Runtime> {
-        let factory = &self.factory;
-        self.live
-            .entry(lang)
-            .or_insert_with(|| factory(lang, settings))
+        let (factory, counted) = (&self.factory, &self.counted);
+        self.live.entry(lang).or_insert_with(|| {
+            let mut rt = factory(lang, settings);
+            for code in counted {
+                rt.count_unrun_cell(code);
+            }
+            rt
+        })
+    }
+
+    /// The kernel counted the cell `code` (stored, not silent): the runtimes that did not run it
+    /// as a stored cell (not in `ran_in`) count it now, the runtimes created later when they
+    /// are created.
+    fn count_cell(&mut self, code: &str, ran_in: &[Language]) {
+        for (lang, rt) in self.live.iter_mut() {
+            if !ran_in.contains(lang) {
+                rt.count_unrun_cell(code);
+            }
+        }
+        self.counted.push(code.to_string());
     }
 
     /// The runtime of `lang` if it was created.
@@ -197,6 +221,8 @@ impl RuntimeSet {
             rt.shutdown();
         }
         self.live.clear();
+        // the kernel's count starts again at 1 (restart), as the runtimes' will
+        self.counted.clear();
     }
 }
 
@@ -436,14 +462,11 @@ impl Executor {
         let mut r = redacting::Redacting::new(out);
         let o = self.execute_cell(code, &mut r);
         self.cell_options = ExecOptions::default();
-        // The kernel counted this cell: the runtimes it did not run in count it too (IPython's
-        // `Cell In[n]` after a `%carbon status` cell stays the kernel's execution_count).
+        // The kernel counted this cell: the runtimes it did not run in count it too, now or when
+        // they are created (IPython's `Cell In[n]` after a `%carbon status` cell, or in a Java
+        // kernel's first `%%python` cell, stays the kernel's execution_count).
         if opts.store_history {
-            for (lang, rt) in self.runtimes.live.iter_mut() {
-                if !self.stored_in.contains(lang) {
-                    rt.count_unrun_cell(code);
-                }
-            }
+            self.runtimes.count_cell(code, &self.stored_in);
         }
         // what the streams hold back goes out now, before the reply and the idle status
         r.finish();
@@ -620,6 +643,130 @@ fn lang_magic(ex: &mut Executor, call: &MagicCall, _out: &mut dyn Publish) -> Ex
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_runtime::TestRuntime;
+    use crate::runtime::{Collector, LanguageInfo};
+
+    /// A scripted runtime that logs what it is told: the cells it runs (stored or not) and the
+    /// cells it counts without running them.
+    struct Logging {
+        inner: TestRuntime,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Logging {
+        fn note(&self, what: &str, code: &str) {
+            let lang = self.inner.language().name();
+            let line = format!("{lang} {what}: {}", code.trim_end());
+            self.log.lock().unwrap().push(line);
+        }
+    }
+
+    impl Runtime for Logging {
+        fn language(&self) -> Language {
+            self.inner.language()
+        }
+        fn info(&self) -> LanguageInfo {
+            self.inner.info()
+        }
+        fn start(&mut self) -> Result<(), RuntimeError> {
+            self.inner.start()
+        }
+        fn execute(
+            &mut self,
+            code: &str,
+            out: &mut dyn Publish,
+        ) -> Result<ExecOutcome, RuntimeError> {
+            self.execute_with(code, ExecOptions::default(), out)
+        }
+        fn execute_with(
+            &mut self,
+            code: &str,
+            opts: ExecOptions,
+            out: &mut dyn Publish,
+        ) -> Result<ExecOutcome, RuntimeError> {
+            self.note(
+                if opts.store_history {
+                    "ran"
+                } else {
+                    "ran unstored"
+                },
+                code,
+            );
+            self.inner.execute(code, out)
+        }
+        fn count_unrun_cell(&mut self, code: &str) {
+            self.note("counted", code);
+        }
+        fn interrupt_handle(&self) -> InterruptHandle {
+            self.inner.interrupt_handle()
+        }
+        fn shutdown(&mut self) {
+            self.inner.shutdown()
+        }
+        fn pids(&self) -> Vec<u32> {
+            self.inner.pids()
+        }
+    }
+
+    /// An executor for `default` whose runtimes log to the returned log.
+    fn logging_executor(
+        default: Language,
+        dir: &std::path::Path,
+    ) -> (Executor, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let ex = Executor::new(ExecConfig {
+            default_language: default,
+            workdir: dir.to_path_buf(),
+            factory: Box::new(move |lang, _| -> Box<dyn Runtime> {
+                Box::new(Logging {
+                    inner: TestRuntime::new(lang),
+                    log: l.clone(),
+                })
+            }),
+        });
+        (ex, log)
+    }
+
+    fn python_lines(log: &Mutex<Vec<String>>) -> Vec<String> {
+        let log = log.lock().unwrap();
+        log.iter()
+            .filter(|l| l.starts_with("python "))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn a_runtime_created_after_the_first_cells_counts_them_first() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut ex, log) = logging_executor(Language::Java, d.path());
+        let mut c = Collector::default();
+        let quiet = ExecOptions {
+            store_history: false,
+            silent: true,
+        };
+        ex.execute("print a", &mut c);
+        // a silent cell is not counted by the kernel, so not by a later runtime either
+        ex.execute_with("print quiet", quiet, &mut c);
+        ex.execute("%lsmagic", &mut c);
+        // the kernel's 3rd counted cell: IPython's count must be 3 when it runs
+        ex.execute("%%python\nprint b", &mut c);
+        ex.execute("print c", &mut c);
+        assert_eq!(
+            python_lines(&log),
+            [
+                "python counted: print a",
+                "python counted: %lsmagic",
+                "python ran: print b",
+                "python counted: print c",
+            ]
+        );
+        // a restart starts the kernel's count again, and the runtimes created after it with it
+        ex.shutdown_runtimes();
+        log.lock().unwrap().clear();
+        ex.execute("%%python\nprint d", &mut c);
+        assert_eq!(python_lines(&log), ["python ran: print d"]);
+    }
 
     #[test]
     fn every_magic_has_help_and_a_unique_name() {

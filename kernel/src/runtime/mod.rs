@@ -262,10 +262,11 @@ pub trait Runtime: Send {
         self.execute(code, out)
     }
     /// A cell the kernel counted (stored, not silent) that did not run in this runtime: a kernel
-    /// magic such as `%carbon status`, a cell of another language, an empty cell. A runtime that
-    /// numbers its cells (IPython: its count, `In`, the `Cell In[n]` of tracebacks) counts it
-    /// too, so its numbers stay the kernel's `execution_count`. Default: nothing (JShell's
-    /// snippet ids and evcxr show no number next to the kernel's).
+    /// magic such as `%carbon status`, a cell of another language, an empty cell; a runtime
+    /// created after the kernel's first cells is told of each of them as it is created. A
+    /// runtime that numbers its cells (IPython: its count, `In`, the `Cell In[n]` of tracebacks)
+    /// counts it too, so its numbers stay the kernel's `execution_count`. Default: nothing
+    /// (JShell's snippet ids and evcxr show no number next to the kernel's).
     fn count_unrun_cell(&mut self, _code: &str) {}
     /// Whether [`Runtime::is_complete`] needs the child process. Runtimes that judge completeness
     /// without it (Rust's delimiter check) say `false`, so a console's Enter never starts a slow
