@@ -222,10 +222,13 @@ impl Cgroup {
     }
 
     /// Kills every member (bounded by `KILL_BOUND`), then removes the cgroup. Returns how
-    /// many processes were signalled.
+    /// many processes were killed: the members found before the kill, and any that joined
+    /// (forked) later and were signalled by pid.
     pub fn kill_and_remove(&self) -> usize {
-        let mut n = 0;
         let end = Instant::now() + KILL_BOUND;
+        // Counted before the kill: cgroup.kill may end them all before the loop below reads
+        // the members, which then signals none (the count said 0 for a killed group).
+        let mut killed: std::collections::HashSet<u32> = self.members().into_iter().collect();
         if self.kind == Kind::V2 {
             // cgroups(7) v2: writing 1 to cgroup.kill SIGKILLs every process in the subtree,
             // including those forking meanwhile (absent before Linux 5.14: then by pid)
@@ -240,7 +243,7 @@ impl Cgroup {
             for &p in &members {
                 sys::signal_pid(p, libc::SIGKILL);
             }
-            n += members.len();
+            killed.extend(members);
             if frozen {
                 // a frozen process dies of its SIGKILL once thawed
                 let _ = std::fs::write(self.dir.join("freezer.state"), "THAWED");
@@ -258,7 +261,7 @@ impl Cgroup {
             }
             std::thread::sleep(KILL_PAUSE);
         }
-        n
+        killed.len()
     }
 
     /// Freezes the members (v1 freezer), waiting until they are (bounded by `end`).
