@@ -7,7 +7,11 @@ Measures, for each kernel:
     carbon kernel's Python worker starts with the kernel, its IPython import may not be done yet),
     then to the end of a `print('x')` after it;
   * round trip: execute_request to execute_reply + iopub idle, median of --runs after --warmup,
-    for `pass` and for `print('x')` (the stream output is checked);
+    for `pass` and for `print('x')` (the stream output is checked), the kernels' cells
+    interleaved (each `pass` follows the other kernel's cells, so it also pays for what that
+    kernel does after its reply on the same 2 CPUs, and wakes threads that slept meanwhile);
+    then `pass` cells in turns of --turn-cells per kernel (a kernel's cells back to back, as one
+    notebook runs them; the turns alternate, so noise still hits both alike);
   * memory: resident set size (RSS), proportional set size (PSS) and anonymous RSS, each summed over
     the kernel's process tree (from /proc), right after start and after the first cell, and each
     process's share after the first cell. RSS counts a shared page in full in every process that
@@ -130,6 +134,7 @@ class Result:
     first_cell_ms: list[float] = field(default_factory=list)
     pass_ms: list[float] = field(default_factory=list)
     print_ms: list[float] = field(default_factory=list)
+    pass_turns_ms: list[float] = field(default_factory=list)
     rss_start_kib: int = 0
     rss_first_cell_kib: int = 0
     pss_start_kib: int = 0
@@ -262,6 +267,13 @@ def measure(names: list[str], args: argparse.Namespace) -> dict[str, Result]:
                 if i >= args.warmup:
                     results[name].pass_ms.append(p)
                     results[name].print_ms.append(q)
+        # The same `pass` cells in turns: every cell of a turn counts (the first one pays for
+        # the other kernel's last turn, the rest follow their own kernel's cell).
+        if args.turn_cells > 0:
+            for _ in range(max(1, args.runs // args.turn_cells)):
+                for name, k in kernels.items():
+                    for _ in range(args.turn_cells):
+                        results[name].pass_turns_ms.append(k.execute("pass"))
     finally:
         for k in kernels.values():
             k.stop()
@@ -282,6 +294,7 @@ def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
         ("start -> first print('x') done (ms)", lambda r: med(r.first_cell_ms), "carbon/peer", "(info)"),
         ("round trip `pass` (ms)", lambda r: med(r.pass_ms), "carbon/peer", "<= 0.3"),
         ("round trip `print('x')` (ms)", lambda r: med(r.print_ms), "carbon/peer", "<= 1"),
+        ("round trip `pass`, in turns (ms)", lambda r: med(r.pass_turns_ms), "carbon/peer", "<= 0.3"),
         ("RSS after start (MiB)", lambda r: r.rss_start_kib / 1024, "carbon/peer", "< 1"),
         ("RSS after first cell (MiB)", lambda r: r.rss_first_cell_kib / 1024, "carbon/peer", "< 1"),
         # RSS counts a page shared by several processes of a tree once per process (carbon's
@@ -314,7 +327,8 @@ def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
         out.append(f"{c}: {r.implementation}; {r.processes_after_first_cell} process(es) after the first cell")
         for label, rss, pss, anon in r.memory_by_process_kib:
             out.append(f"  {label}: RSS {rss / 1024:.1f}, PSS {pss / 1024:.1f}, anonymous {anon / 1024:.1f} MiB")
-    out.append(f"samples: start {len(p.start_ms)} per kernel, round trips {len(p.pass_ms)} per code")
+    out.append(f"samples: start {len(p.start_ms)} per kernel, round trips {len(p.pass_ms)} per code "
+               f"interleaved, {len(p.pass_turns_ms)} `pass` in turns")
     return "\n".join(out)
 
 
@@ -345,6 +359,8 @@ def main() -> int:
     parser.add_argument("--start-runs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--turn-cells", type=int, default=25,
+                        help="`pass` cells per kernel per turn in the turns part (0: skip it)")
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="pause before each round-trip cell, ms (default 0: back to back)")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds to wait before reading RSS")
