@@ -17,6 +17,9 @@ alternate):
                    footprint or report — what a plain notebook cell costs around the same request.
   * LABEL-pass:    a `pass` cell on the same carbon kernel (no request): the round trip every
                    mode includes; printed again as what each mode adds beyond it.
+  * MODE@socket:   with --socket, each mode again through a plain pyzmq client (bench/rawclient.py)
+                   that reads only each message's header: the same request without
+                   jupyter_client's decoding of every message (a request sends 6-8 of them).
 Prints medians / p90, the kernel process's mean CPU time per request (user + system of all its
 threads, /proc/<pid>/stat; 10 ms ticks, summed over the runs), and the ratio carbon ÷ peer. Goals: carbon overhead < 5 ms; streamed < 2 ms (issue 9).
 
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -43,7 +47,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import zmq
 from jupyter_client import KernelManager
+
+from rawclient import RawClient
 
 TIMEOUT_S = 60.0
 MODEL = "gpt-4o-mini"
@@ -151,9 +158,12 @@ def cpu_s(pid: int) -> float:
 
 
 def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps,
-          runs: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+          runs: int, warmup: int, socket: bool) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Runs each job's (kernel, {mode: code}, env) modes with the kernels side by side: every
-    round sends one request per mode and kernel, so machine noise hits them all alike."""
+    round sends one request per mode and kernel, so machine noise hits them all alike. With
+    `socket`, each mode runs a second time per round through a plain pyzmq client on the same
+    kernel (mode name + "@socket"): the same cell without jupyter_client's work per message."""
+    context = zmq.Context()
     with contextlib.ExitStack() as stack:
         started = []
         for kernel, codes, env in jobs:
@@ -165,21 +175,30 @@ def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps
             kc.start_channels()
             stack.callback(kc.stop_channels)
             kc.wait_for_ready(timeout=TIMEOUT_S)
-            started.append((kernel, kc, codes, km.provisioner.process.pid))
-        out: dict[str, list[float]] = {name: [] for _, _, codes, _ in started for name in codes}
+            raw = RawClient(km, context) if socket else None
+            started.append((kernel, kc, raw, codes, km.provisioner.process.pid))
+        if socket:
+            time.sleep(1.0)  # the raw SUB sockets' subscriptions reach the kernels
+        clients = [("", 0)] + ([("@socket", 1)] if socket else [])
+        out: dict[str, list[float]] = {
+            name + suffix: [] for _, _, _, codes, _ in started for name in codes for suffix, _ in clients}
         # the kernel process's CPU seconds per mode (its threads; not its child processes)
         cpu: dict[str, float] = {name: 0.0 for name in out}
         for i in range(warmup + runs):
-            for kernel, kc, codes, pid in started:
+            for (kernel, kc, raw, codes, pid), (suffix, through) in itertools.product(started, clients):
                 for name, code in codes.items():
+                    name += suffix
                     before = stamps.count()
                     c0 = cpu_s(pid)
-                    wall, reply = run_one(kc, code)
+                    if through:
+                        wall, reply = raw.run(code), {"status": raw.status}
+                    else:
+                        wall, reply = run_one(kc, code)
                     if i >= warmup:
                         cpu[name] += cpu_s(pid) - c0
                     if reply.get("status") != "ok":
                         raise RuntimeError(f"{kernel}/{name}: {reply}")
-                    if name.endswith("-pass"):
+                    if name.removesuffix("@socket").endswith("-pass"):
                         # the kernel's own round trip, no request: the floor under every mode
                         if i >= warmup:
                             out[name].append(wall)
@@ -218,6 +237,8 @@ def main() -> int:
     ap.add_argument("--server-ms", type=float, default=20.0, help="the server's own latency")
     ap.add_argument("--chunks", type=int, default=20, help="SSE events per streamed answer")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--socket", action="store_true",
+                    help="also time every mode through a plain pyzmq client (LABEL-MODE@socket)")
     a = ap.parse_args()
 
     stamps = Stamps()
@@ -259,36 +280,38 @@ def main() -> int:
         "_answer = json.loads(urllib.request.urlopen(_r).read())['choices'][0]['message']['content']"
     )
     jobs.append((a.peer, {"peer": peer_code}, {}))
-    measured, cpu = bench(jobs, stamps, a.runs, a.warmup)
+    measured, cpu = bench(jobs, stamps, a.runs, a.warmup, a.socket)
     srv.shutdown()
 
     res = {k: summary(v) for k, v in measured.items()}
-    carbon = [k for k in res if k != "peer"]
+    carbon = [k for k in res if not k.startswith("peer")]
     print(f"# llm_bench: overhead beyond the server's own time (server latency {a.server_ms} ms, "
           f"{a.runs} runs after {a.warmup} warm-up)")
     print(f"# {platform.platform()}, python {platform.python_version()}, kernels: "
           f"{', '.join(k for _, k in kernels)} vs {a.peer}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'mode':<15}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'kernel CPU ms':>15}")
+    w = max(15, *(len(k) + 1 for k in res))
+    print(f"{'mode':<{w}}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'kernel CPU ms':>15}")
     for k, s in res.items():
-        print(f"{k:<15}{s['median_ms']:>11.2f}{s['p90_ms']:>9.2f}{s['min_ms']:>9.2f}"
+        print(f"{k:<{w}}{s['median_ms']:>11.2f}{s['p90_ms']:>9.2f}{s['min_ms']:>9.2f}"
               f"{cpu[k] * 1e3:>15.2f}")
     peer_med = res["peer"]["median_ms"]
     for k in carbon:
-        if k.endswith("-pass"):
+        if k.endswith("-pass") or k.endswith("@socket"):
             continue
         m = res[k]["median_ms"]
         goal = 2.0 if k.endswith("-stream") else 5.0  # issue 9: a streamed request < 2 ms
         print(f"{k} / peer = {m / peer_med:.2f}   goal < {goal:g} ms: {'met' if m < goal else 'NOT met'}")
     # What %llm adds beyond a cell that does nothing: a `pass` cell's round trip through the same
     # client is in every mode's figure, and on a slow machine alone can exceed a goal.
-    for label, _ in kernels:
-        floor = res.get(f"{label}-pass", {}).get("median_ms")
+    for (label, _), suffix in itertools.product(kernels, ("", "@socket")):
+        floor = res.get(f"{label}-pass{suffix}", {}).get("median_ms")
         if floor is None:
             continue
         extra = ", ".join(
-            f"{mode} {res[f'{label}-{mode}']['median_ms'] - floor:.2f} ms"
+            f"{mode} {res[f'{label}-{mode}{suffix}']['median_ms'] - floor:.2f} ms"
             for mode in ("json", "stream"))
-        print(f"{label}: a `pass` cell's round trip {floor:.2f} ms; beyond it: {extra}")
+        where = " at the socket" if suffix else ""
+        print(f"{label}{where}: a `pass` cell's round trip {floor:.2f} ms; beyond it: {extra}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"server_ms": a.server_ms, "runs": a.runs, "results": res}, f, indent=2)
