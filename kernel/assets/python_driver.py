@@ -1317,11 +1317,15 @@ class Driver:
         """Cells the kernel counted that did not run here (kernel magics such as `%carbon
         status`, cells of another language, empty cells): IPython counts and stores them as
         well, so its count, `In` and the `Cell In[n]` of tracebacks stay the kernel's
-        execution_count (under ipykernel IPython runs every cell, magics included)."""
+        execution_count (under ipykernel IPython runs every cell, magics included). A worker
+        started after another ended (a crash, `exit()`) is sent every cell the kernel counted."""
+        number = None  # the early cells' count (counted once: a restart sends every cell)
         for code in codes:
             if self.loader is not None and self.early and not self.loader.done.is_set():
                 # numbered with the early cells, stored when IPython takes over; no code, no name
-                number = sum(p.store for p in self.early_plans) + 1
+                if number is None:
+                    number = sum(p.store for p in self.early_plans)
+                number += 1
                 self.early_plans.append(_EarlyPlan(number, code, code, None, (), None))
                 continue
             if self.loader is not None:

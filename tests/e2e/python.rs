@@ -198,6 +198,33 @@ fn a_python_runtime_created_late_counts_the_cells_before_it() {
     );
 }
 
+/// The kernel outlives its Python worker: a worker started after one died (here `os._exit`)
+/// counts the kernel's cells before it, so its `Cell In[n]` and `In` follow the reply's
+/// execution_count instead of starting again at 1 (under ipykernel a dead kernel is a restarted
+/// one, and both counts start again).
+#[test]
+fn a_restarted_worker_continues_the_kernels_count() {
+    let mut k = python_kernel();
+    assert_eq!(k.execute("a = 1").count(), Some(1));
+    assert_eq!(k.execute("%carbon status").count(), Some(2));
+    let r = k.execute("import os\nos._exit(1)");
+    assert_eq!((r.status(), r.count()), ("error", Some(3)), "{:?}", r.reply);
+    let r = k.execute("def f():\n    return 1 / 0\nf()");
+    assert!(r.stderr().contains("gone"), "{}", r.stderr());
+    assert_eq!(r.count(), Some(4));
+    let tb = error_text(r.errors()[0]);
+    assert!(
+        tb.contains("Cell In[4], line 3") && tb.contains("Cell In[4], line 2"),
+        "{tb}"
+    );
+    let r = k.execute("len(In), In[2], In[3].split()[0], In[4].split()[0]");
+    assert_eq!(r.count(), Some(5));
+    assert_eq!(
+        r.result_text().as_deref(),
+        Some("(6, '%carbon status', 'import', 'def')")
+    );
+}
+
 #[test]
 fn prints_stream_live_one_message_per_line() {
     let mut k = python_kernel();

@@ -71,6 +71,10 @@ const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
 const MARKER_GRACE: Duration = Duration::from_secs(2);
 /// Output produced between cells (background threads), kept for the next cell, at most.
 const LEFTOVER_CAP: usize = 1024 * 1024;
+/// Code of the counted cells kept for a restarted worker's IPython (`In`), at most; the cells
+/// after it are counted with empty code. Our choice: a thousand cells of 1 KiB, which the new
+/// worker reads in 16 of its 64 KiB reads (the driver's `_READ_CHUNK`).
+const COUNTED_CODE_CAP: usize = 1024 * 1024;
 
 /// Which python runs cells: `CARBON_PYTHON` (settings or environment), else the active virtual
 /// environment's (`$VIRTUAL_ENV/bin/python`), else `python3` on `PATH`. The `%carbon run FILE.py`
@@ -290,6 +294,9 @@ struct Worker {
     idle: Arc<Idle>,
     /// An event read after a cell's end that the next pump handles first.
     held: Option<Ev>,
+    /// How many of the runtime's [`Counted`] cells this worker's IPython counted: a worker
+    /// started after another (a crash, `exit()`) counts the cells before it first.
+    counted: usize,
 }
 
 /// The router of the worker's output (see [`Idle`]): reads `raw` until the readers are gone;
@@ -377,9 +384,40 @@ pub struct PythonRuntime {
     /// Output of background threads between cells.
     leftover: VecDeque<(StreamName, String)>,
     leftover_len: usize,
-    /// Cells the kernel counted that did not run here since the last cell that did
-    /// ([`Runtime::count_unrun_cell`]): sent with the next cell, for IPython to count first.
-    unrun: Vec<String>,
+    /// Every cell the kernel counted since this runtime's start: the ones it ran as stored
+    /// cells and the ones it was told of ([`Runtime::count_unrun_cell`]). A worker's next cell
+    /// carries those it has not counted yet, for IPython to count first: the cells that ran
+    /// elsewhere since its last cell, and all of them for a worker started after another ended
+    /// (a crash, `exit()`), as the kernel's execution_count goes on.
+    counted: Counted,
+}
+
+/// The code of the cells the kernel counted, in order ([`PythonRuntime::counted`]), whole up to
+/// [`COUNTED_CODE_CAP`] bytes, then empty: the count is what must survive a restart.
+#[derive(Default)]
+struct Counted {
+    codes: Vec<String>,
+    bytes: usize,
+}
+
+impl Counted {
+    fn push(&mut self, code: &str) {
+        if self.bytes + code.len() <= COUNTED_CODE_CAP {
+            self.bytes += code.len();
+            self.codes.push(code.to_string());
+        } else {
+            self.codes.push(String::new());
+        }
+    }
+
+    /// The cells after the first `n`.
+    fn after(&self, n: usize) -> &[String] {
+        self.codes.get(n..).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.codes.len()
+    }
 }
 
 impl PythonRuntime {
@@ -396,7 +434,7 @@ impl PythonRuntime {
             notice: None,
             leftover: VecDeque::new(),
             leftover_len: 0,
-            unrun: Vec::new(),
+            counted: Counted::default(),
         }
     }
 
@@ -544,6 +582,7 @@ impl PythonRuntime {
             next_id: 1,
             idle,
             held: None,
+            counted: 0,
         };
         Ok(Launch { worker, exe })
     }
@@ -632,6 +671,22 @@ impl PythonRuntime {
             exe.display(),
             tail(&said)
         )))
+    }
+
+    /// Stops the worker (and one still starting); the next cell starts another.
+    fn stop_worker(&mut self) {
+        self.shared.pid.store(0, Ordering::SeqCst);
+        if let Some(mut launch) = self.launching.take() {
+            // no user code ran in it: nothing to let finish
+            launch.worker.proc.kill();
+        }
+        if let Some(mut w) = self.worker.take() {
+            // EOF on its command channel ends the driver's loop (atexit handlers run).
+            w.stdin.take();
+            if w.proc.wait_timeout(Duration::from_millis(500)).is_none() {
+                w.proc.kill();
+            }
+        }
     }
 
     /// The worker died (or was killed): forget it and tell the next cell.
@@ -1163,11 +1218,19 @@ impl Runtime for PythonRuntime {
         // between cells when the worker's first display comes (this thread descheduled right
         // after the send), the display went to the previous cell.
         w.idle.pause();
+        let unrun = self.counted.after(w.counted);
         let msg = json!({
             "op": "execute", "id": id, "code": code,
             "store_history": opts.store_history, "silent": opts.silent,
-            "unrun": std::mem::take(&mut self.unrun),
+            "unrun": unrun,
         });
+        // The kernel counts this cell whatever becomes of it (the worker may die in it): a
+        // worker started after this one counts it too. (The driver stores a cell that is
+        // neither silent nor unstored.)
+        if opts.store_history && !opts.silent {
+            self.counted.push(code);
+        }
+        w.counted = self.counted.len();
         if w.send(&msg).is_err() {
             self.shared.busy.store(false, Ordering::SeqCst);
             let how = w.proc.exit_description();
@@ -1178,8 +1241,9 @@ impl Runtime for PythonRuntime {
         match r? {
             Some(f) => {
                 if f["exit"] == true {
-                    // exit()/quit(): the worker ends after this cell, like a kernel restart.
-                    self.shutdown();
+                    // exit()/quit(): the worker ends after this cell, like a kernel restart;
+                    // but the kernel's count goes on, and the next worker's with it.
+                    self.stop_worker();
                     self.notice = Some(
                         "[python restarted after exit(): variables and imports defined before are gone]\n"
                             .into(),
@@ -1251,7 +1315,7 @@ impl Runtime for PythonRuntime {
     }
 
     fn count_unrun_cell(&mut self, code: &str) {
-        self.unrun.push(code.to_string());
+        self.counted.push(code);
     }
 
     fn language_magics(&mut self) -> Result<String, String> {
@@ -1284,18 +1348,9 @@ impl Runtime for PythonRuntime {
     }
 
     fn shutdown(&mut self) {
-        self.shared.pid.store(0, Ordering::SeqCst);
-        if let Some(mut launch) = self.launching.take() {
-            // no user code ran in it: nothing to let finish
-            launch.worker.proc.kill();
-        }
-        if let Some(mut w) = self.worker.take() {
-            // EOF on its command channel ends the driver's loop (atexit handlers run).
-            w.stdin.take();
-            if w.proc.wait_timeout(Duration::from_millis(500)).is_none() {
-                w.proc.kill();
-            }
-        }
+        self.stop_worker();
+        // a kernel restart: the kernel's count starts again at 1, as the next worker's
+        self.counted = Counted::default();
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -1572,6 +1627,66 @@ mod tests {
         );
         let (o, _) = run(&mut rt, "len(In), In[2], In[3].splitlines()[0]");
         assert_eq!(plain(&o.result), "(6, '%carbon status', '%%java')");
+    }
+
+    /// The `Cell In[n]` of a traceback (IPython's number of the cell that raised).
+    fn cell_number(o: ExecOutcome) -> String {
+        let tb = strip_ansi(&o.error.expect("error").traceback.join("\n"));
+        let Some(at) = tb.find("Cell In[") else {
+            panic!("no Cell In[n]: {tb}")
+        };
+        tb[at + "Cell In[".len()..]
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_worker_started_after_another_ended_counts_the_cells_before_it() {
+        let mut rt = runtime_with(None);
+        if let Err(e) = rt.language_magics() {
+            eprintln!("skipped: no IPython ({e})");
+            return;
+        }
+        run(&mut rt, "a = 1"); // 1
+        run_with(&mut rt, "b = 2", NOT_STORED); // not counted
+        rt.count_unrun_cell("%carbon status"); // 2
+        // 3: the worker dies in the kernel's 3rd cell
+        let c = Collector::default();
+        let e = rt.execute(
+            "import os
+os._exit(1)",
+            &mut c.clone(),
+        );
+        assert!(matches!(e, Err(RuntimeError::Died { .. })), "{e:?}");
+        rt.count_unrun_cell("%%java\nint x = 1;"); // 4, told before the next worker runs
+        let (o, c) = run(&mut rt, "1 / 0"); // 5, in a new worker
+        assert!(c.text(StreamName::Stderr).contains("are gone"));
+        assert_eq!(cell_number(o), "5");
+        let (o, _) = run(&mut rt, "len(In), In[2], In[3].split()[0], In[5]");
+        assert_eq!(plain(&o.result), "(7, '%carbon status', 'import', '1 / 0')");
+        // exit(): the kernel's count goes on too (7)
+        run(&mut rt, "exit()");
+        let (o, _) = run(&mut rt, "1 / 0");
+        assert_eq!(cell_number(o), "8");
+        // a kernel restart starts the count again at 1
+        rt.shutdown();
+        let (o, _) = run(&mut rt, "1 / 0");
+        assert_eq!(cell_number(o), "1");
+    }
+
+    #[test]
+    fn counted_cells_keep_their_code_up_to_the_cap_and_their_count_after_it() {
+        let mut c = Counted::default();
+        let half = "x".repeat(COUNTED_CODE_CAP / 2);
+        c.push(&half);
+        c.push(&half);
+        c.push("y"); // over the cap: counted, code dropped
+        c.push("");
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.after(1), [half.clone(), String::new(), String::new()]);
+        assert!(c.after(4).is_empty() && c.after(9).is_empty());
     }
 
     #[test]
