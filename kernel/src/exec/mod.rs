@@ -3,8 +3,8 @@
 //! owns every protocol invariant around it.
 
 use crate::runtime::{
-    ExecError, ExecOptions, ExecOutcome, InterruptHandle, Language, Publish, Runtime, RuntimeError,
-    RuntimeFactory,
+    CountedCells, ExecError, ExecOptions, ExecOutcome, InterruptHandle, Language, Publish, Runtime,
+    RuntimeError, RuntimeFactory,
 };
 use carbon_magics::carbon::session::{CarbonSession, EmissionsSink};
 use carbon_magics::config::Settings;
@@ -172,7 +172,7 @@ pub struct RuntimeSet {
     /// them first ([`Runtime::count_unrun_cell`], as the runtimes that exist count each cell that
     /// did not run in them), so IPython's `Cell In[n]` is the kernel's execution_count from its
     /// first cell.
-    counted: Vec<String>,
+    counted: CountedCells,
 }
 
 impl RuntimeSet {
@@ -181,7 +181,7 @@ impl RuntimeSet {
         Self {
             factory,
             live: BTreeMap::new(),
-            counted: Vec::new(),
+            counted: CountedCells::default(),
         }
     }
 
@@ -191,7 +191,7 @@ impl RuntimeSet {
         let (factory, counted) = (&self.factory, &self.counted);
         self.live.entry(lang).or_insert_with(|| {
             let mut rt = factory(lang, settings);
-            for code in counted {
+            for code in counted.after(0) {
                 rt.count_unrun_cell(code);
             }
             rt
@@ -207,7 +207,7 @@ impl RuntimeSet {
                 rt.count_unrun_cell(code);
             }
         }
-        self.counted.push(code.to_string());
+        self.counted.push(code);
     }
 
     /// The runtime of `lang` if it was created.
@@ -222,7 +222,7 @@ impl RuntimeSet {
         }
         self.live.clear();
         // the kernel's count starts again at 1 (restart), as the runtimes' will
-        self.counted.clear();
+        self.counted = CountedCells::default();
     }
 }
 

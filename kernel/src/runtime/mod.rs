@@ -417,3 +417,57 @@ pub fn backend(lang: Language) -> Backend {
 pub fn default_factory() -> RuntimeFactory {
     Box::new(|lang, settings| (backend(lang).runtime)(settings))
 }
+
+/// Code of the counted cells kept, at most ([`CountedCells`]); the cells after it are counted
+/// with empty code. Our choice: a thousand cells of 1 KiB, which a new Python worker reads in 16
+/// of its 64 KiB reads (the driver's `_READ_CHUNK`).
+pub(crate) const COUNTED_CODE_CAP: usize = 1024 * 1024;
+
+/// The cells the kernel counted (stored, not silent), in order, each one's code whole up to
+/// [`COUNTED_CODE_CAP`] bytes in all, then empty: the count is what a runtime created late, or a
+/// worker started after another ended, must catch up with (IPython's `Cell In[n]`).
+#[derive(Default)]
+pub(crate) struct CountedCells {
+    codes: Vec<String>,
+    bytes: usize,
+}
+
+impl CountedCells {
+    /// Counts one more cell.
+    pub(crate) fn push(&mut self, code: &str) {
+        if self.bytes + code.len() <= COUNTED_CODE_CAP {
+            self.bytes += code.len();
+            self.codes.push(code.to_string());
+        } else {
+            self.codes.push(String::new());
+        }
+    }
+
+    /// The cells after the first `n`.
+    pub(crate) fn after(&self, n: usize) -> &[String] {
+        self.codes.get(n..).unwrap_or_default()
+    }
+
+    /// How many cells were counted.
+    pub(crate) fn len(&self) -> usize {
+        self.codes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_cells_keep_their_code_up_to_the_cap_and_their_count_after_it() {
+        let mut c = CountedCells::default();
+        let half = "x".repeat(COUNTED_CODE_CAP / 2);
+        c.push(&half);
+        c.push(&half);
+        c.push("y"); // over the cap: counted, code dropped
+        c.push("");
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.after(1), [half.clone(), String::new(), String::new()]);
+        assert!(c.after(4).is_empty() && c.after(9).is_empty());
+    }
+}

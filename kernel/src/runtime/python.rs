@@ -14,8 +14,8 @@
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::idle::{self, Idle};
 use super::{
-    Completeness, Completions, ExecError, ExecOptions, ExecOutcome, Inspection, InterruptHandle,
-    Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
+    Completeness, Completions, CountedCells, ExecError, ExecOptions, ExecOutcome, Inspection,
+    InterruptHandle, Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
 };
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
@@ -71,10 +71,6 @@ const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
 const MARKER_GRACE: Duration = Duration::from_secs(2);
 /// Output produced between cells (background threads), kept for the next cell, at most.
 const LEFTOVER_CAP: usize = 1024 * 1024;
-/// Code of the counted cells kept for a restarted worker's IPython (`In`), at most; the cells
-/// after it are counted with empty code. Our choice: a thousand cells of 1 KiB, which the new
-/// worker reads in 16 of its 64 KiB reads (the driver's `_READ_CHUNK`).
-const COUNTED_CODE_CAP: usize = 1024 * 1024;
 
 /// Which python runs cells: `CARBON_PYTHON` (settings or environment), else the active virtual
 /// environment's (`$VIRTUAL_ENV/bin/python`), else `python3` on `PATH`. The `%carbon run FILE.py`
@@ -294,7 +290,7 @@ struct Worker {
     idle: Arc<Idle>,
     /// An event read after a cell's end that the next pump handles first.
     held: Option<Ev>,
-    /// How many of the runtime's [`Counted`] cells this worker's IPython counted: a worker
+    /// How many of the runtime's [`CountedCells`] cells this worker's IPython counted: a worker
     /// started after another (a crash, `exit()`) counts the cells before it first.
     counted: usize,
 }
@@ -389,35 +385,7 @@ pub struct PythonRuntime {
     /// carries those it has not counted yet, for IPython to count first: the cells that ran
     /// elsewhere since its last cell, and all of them for a worker started after another ended
     /// (a crash, `exit()`), as the kernel's execution_count goes on.
-    counted: Counted,
-}
-
-/// The code of the cells the kernel counted, in order ([`PythonRuntime::counted`]), whole up to
-/// [`COUNTED_CODE_CAP`] bytes, then empty: the count is what must survive a restart.
-#[derive(Default)]
-struct Counted {
-    codes: Vec<String>,
-    bytes: usize,
-}
-
-impl Counted {
-    fn push(&mut self, code: &str) {
-        if self.bytes + code.len() <= COUNTED_CODE_CAP {
-            self.bytes += code.len();
-            self.codes.push(code.to_string());
-        } else {
-            self.codes.push(String::new());
-        }
-    }
-
-    /// The cells after the first `n`.
-    fn after(&self, n: usize) -> &[String] {
-        self.codes.get(n..).unwrap_or_default()
-    }
-
-    fn len(&self) -> usize {
-        self.codes.len()
-    }
+    counted: CountedCells,
 }
 
 impl PythonRuntime {
@@ -434,7 +402,7 @@ impl PythonRuntime {
             notice: None,
             leftover: VecDeque::new(),
             leftover_len: 0,
-            counted: Counted::default(),
+            counted: CountedCells::default(),
         }
     }
 
@@ -1350,7 +1318,7 @@ impl Runtime for PythonRuntime {
     fn shutdown(&mut self) {
         self.stop_worker();
         // a kernel restart: the kernel's count starts again at 1, as the next worker's
-        self.counted = Counted::default();
+        self.counted = CountedCells::default();
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -1674,19 +1642,6 @@ os._exit(1)",
         rt.shutdown();
         let (o, _) = run(&mut rt, "1 / 0");
         assert_eq!(cell_number(o), "1");
-    }
-
-    #[test]
-    fn counted_cells_keep_their_code_up_to_the_cap_and_their_count_after_it() {
-        let mut c = Counted::default();
-        let half = "x".repeat(COUNTED_CODE_CAP / 2);
-        c.push(&half);
-        c.push(&half);
-        c.push("y"); // over the cap: counted, code dropped
-        c.push("");
-        assert_eq!(c.len(), 4);
-        assert_eq!(c.after(1), [half.clone(), String::new(), String::new()]);
-        assert!(c.after(4).is_empty() && c.after(9).is_empty());
     }
 
     #[test]
