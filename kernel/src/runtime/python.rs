@@ -12,7 +12,7 @@
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
 use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
-use super::idle::{self, Idle};
+use super::idle::Idle;
 use super::{
     Completeness, Completions, CountedCells, ExecError, ExecOptions, ExecOutcome, Inspection,
     InterruptHandle, Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
@@ -295,37 +295,37 @@ struct Worker {
     counted: usize,
 }
 
-/// The router of the worker's output (see [`Idle`]): reads `raw` until the readers are gone;
-/// between cells it publishes text, displays and clears itself through a publisher of the last
-/// cell; events that need the runtime (the worker's end, other frames) wait for the next pump.
-fn route(raw: Receiver<Ev>, to_pump: SyncSender<Ev>, idle: Arc<Idle>, gate: Arc<Gate>) {
-    idle::route(
-        raw,
-        &idle,
-        |o, ev| match ev {
-            Ev::Text(i, t) => {
-                o.stream(stream_name(i), &t);
-                None
-            }
-            // the frame it announces is published below (no cell output to order against)
-            Ev::Marker(..) => None,
-            Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" => {
-                if f["t"] == "clear" {
-                    o.clear_output(f["wait"] == true);
-                } else {
-                    let b = bundle(&f["data"], &f["metadata"]);
-                    match f["display_id"].as_str() {
-                        Some(id) if f["update"] == true => o.update_display(b, id),
-                        id => o.display(b, id),
-                    }
+/// Where a reader of the worker's pipes hands an event (see [`Idle`]): between cells it
+/// publishes text, displays and clears itself through a publisher of the last cell; the rest (and
+/// everything while a cell runs) goes to the pump. Each reader calls it on its own thread: no
+/// router thread between the pipes and the executor, so a cell's end wakes one thread fewer.
+fn hand_over(ev: Ev, idle: &Idle, gate: &Gate, to_pump: &SyncSender<Ev>) -> bool {
+    let rest = idle.offer(ev, |o, ev| match ev {
+        Ev::Text(i, t) => {
+            o.stream(stream_name(i), &t);
+            None
+        }
+        // the frame it announces is published below (no cell output to order against)
+        Ev::Marker(..) => None,
+        Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" => {
+            if f["t"] == "clear" {
+                o.clear_output(f["wait"] == true);
+            } else {
+                let b = bundle(&f["data"], &f["metadata"]);
+                match f["display_id"].as_str() {
+                    Some(id) if f["update"] == true => o.update_display(b, id),
+                    id => o.display(b, id),
                 }
-                gate.release(f["seq"].as_u64().unwrap_or(0));
-                None
             }
-            ev => Some(ev),
-        },
-        |ev| to_pump.send(ev).is_ok(),
-    );
+            gate.release(f["seq"].as_u64().unwrap_or(0));
+            None
+        }
+        ev => Some(ev),
+    });
+    match rest {
+        Some(ev) => to_pump.send(ev).is_ok(),
+        None => true,
+    }
 }
 
 impl Worker {
@@ -480,9 +480,7 @@ impl PythonRuntime {
         else {
             return Err(unavailable("the python child has no pipes".into()));
         };
-        let (tx, raw) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
-        // small: the pump reads at once; `raw` already bounds what is in flight
-        let (to_pump, rx) = mpsc::sync_channel::<Ev>(2);
+        let (tx, rx) = mpsc::sync_channel::<Ev>(CHANNEL_CAP);
         let gate = Arc::new(Gate::default());
         let idle = Arc::new(Idle::default());
         let io_err = |e| RuntimeError::Io {
@@ -497,7 +495,7 @@ impl PythonRuntime {
         .enumerate()
         {
             let tx: SyncSender<Ev> = tx.clone();
-            let gate = gate.clone();
+            let (gate, idle) = (gate.clone(), idle.clone());
             let mut split = MarkerSplitter::new(&token);
             let mut pieces = Vec::new();
             child::read_chunks("carbon-py-out", pipe, READ_CHUNK, move |bytes| {
@@ -506,41 +504,37 @@ impl PythonRuntime {
                 split.feed(bytes, eof, &mut pieces);
                 for p in pieces.drain(..) {
                     let sent = match p {
-                        Piece::Text(t) => tx.send(Ev::Text(i, t)),
+                        Piece::Text(t) => hand_over(Ev::Text(i, t), &idle, &gate, &tx),
                         Piece::Marker(k) => {
-                            let r = tx.send(Ev::Marker(i, k));
+                            let r = hand_over(Ev::Marker(i, k), &idle, &gate, &tx);
                             gate.wait(k);
                             r
                         }
                     };
-                    if sent.is_err() {
+                    if !sent {
                         return false;
                     }
                 }
                 if eof {
-                    let _ = tx.send(Ev::StreamEnd(i));
+                    hand_over(Ev::StreamEnd(i), &idle, &gate, &tx);
                 }
                 true
             })
             .map_err(io_err)?;
         }
-        child::read_lines("carbon-py-proto", proto_r, move |line| {
-            let ev = match line {
-                None => Ev::ProtoEnd,
-                Some(l) => match serde_json::from_str::<Value>(&l) {
-                    Ok(v) => Ev::Frame(v),
-                    Err(_) => Ev::Bad(l),
-                },
-            };
-            tx.send(ev).is_ok()
-        })
-        .map_err(io_err)?;
         {
-            let (idle, gate) = (idle.clone(), gate.clone());
-            std::thread::Builder::new()
-                .name("carbon-py-route".into())
-                .spawn(move || route(raw, to_pump, idle, gate))
-                .map_err(io_err)?;
+            let (gate, idle) = (gate.clone(), idle.clone());
+            child::read_lines("carbon-py-proto", proto_r, move |line| {
+                let ev = match line {
+                    None => Ev::ProtoEnd,
+                    Some(l) => match serde_json::from_str::<Value>(&l) {
+                        Ok(v) => Ev::Frame(v),
+                        Err(_) => Ev::Bad(l),
+                    },
+                };
+                hand_over(ev, &idle, &gate, &tx)
+            })
+            .map_err(io_err)?;
         }
         let worker = Worker {
             proc,
@@ -707,7 +701,7 @@ impl PythonRuntime {
 
     /// Publishes the worker's events until the awaited frame (a cell's `done`, or a side reply).
     /// `out` is `None` between cells (completion, inspection): output goes to the last cell, as
-    /// the router publishes it between cells (see [`Idle`]), or, before any cell, to the next.
+    /// the readers publish it between cells (see [`Idle`]), or, before any cell, to the next.
     fn pump(
         &mut self,
         out: Option<&mut dyn Publish>,
@@ -1182,7 +1176,7 @@ impl Runtime for PythonRuntime {
         // busy before the code can run: an interrupt that comes as soon as the cell starts
         // (the executor thread descheduled right after the send) must not be ignored
         self.shared.busy.store(true, Ordering::SeqCst);
-        // The cell's output is its own from the first byte: if the router still published
+        // The cell's output is its own from the first byte: if the readers still published
         // between cells when the worker's first display comes (this thread descheduled right
         // after the send), the display went to the previous cell.
         w.idle.pause();
