@@ -347,14 +347,18 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
         }
         // d: shutdown of an idle kernel ends a background process of an earlier cell, and one
         // mid-cell ends the cell's
-        k.execute(&format!(
+        let r = k.execute(&format!(
             "import subprocess\nbg = subprocess.Popen(['sleep', '{g}'])",
             g = marker(7)
         ));
+        assert_eq!(r.status(), "ok", "{:?}", r.iopub);
         assert_eq!(
             running_with(&marker(7)).len(),
             1,
-            "the background sleep runs"
+            "the background sleep runs: {:?} {:?} {:?}",
+            r.elapsed,
+            r.iopub,
+            r.reply
         );
         let id = k
             .send_execute(&format!(
@@ -417,6 +421,57 @@ fn item1_nothing_outlives_its_cell_or_its_kernel() {
         }
     });
     for n in 1..=14 {
+        cleanup(&marker(n));
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The processes of an interrupted cell are ended by a sweep of the runtimes' descendants: it
+/// ran on after the cell's reply, and killed what the next cell started meanwhile (a subprocess
+/// launched right after an interrupt died at once). Now the interrupted cell's reply waits for
+/// the sweep; the next cell's subprocess lives.
+#[test]
+fn a_subprocess_started_right_after_an_interrupt_lives() {
+    let tag = format!("4712.{}", std::process::id());
+    let marker = |n: u32| format!("{tag}{n:02}");
+    let result = std::panic::catch_unwind(|| {
+        let Some(mut k) = python_kernel() else { return };
+        for round in 0..3 {
+            let (old, new) = (marker(2 * round), marker(2 * round + 1));
+            let id = k
+                .send_execute(&format!(
+                    "import subprocess, time\nold = subprocess.Popen(['sleep', '{old}'])\ntime.sleep(60)"
+                ))
+                .unwrap();
+            let t0 = Instant::now();
+            while running_with(&old).is_empty() && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            k.interrupt();
+            let r = k.wait(&id).unwrap();
+            assert_eq!(r.status(), "error", "{:?}", r.iopub);
+            assert!(
+                running_with(&old).is_empty(),
+                "the interrupted cell's subprocess ended"
+            );
+            let r = k.execute(&format!(
+                "new = subprocess.Popen(['sleep', '{new}'])\nprint(new.poll())"
+            ));
+            assert_eq!(r.stdout(), "None\n", "{:?}", r.iopub);
+            // long enough for a sweep still running to find it (one pass scans /proc)
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(
+                running_with(&new).len(),
+                1,
+                "round {round}: the next cell's subprocess was killed"
+            );
+            k.execute("new.kill(); new.wait()");
+        }
+        k.shutdown(false);
+    });
+    for n in 0..6 {
         cleanup(&marker(n));
     }
     if let Err(e) = result {

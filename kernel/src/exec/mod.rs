@@ -233,13 +233,26 @@ impl RuntimeSet {
 pub struct Interrupts {
     handle: Mutex<Option<InterruptHandle>>,
     flag: AtomicBool,
+    /// The threads ending the processes of the interrupted cell (one per interrupt).
+    ending: Mutex<Vec<std::thread::JoinHandle<usize>>>,
 }
 
 impl Interrupts {
     /// Registers the handle of the runtime about to run, and clears the flag.
     pub fn arm(&self, h: Option<InterruptHandle>) {
+        self.settle();
         self.flag.store(false, Ordering::SeqCst);
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = h;
+    }
+
+    /// Waits until the processes of an interrupted cell are ended. Its sweep kills every
+    /// descendant of the runtimes: still running when the next cell starts, it killed what
+    /// that cell started (a subprocess launched right after an interrupt died at once).
+    fn settle(&self) {
+        let ending = std::mem::take(&mut *self.ending.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in ending {
+            let _ = t.join();
+        }
     }
 
     /// Registers the handle of the next run of a series (`--repeat`) without clearing the flag,
@@ -252,9 +265,11 @@ impl Interrupts {
         self.requested()
     }
 
-    /// Forgets the handle once the cell is done.
+    /// Forgets the handle once the cell is done; after an interrupt, returns once what the cell
+    /// started is ended (so nothing of it outlives its reply).
     pub fn disarm(&self) {
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.settle();
     }
 
     /// Interrupts the running cell (from the control task or a SIGINT handler).
@@ -271,9 +286,16 @@ impl Interrupts {
             // shell and its background jobs, orphans) are ended here, as jupyter_client's
             // SIGINT to the kernel's process group reaches ipykernel's. Off this thread: it
             // scans /proc and waits a little.
-            let _ = std::thread::Builder::new()
+            let ending = std::thread::Builder::new()
                 .name("carbon-end-cell".into())
                 .spawn(crate::runtime::child::end_cell_processes);
+            // not joined here (the control task must not wait): the cell's end does
+            if let Ok(t) = ending {
+                self.ending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(t);
+            }
         }
     }
 
