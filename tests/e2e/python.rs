@@ -150,6 +150,20 @@ fn a_repeated_metered_cell_counts_once_in_ipython() {
     assert_eq!(r.result_text().as_deref(), Some("(2, 4)"));
 }
 
+/// Runs (after `prefix`, e.g. `%%python\n`) a cell whose function raises, which must be the
+/// kernel's cell `n`: its traceback names `Cell In[n]` at both lines; returns the reply's stderr.
+fn raises_in_cell(k: &mut Kernel, prefix: &str, n: u64) -> String {
+    let r = k.execute(&format!("{prefix}def f():\n    return 1 / 0\nf()"));
+    assert_eq!(r.count(), Some(n));
+    let tb = error_text(r.errors()[0]);
+    assert!(
+        tb.contains(&format!("Cell In[{n}], line 3"))
+            && tb.contains(&format!("Cell In[{n}], line 2")),
+        "{tb}"
+    );
+    r.stderr()
+}
+
 /// Cells the kernel counts but IPython never runs (a kernel magic, an empty cell, another
 /// language) count in IPython too: a later traceback's `Cell In[n]` is the cell's execution_count
 /// (under ipykernel IPython runs every cell, so the two are one count).
@@ -159,13 +173,7 @@ fn cells_of_kernel_magics_keep_ipythons_count_with_the_kernels() {
     let s = k.execute("%carbon status");
     assert_eq!((s.status(), s.count()), ("ok", Some(1)), "{:?}", s.reply);
     assert_eq!(k.execute("  ").count(), Some(2));
-    let r = k.execute("def f():\n    return 1 / 0\nf()");
-    assert_eq!(r.count(), Some(3));
-    let tb = error_text(r.errors()[0]);
-    assert!(
-        tb.contains("Cell In[3], line 3") && tb.contains("Cell In[3], line 2"),
-        "{tb}"
-    );
+    raises_in_cell(&mut k, "", 3);
     let r = k.execute("len(In), In[1], In[3].split()[0]");
     assert_eq!(r.count(), Some(4));
     assert_eq!(
@@ -183,13 +191,7 @@ fn a_python_runtime_created_late_counts_the_cells_before_it() {
     let s = k.execute("%carbon status");
     assert_eq!((s.status(), s.count()), ("ok", Some(1)), "{:?}", s.reply);
     assert_eq!(k.execute("").count(), Some(2));
-    let r = k.execute("%%python\ndef f():\n    return 1 / 0\nf()");
-    assert_eq!(r.count(), Some(3));
-    let tb = error_text(r.errors()[0]);
-    assert!(
-        tb.contains("Cell In[3], line 3") && tb.contains("Cell In[3], line 2"),
-        "{tb}"
-    );
+    raises_in_cell(&mut k, "%%python\n", 3);
     let r = k.execute("%%python\nlen(In), In[1], In[3].split()[0]");
     assert_eq!(r.count(), Some(4));
     assert_eq!(
@@ -209,14 +211,8 @@ fn a_restarted_worker_continues_the_kernels_count() {
     assert_eq!(k.execute("%carbon status").count(), Some(2));
     let r = k.execute("import os\nos._exit(1)");
     assert_eq!((r.status(), r.count()), ("error", Some(3)), "{:?}", r.reply);
-    let r = k.execute("def f():\n    return 1 / 0\nf()");
-    assert!(r.stderr().contains("gone"), "{}", r.stderr());
-    assert_eq!(r.count(), Some(4));
-    let tb = error_text(r.errors()[0]);
-    assert!(
-        tb.contains("Cell In[4], line 3") && tb.contains("Cell In[4], line 2"),
-        "{tb}"
-    );
+    let err = raises_in_cell(&mut k, "", 4);
+    assert!(err.contains("gone"), "{err}");
     let r = k.execute("len(In), In[2], In[3].split()[0], In[4].split()[0]");
     assert_eq!(r.count(), Some(5));
     assert_eq!(
