@@ -33,6 +33,11 @@ class RawClient:
         self.poller.register(self.iopub, zmq.POLLIN)
         self.status = None  # the last execute_reply's status
 
+    def drain(self):
+        """Reads (and drops) what is queued on the iopub socket now."""
+        while self.iopub.poll(0):
+            self.iopub.recv_multipart()
+
     def run(self, code):
         msg = self.session.msg("execute_request", {
             "code": code, "silent": False, "store_history": False, "user_expressions": {},
