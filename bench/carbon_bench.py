@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import os
-import queue
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import tempfile
 import textwrap
 import time
 
-from rawclient import RawClient
+from rawclient import RawClient, drain
 
 BUSY = "x = 0\nt_end = time.perf_counter() + 3.0\nwhile time.perf_counter() < t_end:\n    x += 1\n"
 
@@ -139,15 +138,6 @@ def latency(kcs, n):
     return [tuple(median(x) for x in s) for s in samples]
 
 
-def drain(kc, quiet_s=0.5):
-    """Reads kc's iopub until nothing came for `quiet_s`."""
-    while True:
-        try:
-            kc.get_iopub_msg(timeout=quiet_s)
-        except queue.Empty:
-            return
-
-
 def raw_latency(kms, n):
     """Part 1's medians, timed at the socket by a RawClient on each kernel."""
     import zmq
@@ -220,7 +210,7 @@ def main():
             # Part 1b's messages queued up on this client's unread iopub (in its socket, and in
             # the kernel's queue for it, which drops at its high-water mark): read them, or part
             # 3's cells would find that queue full and their own messages dropped.
-            drain(kc)
+            drain(kc, quiet_s=0.5)
         print("\n1b. the same cells timed at the socket: plain pyzmq, no decoding (median of %d)" % args.n)
         print_latency(kernels, raw)
         print(f"   load average after part 1: {os.getloadavg()[0]:.2f}")

@@ -40,7 +40,6 @@ import itertools
 import json
 import os
 import platform
-import queue
 import statistics
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import zmq
 from jupyter_client import KernelManager
 
-from rawclient import RawClient
+from rawclient import RawClient, drain
 
 TIMEOUT_S = 60.0
 MODEL = "gpt-4o-mini"
@@ -149,15 +148,6 @@ def run_one(kc, code: str) -> tuple[float, dict]:
                 and m["content"]["execution_state"] == "idle"):
             break
     return time.perf_counter() - t0, reply
-
-
-def drain(kc) -> None:
-    """Reads (and drops) what is queued on kc's iopub channel now."""
-    while True:
-        try:
-            kc.get_iopub_msg(timeout=0)
-        except queue.Empty:
-            return
 
 
 def cpu_s(pid: int) -> float:

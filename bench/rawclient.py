@@ -4,11 +4,23 @@ jupyter_client decodes every message of a cell (JSON, dates, signature) before i
 so a cell that sends more messages looks slower through it even if the kernel's part is the same.
 This client reads each message's header only: what the kernel itself takes, as a front-end that
 decodes lazily (JupyterLab in the browser) would wait for it. Used by carbon_bench.py (part 1b)
-and llm_bench.py (--socket).
+and llm_bench.py (--socket), with `drain` for the jupyter_client of the same kernel: every
+subscriber gets every iopub message, so a client not read meanwhile has a backlog.
 """
 
 import json
+import queue
 import time
+
+
+def drain(kc, quiet_s=0.0):
+    """Reads (and drops) the jupyter_client `kc`'s iopub backlog, until nothing came for
+    `quiet_s` (0: what is queued now)."""
+    while True:
+        try:
+            kc.get_iopub_msg(timeout=quiet_s)
+        except queue.Empty:
+            return
 
 
 class RawClient:
