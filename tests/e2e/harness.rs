@@ -25,6 +25,7 @@
 //!   `kernel_info()`, `request(type, content)` (shell) / `control(type, content)` → reply
 //!   content, `call(Chan, type, content)` → [`Exec`] with busy/idle, `push_input("answer")`
 //!   (answers `input_request`s in order; with none queued the request stays unanswered),
+//!   `input_request(id)` (returns once a running cell asks for input: it is blocked until then),
 //!   `send_raw(frames)` / `raw_recv(t)` on a separate shell DEALER for forged messages,
 //!   `sign(frames)`, `heartbeat(t)`, `is_alive()`, `shutdown(restart)`, `wait_exit(t)`,
 //!   `signal(sig)`, `pid()`. Drop kills the kernel's process group.
@@ -351,6 +352,29 @@ impl Io {
             Err(_) => Ok(None),
             Ok(None) => Err("kernel connection closed".into()),
             Ok(Some((chan, frames))) => Ok(Some(decode(chan, &frames, &self.key)?)),
+        }
+    }
+
+    /// Reads until the kernel asks request `id` for input, and returns that `input_request`'s
+    /// content. Every message read (the input request too) stays for the request's own wait,
+    /// which answers it with the next queued input.
+    async fn input_request(&mut self, id: &str, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let asks = |m: &Msg| matches!(m.chan, Chan::Stdin) && m.parent_id() == Some(id);
+        if let Some(m) = self.backlog.iter().find(|m| asks(m)) {
+            return Ok(m.content.clone());
+        }
+        loop {
+            let Some(m) = self.next(deadline).await? else {
+                return Err(
+                    format!("timeout after {timeout:?} waiting for an input_request").into(),
+                );
+            };
+            let content = asks(&m).then(|| m.content.clone());
+            self.backlog.push(m);
+            if let Some(c) = content {
+                return Ok(c);
+            }
         }
     }
 
@@ -719,6 +743,14 @@ impl Kernel {
     /// `interrupt_request` on control → reply content.
     pub(crate) fn interrupt(&mut self) -> Value {
         self.control("interrupt_request", json!({}))
+    }
+
+    /// Waits (up to the kernel's timeout) until request `id` asks for input: its cell is then
+    /// blocked until [`Kernel::push_input`] and [`Kernel::wait`] answer it. Returns the
+    /// `input_request` content.
+    pub(crate) fn input_request(&mut self, id: &str) -> Result<Value> {
+        let t = self.opts.timeout;
+        self.rt.block_on(self.io.input_request(id, t))
     }
 
     /// Queues an answer for the next `input_request`.
