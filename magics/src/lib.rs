@@ -4,7 +4,8 @@
 //! estimating an LLM request's footprint, recording `emissions.csv` rows and drawing charts.
 //!
 //! The API is blocking and free of tokio, ZeroMQ and Jupyter types; the kernel calls it from
-//! `spawn_blocking` where it blocks. Method and constants: `shared/design/METHODOLOGY.md`, each
+//! its executor thread. Inside, `%llm`'s HTTP requests run on a tokio runtime thread of the
+//! crate's own (`llm::client`), as they did inside reqwest's blocking client before. Method and constants: `shared/design/METHODOLOGY.md`, each
 //! constant in code carries its source.
 
 pub mod builtin;

@@ -1,9 +1,10 @@
-//! `%llm` / `%%llm` adapter: send prompts through `carbon_magics::llm` providers (one thread per
-//! model), stream each answer into its own display, watch for interrupts, then publish what the
-//! [`LlmSession`] computes: both footprints, the comparison table and chart, history and rows.
+//! `%llm` / `%%llm` adapter: send prompts through `carbon_magics::llm` providers (one task per
+//! model on the HTTP runtime), stream each answer into its own display, watch for interrupts,
+//! then publish what the [`LlmSession`] computes: both footprints, the comparison table and
+//! chart, history and rows.
 //!
 //! The waiting loop runs on the executor thread and polls `Interrupts::requested()`: an interrupt
-//! abandons the request threads (they notice the cancel flag between stream events and stop).
+//! abandons the requests (their tasks notice the cancel flag between stream events and stop).
 
 use super::{Executor, usage_error};
 use crate::runtime::{ExecError, ExecOutcome, Publish, StreamName};
@@ -291,7 +292,7 @@ fn ask(
                     s.text.push_str(&streams.take(idx));
                     s.result = Some(Err(RequestError::new(
                         ProviderErrorKind::Api,
-                        format!("{}: the request thread ended without an answer", s.spec),
+                        format!("{}: the request ended without an answer", s.spec),
                     )));
                 }
             }

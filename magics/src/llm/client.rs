@@ -3,13 +3,18 @@
 //! generateContent), with SSE streaming, bounded retries that honour the servers' hints, and
 //! error classification (llm-footprint.md §3).
 //!
-//! Blocking (reqwest's blocking client); callers run one request per thread and cancel through an
-//! [`AtomicBool`] that is polled between stream events and during retry waits.
+//! Asynchronous (reqwest's async client) on one runtime thread of its own, `llm-http`
+//! ([`spawn`]): a request, its stream parsing and its retries run there as one task beside the
+//! connection it reads, and only the text and the result cross to the caller's thread. (The
+//! blocking client this replaced ran each request on a thread of its own and handed every piece
+//! of a stream from reqwest's runtime thread to it: two thread wake-ups per SSE event.) Callers
+//! cancel through an [`AtomicBool`] that is polled between stream events and during retry waits.
 
 use super::providers::{ProviderConfig, ProviderKind, Wire};
 use crate::config::Settings;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
+use std::future::Future;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -294,7 +299,7 @@ pub enum ProviderErrorKind {
     Malformed,
     /// [`ProviderError::Connect`]
     Connect,
-    /// [`ProviderError::Api`], or a request thread that ended without an answer.
+    /// [`ProviderError::Api`], or a request task that ended without an answer.
     Api,
     /// [`ProviderError::Cancelled`]: the user interrupted the cell.
     Cancelled,
@@ -403,17 +408,118 @@ pub trait Provider: Send + Sync {
 /// The HTTP provider for every [`ProviderKind`].
 pub struct HttpProvider {
     cfg: ProviderConfig,
-    client: reqwest::blocking::Client,
+    client: reqwest::Client,
     policy: RetryPolicy,
+}
+
+/// The runtime the requests run on: one worker thread, `llm-http`, for the whole process (the
+/// connections it keeps alive are reused by every request); `Err` when it could not start.
+static RUNTIME: LazyLock<Result<tokio::runtime::Runtime, String>> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("llm-http")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))
+});
+
+/// Runs `task` on the HTTP runtime; the error says why it cannot run (no runtime).
+pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+    let rt = RUNTIME.as_ref().map_err(Clone::clone)?;
+    // the task reports through what it captured; its handle is not needed
+    drop(rt.spawn(task));
+    Ok(())
+}
+
+/// Polls a future that never waits (one that reads a body from memory) to its end.
+fn ready<T>(f: impl Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        // a body in memory is read without waiting
+        std::task::Poll::Pending => unreachable!("a read from memory waited"),
+    }
+}
+
+/// A body read line by line: from the network as its chunks arrive, or from memory.
+struct Lines<'a> {
+    src: Source<'a>,
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts.
+    pos: usize,
+    eof: bool,
+}
+
+enum Source<'a> {
+    Net(reqwest::Response),
+    Mem(&'a [u8]),
+}
+
+impl<'a> Lines<'a> {
+    fn new(src: Source<'a>) -> Self {
+        Lines {
+            src,
+            buf: Vec::new(),
+            pos: 0,
+            eof: false,
+        }
+    }
+
+    /// The next line with its `\n`; at most `max` bytes (a longer line comes back cut, without
+    /// its `\n`: the caller refuses it); the last line may lack its `\n`; empty at the end.
+    async fn next(&mut self, max: usize) -> Result<&[u8], reqwest::Error> {
+        loop {
+            let rest = &self.buf[self.pos..];
+            let end = match memchr(b'\n', rest) {
+                Some(i) if i < max => Some(i + 1),
+                _ if rest.len() >= max => Some(max),
+                _ if self.eof => Some(rest.len()),
+                _ => None,
+            };
+            if let Some(n) = end {
+                let start = self.pos;
+                self.pos += n;
+                return Ok(&self.buf[start..start + n]);
+            }
+            // keep only the unread part before reading more
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            match &mut self.src {
+                Source::Mem(b) => {
+                    self.buf.extend_from_slice(b);
+                    self.eof = true;
+                }
+                Source::Net(r) => match r.chunk().await? {
+                    Some(c) => self.buf.extend_from_slice(&c),
+                    None => self.eof = true,
+                },
+            }
+        }
+    }
+}
+
+fn memchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&x| x == b)
+}
+
+/// Up to `max` bytes of a response's body, and the error that ended reading early, if one did
+/// (what arrived before it is kept, as `Read::read_to_string` keeps it).
+async fn read_body(mut r: reqwest::Response, max: usize) -> (Vec<u8>, Option<reqwest::Error>) {
+    let mut out = Vec::new();
+    while out.len() < max {
+        match r.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c[..c.len().min(max - out.len())]),
+            Ok(None) => break,
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
 }
 
 impl HttpProvider {
     /// A provider using `client` (share one client: it keeps connections alive).
-    pub fn new(
-        cfg: ProviderConfig,
-        client: reqwest::blocking::Client,
-        policy: RetryPolicy,
-    ) -> Self {
+    pub fn new(cfg: ProviderConfig, client: reqwest::Client, policy: RetryPolicy) -> Self {
         HttpProvider {
             cfg,
             client,
@@ -422,17 +528,16 @@ impl HttpProvider {
     }
 
     /// A client suitable for [`HttpProvider::new`].
-    pub fn default_client() -> reqwest::blocking::Client {
-        reqwest::blocking::Client::builder()
+    pub fn default_client() -> reqwest::Client {
+        reqwest::Client::builder()
             .user_agent(concat!("carbon-kernel/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
-            // timeouts are per request (LlmRequest::timeout)
-            .timeout(None::<Duration>)
+            // timeouts are per request (LlmRequest::timeout); the client has none of its own
             // Keys travel in headers reqwest does not strip on a cross-host redirect
             // (`x-goog-api-key`), so a redirect may only stay on the configured origin.
             .redirect(same_origin_redirects())
             .build()
-            .unwrap_or_else(|_| reqwest::blocking::Client::new())
+            .unwrap_or_else(|_| reqwest::Client::new())
     }
 
     fn label(&self) -> &'static str {
@@ -448,8 +553,8 @@ impl HttpProvider {
     ) -> Result<LlmResponse, ProviderError> {
         let mut acc = Acc::default();
         let mut emitted = 0;
-        self.read_sse(
-            body,
+        ready(self.read_sse(
+            &mut Lines::new(Source::Mem(body)),
             Instant::now(),
             1.0,
             max_answer_bytes,
@@ -457,7 +562,7 @@ impl HttpProvider {
             &mut |_| {},
             &mut emitted,
             &mut acc,
-        )?;
+        ))?;
         Ok(acc.out)
     }
 
@@ -509,11 +614,11 @@ impl HttpProvider {
         }
     }
 
-    fn attempt(
+    async fn attempt<F: FnMut(&str) + ?Sized>(
         &self,
         req: &LlmRequest,
         cancel: &AtomicBool,
-        on_delta: &mut dyn FnMut(&str),
+        on_delta: &mut F,
         emitted: &mut usize,
     ) -> Result<LlmResponse, ProviderError> {
         let p = self.label();
@@ -527,7 +632,7 @@ impl HttpProvider {
         }
         let secs = req.timeout.as_secs_f64();
         let t0 = Instant::now();
-        let resp = rb.send().map_err(|e| {
+        let resp = rb.send().await.map_err(|e| {
             if e.is_timeout() {
                 ProviderError::Timeout { provider: p, secs }
             } else if e.is_redirect() {
@@ -552,8 +657,9 @@ impl HttpProvider {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let headers = resp.headers().clone();
-            let mut text = String::new();
-            let _ = resp.take(256 * 1024).read_to_string(&mut text);
+            // what arrived of the error's body (none when it is not UTF-8)
+            let (body, _) = read_body(resp, 256 * 1024).await;
+            let text = String::from_utf8(body).unwrap_or_default();
             return Err(self.classify(status, &headers, &text));
         }
         let is_sse = resp
@@ -564,7 +670,7 @@ impl HttpProvider {
         let mut acc = Acc::default();
         if is_sse {
             self.read_sse(
-                resp,
+                &mut Lines::new(Source::Net(resp)),
                 t0,
                 secs,
                 req.max_answer_bytes,
@@ -572,23 +678,27 @@ impl HttpProvider {
                 on_delta,
                 emitted,
                 &mut acc,
-            )?;
+            )
+            .await?;
             acc.out.streamed = true;
         } else {
-            let mut text = String::new();
-            resp.take(64 * 1024 * 1024)
-                .read_to_string(&mut text)
-                .map_err(|e| {
-                    if is_timeout_io(&e) {
-                        ProviderError::Timeout { provider: p, secs }
-                    } else {
-                        ProviderError::Broken {
-                            provider: p,
-                            chunks: 0,
-                            detail: e.to_string(),
-                        }
+            let (body, failed) = read_body(resp, 64 * 1024 * 1024).await;
+            if let Some(e) = failed {
+                return Err(if e.is_timeout() {
+                    ProviderError::Timeout { provider: p, secs }
+                } else {
+                    ProviderError::Broken {
+                        provider: p,
+                        chunks: 0,
+                        detail: root_cause(&e),
                     }
-                })?;
+                });
+            }
+            let text = String::from_utf8(body).map_err(|_| ProviderError::Broken {
+                provider: p,
+                chunks: 0,
+                detail: "stream did not contain valid UTF-8".into(),
+            })?;
             let v: Value = serde_json::from_str(&text).map_err(|e| ProviderError::Malformed {
                 provider: p,
                 detail: format!("{e}; body starts {:?}", snippet(&text, 80)),
@@ -625,52 +735,47 @@ impl HttpProvider {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn read_sse(
+    async fn read_sse<F: FnMut(&str) + ?Sized>(
         &self,
-        resp: impl Read,
+        rd: &mut Lines<'_>,
         t0: Instant,
         secs: f64,
         max_answer_bytes: usize,
         cancel: &AtomicBool,
-        on_delta: &mut dyn FnMut(&str),
+        on_delta: &mut F,
         emitted: &mut usize,
         acc: &mut Acc,
     ) -> Result<(), ProviderError> {
         let p = self.label();
-        let mut rd = BufReader::new(resp);
-        let mut line = Vec::new();
         let mut data = String::new();
         let mut done = false;
         loop {
             if cancel.load(Ordering::SeqCst) {
                 return Err(ProviderError::Cancelled { provider: p });
             }
-            line.clear();
             // One line (or one event's data) longer than the whole answer may be is not read
             // to its end: a server sending bytes without a newline would fill memory.
             let max_line = max_answer_bytes.saturating_add(SSE_LINE_SLACK);
-            let n = (&mut rd)
-                .take(max_line as u64)
-                .read_until(b'\n', &mut line)
-                .map_err(|e| {
-                    if is_timeout_io(&e) {
-                        if acc.chunks == 0 {
-                            ProviderError::Timeout { provider: p, secs }
-                        } else {
-                            ProviderError::Stalled {
-                                provider: p,
-                                chunks: acc.chunks,
-                                secs,
-                            }
-                        }
+            let line = rd.next(max_line).await.map_err(|e| {
+                if e.is_timeout() {
+                    if acc.chunks == 0 {
+                        ProviderError::Timeout { provider: p, secs }
                     } else {
-                        ProviderError::Broken {
+                        ProviderError::Stalled {
                             provider: p,
                             chunks: acc.chunks,
-                            detail: root_io(&e),
+                            secs,
                         }
                     }
-                })?;
+                } else {
+                    ProviderError::Broken {
+                        provider: p,
+                        chunks: acc.chunks,
+                        detail: root_cause(&e),
+                    }
+                }
+            })?;
+            let n = line.len();
             if n == max_line && line.last() != Some(&b'\n') {
                 return Err(ProviderError::Malformed {
                     provider: p,
@@ -678,7 +783,7 @@ impl HttpProvider {
                 });
             }
             let eof = n == 0;
-            let l = String::from_utf8_lossy(&line);
+            let l = String::from_utf8_lossy(line);
             let l = l.trim_end_matches(['\n', '\r']);
             if eof || l.is_empty() {
                 // end of one event
@@ -1095,36 +1200,8 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-fn root_io(e: &std::io::Error) -> String {
-    match e.get_ref() {
-        Some(inner) => root_cause(inner),
-        None => e.to_string(),
-    }
-}
-
-fn is_timeout_io(e: &std::io::Error) -> bool {
-    if e.kind() == std::io::ErrorKind::TimedOut {
-        return true;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
-    while let Some(c) = cur {
-        if let Some(re) = c.downcast_ref::<reqwest::Error>()
-            && re.is_timeout()
-        {
-            return true;
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return true;
-        }
-        cur = c.source();
-    }
-    e.to_string().contains("timed out")
-}
-
 /// Sleeps `d` in short slices; false when cancelled.
-fn sleep_cancellable(d: Duration, cancel: &AtomicBool) -> bool {
+async fn sleep_cancellable(d: Duration, cancel: &AtomicBool) -> bool {
     let end = Instant::now() + d;
     loop {
         if cancel.load(Ordering::SeqCst) {
@@ -1134,7 +1211,7 @@ fn sleep_cancellable(d: Duration, cancel: &AtomicBool) -> bool {
         if now >= end {
             return true;
         }
-        std::thread::sleep((end - now).min(Duration::from_millis(20)));
+        tokio::time::sleep((end - now).min(Duration::from_millis(20))).await;
     }
 }
 
@@ -1143,11 +1220,32 @@ impl Provider for HttpProvider {
         self.cfg.kind
     }
 
+    /// Waits here for [`HttpProvider::complete_async`], run with the HTTP runtime's timers and
+    /// connections (the pieces of text are handed to `on_delta` on this thread).
     fn complete(
         &self,
         req: &LlmRequest,
         cancel: &AtomicBool,
         on_delta: &mut dyn FnMut(&str),
+    ) -> Result<LlmResponse, ProviderError> {
+        match RUNTIME.as_ref() {
+            Ok(rt) => rt.block_on(self.complete_async(req, cancel, on_delta)),
+            Err(e) => Err(ProviderError::Api {
+                provider: self.label(),
+                message: e.clone(),
+            }),
+        }
+    }
+}
+
+impl HttpProvider {
+    /// Sends `req`, calling `on_delta` with each piece of streamed text, retrying as the policy
+    /// allows; gives up early when `cancel` becomes true. Runs on the HTTP runtime ([`spawn`]).
+    pub async fn complete_async<F: FnMut(&str) + ?Sized>(
+        &self,
+        req: &LlmRequest,
+        cancel: &AtomicBool,
+        on_delta: &mut F,
     ) -> Result<LlmResponse, ProviderError> {
         let p = self.label();
         if self.cfg.kind.needs_key() && self.cfg.api_key.is_none() {
@@ -1164,7 +1262,7 @@ impl Provider for HttpProvider {
                 return Err(ProviderError::Cancelled { provider: p });
             }
             let mut emitted = 0usize;
-            match self.attempt(req, cancel, on_delta, &mut emitted) {
+            match self.attempt(req, cancel, on_delta, &mut emitted).await {
                 Ok(mut r) => {
                     r.attempts = k + 1;
                     r.total_s = start.elapsed().as_secs_f64();
@@ -1186,7 +1284,7 @@ impl Provider for HttpProvider {
                         e.kind(),
                         wait.as_secs_f64()
                     ));
-                    if !sleep_cancellable(wait, cancel) {
+                    if !sleep_cancellable(wait, cancel).await {
                         return Err(ProviderError::Cancelled { provider: p });
                     }
                     k += 1;

@@ -1,10 +1,10 @@
-//! Running one prompt against several models at once: one thread per model, events back over a
-//! channel so the caller (the kernel's executor thread) can stream answers, watch for interrupts
-//! and abandon requests without waiting for them.
+//! Running one prompt against several models at once: one task per model on the HTTP runtime
+//! ([`client::spawn`]), events back over a channel so the caller (the kernel's executor thread)
+//! can stream answers, watch for interrupts and abandon requests without waiting for them.
 
 use super::AskArgs;
 use super::client::{
-    HttpProvider, LlmRequest, LlmResponse, Provider, ProviderError, ProviderErrorKind, RetryPolicy,
+    self, HttpProvider, LlmRequest, LlmResponse, ProviderError, ProviderErrorKind, RetryPolicy,
 };
 use super::footprint::{EcoEstimate, SeedEstimate};
 use super::local::Measured;
@@ -70,10 +70,10 @@ impl RequestError {
 
 /// A shared HTTP client (keeps connections alive between requests). Cheap to clone.
 #[derive(Clone)]
-pub struct Http(reqwest::blocking::Client);
+pub struct Http(reqwest::Client);
 
 impl Http {
-    /// A new client. Build it outside any async runtime (the kernel's executor thread is fine).
+    /// A new client.
     pub fn new() -> Http {
         Http(HttpProvider::default_client())
     }
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Http {
     }
 }
 
-/// What the request threads report.
+/// What the request tasks report.
 #[derive(Debug)]
 pub enum Event {
     /// Model `idx` has streamed text waiting in [`Streams`]. Sent only when its buffer was
@@ -116,7 +116,7 @@ pub fn providers_for(
     cfg: &LlmConfig,
     http: &Http,
     policy: RetryPolicy,
-) -> Vec<Arc<dyn Provider>> {
+) -> Vec<Arc<HttpProvider>> {
     models
         .iter()
         .map(|m| {
@@ -124,7 +124,7 @@ pub fn providers_for(
                 cfg.get(m.provider).clone(),
                 http.0.clone(),
                 policy,
-            )) as Arc<dyn Provider>
+            ))
         })
         .collect()
 }
@@ -164,11 +164,12 @@ impl Streams {
     }
 }
 
-/// Starts one thread per model. Threads stop early once `cancel` is set; their events are then
-/// ignored by dropping the receiver. Streamed text goes to the returned [`Streams`].
+/// Starts each model's request as a task on the HTTP runtime. A task stops early once `cancel`
+/// is set; its events are then ignored by dropping the receiver. Streamed text goes to the
+/// returned [`Streams`].
 pub fn spawn(
     args: &AskArgs,
-    providers: Vec<Arc<dyn Provider>>,
+    providers: Vec<Arc<HttpProvider>>,
     cancel: Arc<AtomicBool>,
 ) -> (Receiver<Event>, Streams) {
     let (tx, rx) = channel();
@@ -187,26 +188,24 @@ pub fn spawn(
         let ttx: Sender<Event> = tx.clone();
         let cancel = cancel.clone();
         let bufs = streams.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("llm-{}", spec.provider.key()))
-            .spawn(move || {
-                let mut on_delta = |t: &str| {
-                    if bufs.push(idx, t) {
-                        let _ = ttx.send(Event::Delta { idx });
-                    }
-                };
-                let result = p.complete(&req, &cancel, &mut on_delta);
-                let _ = ttx.send(Event::Done {
-                    idx,
-                    result: Box::new(result),
-                });
+        let spawned = client::spawn(async move {
+            let mut on_delta = |t: &str| {
+                if bufs.push(idx, t) {
+                    let _ = ttx.send(Event::Delta { idx });
+                }
+            };
+            let result = p.complete_async(&req, &cancel, &mut on_delta).await;
+            let _ = ttx.send(Event::Done {
+                idx,
+                result: Box::new(result),
             });
-        if let Err(e) = spawned {
+        });
+        if let Err(message) = spawned {
             let _ = tx.send(Event::Done {
                 idx,
                 result: Box::new(Err(ProviderError::Api {
                     provider: spec.provider.label(),
-                    message: format!("cannot start a thread: {e}"),
+                    message,
                 })),
             });
         }

@@ -104,6 +104,27 @@ fn openai_sse_stream_pieces_and_usage() {
     assert_eq!(b["stream_options"]["include_usage"], true);
 }
 
+/// The stream's bytes arrive in pieces that cut lines anywhere (a proxy or a slow network
+/// re-chunks them): each event is still read whole, its text once.
+#[test]
+fn stream_lines_cut_across_reads_come_whole() {
+    let whole: String = wire::openai_sse("gpt-4o", &["Caf", "é au", " lait"], 9, 3).concat();
+    // cut every 7 characters (inside `data:`, inside the JSON, between the two newlines)
+    let chars: Vec<char> = whole.chars().collect();
+    let pieces: Vec<String> = chars.chunks(7).map(|c| c.iter().collect()).collect();
+    assert!(pieces.len() > 50);
+    // a pause between pieces, so they reach the client as separate reads
+    let srv = Server::script(vec![
+        Reply::sse(pieces).stream_end(Duration::from_millis(1), StreamEnd::Clean),
+    ]);
+    let p = provider(ProviderKind::OpenAi, &srv.url("/v1"), Some("sk-x1"), fast());
+    let (r, deltas) = call(&p, &req("gpt-4o", true));
+    let r = r.unwrap();
+    assert_eq!(deltas, vec!["Caf", "é au", " lait"]);
+    assert_eq!(r.text, "Café au lait");
+    assert_eq!(r.completion_tokens, Some(3));
+}
+
 #[test]
 fn stream_without_usage_counts_chunks() {
     let mut ev = wire::openai_sse("m", &["a", "b", "c"], 1, 1);
