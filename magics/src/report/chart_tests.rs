@@ -211,7 +211,7 @@ fn chart_cost() {
     let (t, c) = ms(n, || fig.canvas(1.0).unwrap());
     println!(
         "  figure -> RGB canvas 1x: {t:.3} ms ({} bytes)",
-        c.rgb.len()
+        c.rgb().len()
     );
     for (name, level, filter) in [
         ("Fast, Sub", png::Compression::Fast, png::Filter::Sub),
@@ -230,7 +230,7 @@ fn chart_cost() {
         ),
     ] {
         let (t, bytes) = ms(n, || {
-            encode_rgb_with(c.w, c.h, &c.rgb, level, filter).unwrap()
+            encode_rgb_with(c.w, c.h, &c.rgb(), level, filter).unwrap()
         });
         println!("  encode {name}: {t:.3} ms, {} bytes", bytes.len());
     }

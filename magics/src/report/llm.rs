@@ -1404,7 +1404,7 @@ mod tests {
                     ("adaptive", ::png::Filter::Adaptive),
                 ] {
                     let (t, b) = med(n, || {
-                        png::encode_rgb_with(c.w, c.h, &c.rgb, png::PNG_DEFLATE, filter).unwrap()
+                        png::encode_rgb_with(c.w, c.h, &c.rgb(), png::PNG_DEFLATE, filter).unwrap()
                     });
                     println!("    encode (Fast, {name}): {t}, {} bytes", b.len());
                 }

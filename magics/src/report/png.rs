@@ -146,6 +146,29 @@ pub(super) fn encode_rgb_with(
     Ok(out)
 }
 
+/// Palette indices (`width` × `height`, a byte a pixel, row-major) and the palette (`plte`: RGB
+/// triples, at most 256) as an indexed PNG, deflated and filtered as the RGB ones (Paeth beat
+/// `Sub` and no filter here too: the one-model `%llm` chart 9.4 KB in 0.10 ms against 15.6 KB
+/// in 0.09 ms and 68 KB in 0.15 ms, opt-level 2, 2-core VM).
+pub(super) fn encode_indexed(
+    width: u32,
+    height: u32,
+    idx: &[u8],
+    plte: Vec<u8>,
+) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::with_capacity(idx.len() / 8);
+    let mut enc = png::Encoder::new(&mut out, width, height);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_palette(plte);
+    enc.set_compression(PNG_DEFLATE);
+    enc.set_filter(PNG_FILTER);
+    let mut w = enc.write_header()?;
+    w.write_image_data(idx)?;
+    w.finish()?;
+    Ok(out)
+}
+
 /// One chart as its own output: `image/svg+xml`, `image/png` (when the SVG rasterizes) and
 /// `text/plain` (`plain` says what the chart shows, for terminals and screen readers).
 pub fn chart_bundle(svg: String, plain: impl Into<String>) -> MimeBundle {
