@@ -133,17 +133,7 @@ pub(super) fn encode_rgb_with(
     level: png::Compression,
     filter: png::Filter,
 ) -> Result<Vec<u8>, png::EncodingError> {
-    let mut out = Vec::with_capacity(rgb.len() / 8);
-    let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_compression(level);
-    // after set_compression, which sets the filter its level goes with
-    enc.set_filter(filter);
-    let mut w = enc.write_header()?;
-    w.write_image_data(rgb)?;
-    w.finish()?;
-    Ok(out)
+    encode(width, height, rgb, None, level, filter)
 }
 
 /// Palette indices (`width` × `height`, a byte a pixel, row-major) and the palette (`plte`: RGB
@@ -156,15 +146,33 @@ pub(super) fn encode_indexed(
     idx: &[u8],
     plte: Vec<u8>,
 ) -> Result<Vec<u8>, png::EncodingError> {
-    let mut out = Vec::with_capacity(idx.len() / 8);
+    encode(width, height, idx, Some(plte), PNG_DEFLATE, PNG_FILTER)
+}
+
+/// 8-bit `data` as a PNG: RGB, or palette indices into `plte`.
+fn encode(
+    width: u32,
+    height: u32,
+    data: &[u8],
+    plte: Option<Vec<u8>>,
+    level: png::Compression,
+    filter: png::Filter,
+) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::with_capacity(data.len() / 8);
     let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Indexed);
+    match plte {
+        Some(p) => {
+            enc.set_color(png::ColorType::Indexed);
+            enc.set_palette(p);
+        }
+        None => enc.set_color(png::ColorType::Rgb),
+    }
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_palette(plte);
-    enc.set_compression(PNG_DEFLATE);
-    enc.set_filter(PNG_FILTER);
+    enc.set_compression(level);
+    // after set_compression, which sets the filter its level goes with
+    enc.set_filter(filter);
     let mut w = enc.write_header()?;
-    w.write_image_data(idx)?;
+    w.write_image_data(data)?;
     w.finish()?;
     Ok(out)
 }
