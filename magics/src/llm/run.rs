@@ -147,7 +147,7 @@ impl Streams {
     }
 
     /// Takes the text model `idx` streamed since the last take (all of it once its
-    /// [`Event::Done`] has arrived: a thread adds its last piece before it reports done).
+    /// [`Event::Done`] has arrived: a request adds its last piece before it reports done).
     pub fn take(&self, idx: usize) -> String {
         self.buf(idx)
             .map(|mut b| std::mem::take(&mut *b))
