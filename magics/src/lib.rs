@@ -5,8 +5,8 @@
 //!
 //! The API is blocking and free of tokio, ZeroMQ and Jupyter types; the kernel calls it from
 //! its executor thread. Inside, `%llm`'s HTTP requests run on a tokio runtime thread of the
-//! crate's own (`llm::client`), as they did inside reqwest's blocking client before. Method and constants: `shared/design/METHODOLOGY.md`, each
-//! constant in code carries its source.
+//! crate's own (`llm::client`), as they did inside reqwest's blocking client before. Method and
+//! constants: `shared/design/METHODOLOGY.md`, each constant in code carries its source.
 
 pub mod builtin;
 pub mod carbon;

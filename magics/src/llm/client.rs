@@ -471,7 +471,7 @@ impl<'a> Lines<'a> {
     async fn next(&mut self, max: usize) -> Result<&[u8], reqwest::Error> {
         loop {
             let rest = &self.buf[self.pos..];
-            let end = match memchr(b'\n', rest) {
+            let end = match rest.iter().position(|&b| b == b'\n') {
                 Some(i) if i < max => Some(i + 1),
                 _ if rest.len() >= max => Some(max),
                 _ if self.eof => Some(rest.len()),
@@ -497,10 +497,6 @@ impl<'a> Lines<'a> {
             }
         }
     }
-}
-
-fn memchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&x| x == b)
 }
 
 /// Up to `max` bytes of a response's body, and the error that ended reading early, if one did
