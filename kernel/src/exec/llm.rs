@@ -248,7 +248,7 @@ fn ask(
     let started = Instant::now();
     // Requests to a server on this machine: find it and meter it from before the request starts.
     let mut local = LocalMeters::for_session(&args.models, cfg, &ex.carbon);
-    let (rx, streams) = run::spawn(&args, providers, cancel.clone());
+    let (rx, streams) = run::spawn(&args, providers, cancel.clone(), started + SHOW_AFTER);
     let mut interrupted = false;
     let redact = |s: &str| ex.settings.redact(&cfg.redact(s));
     while slots.iter().any(|s| s.result.is_none()) {
@@ -320,6 +320,12 @@ fn ask(
         // refresh_interval.
         if started.elapsed() < SHOW_AFTER {
             continue;
+        }
+        // text that came before SHOW_AFTER woke nobody (see run::spawn)
+        for (idx, s) in slots.iter_mut().enumerate() {
+            if !s.dirty && s.result.is_none() && streams.pending(idx) {
+                s.dirty = true;
+            }
         }
         for idx in 0..slots.len() {
             let s = &slots[idx];

@@ -13,6 +13,7 @@ use crate::carbon::record::RowStatus;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// One model's request, finished (answer or error), with both footprints when it succeeded.
 #[derive(Debug, Clone)]
@@ -96,7 +97,8 @@ impl std::fmt::Debug for Http {
 pub enum Event {
     /// Model `idx` has streamed text waiting in [`Streams`]. Sent only when its buffer was
     /// empty: a caller that takes the text less often than pieces arrive (a display refreshed
-    /// at most every 50 ms) is woken once per take, not once per piece.
+    /// at most every 50 ms) is woken once per take, not once per piece; and not before the
+    /// caller's `show_from` (see [`spawn`]).
     Delta {
         /// index in the model list
         idx: usize,
@@ -154,6 +156,11 @@ impl Streams {
             .unwrap_or_default()
     }
 
+    /// Whether model `idx` has text not yet taken.
+    pub fn pending(&self, idx: usize) -> bool {
+        self.buf(idx).is_some_and(|b| !b.is_empty())
+    }
+
     /// Appends `text` to model `idx`'s buffer; true when it was empty (the caller is told).
     fn push(&self, idx: usize, text: &str) -> bool {
         self.buf(idx).is_some_and(|mut b| {
@@ -166,11 +173,15 @@ impl Streams {
 
 /// Starts each model's request as a task on the HTTP runtime. A task stops early once `cancel`
 /// is set; its events are then ignored by dropping the receiver. Streamed text goes to the
-/// returned [`Streams`].
+/// returned [`Streams`]; [`Event::Delta`] says so only from `show_from` on: a caller that
+/// shows nothing before then looks at [`Streams::pending`] itself when the time comes, and is
+/// not woken for a stream it would not show (most answers of a fast server are whole before
+/// that, and a wake-up is a context switch on the executor's CPU while the stream is read).
 pub fn spawn(
     args: &AskArgs,
     providers: Vec<Arc<HttpProvider>>,
     cancel: Arc<AtomicBool>,
+    show_from: Instant,
 ) -> (Receiver<Event>, Streams) {
     let (tx, rx) = channel();
     let streams = Streams::new(args.models.len());
@@ -190,7 +201,7 @@ pub fn spawn(
         let bufs = streams.clone();
         let spawned = client::spawn(async move {
             let mut on_delta = |t: &str| {
-                if bufs.push(idx, t) {
+                if bufs.push(idx, t) && Instant::now() >= show_from {
                     let _ = ttx.send(Event::Delta { idx });
                 }
             };
@@ -232,6 +243,10 @@ mod tests {
             (String::new(), "c".into(), String::new())
         );
         assert!(!s.push(7, "x") && s.take(7).is_empty());
+        assert!(!s.pending(0) && !s.pending(7));
+        assert!(s.push(0, "d") && s.pending(0));
+        s.take(0);
+        assert!(!s.pending(0));
     }
 
     #[test]

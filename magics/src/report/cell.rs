@@ -258,6 +258,20 @@ fn bars_figure(items: &[(&str, f64)]) -> Figure {
         f.line(x, TOP, x, axis_y + 3.0, grid);
         f.text(x, axis_y + 15.0, None, Anchor::Middle, Rgb::BLACK, tick(*t));
     }
+    // each bar's name in the label column, left of the axis (no bar or value reaches it)
+    for (i, (label, _)) in items.iter().enumerate() {
+        let y = TOP + ROW * i as f32;
+        f.text(
+            LEFT - 4.0,
+            y + ROW / 2.0 + 4.0,
+            None,
+            Anchor::End,
+            Rgb::BLACK,
+            *label,
+        );
+    }
+    // what the next cell with the same unit, ticks and bars shares, drawn under the bars
+    f.backdrop();
     for (i, (label, v)) in items.iter().enumerate() {
         let y = TOP + ROW * i as f32;
         let w = (v.max(0.0) / per / top) as f32 * plot_w;
@@ -270,14 +284,6 @@ fn bars_figure(items: &[(&str, f64)]) -> Figure {
         } else {
             (LEFT + w + 4.0, Anchor::Start, Rgb::BLACK)
         };
-        f.text(
-            LEFT - 4.0,
-            y + ROW / 2.0 + 4.0,
-            None,
-            Anchor::End,
-            Rgb::BLACK,
-            *label,
-        );
         // A zero bar (GPU 0 J) gets no rect: an empty one draws nothing (and resvg, which drew
         // this chart's PNG before, logged a warning for each).
         if w >= 0.05 {

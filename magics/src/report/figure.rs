@@ -27,7 +27,7 @@ use resvg::tiny_skia::{self, FillRule, PathBuilder, Stroke, Transform};
 use skrifa::MetadataProvider as _;
 use skrifa::instance::{LocationRef, Size};
 use skrifa::outline::{DrawSettings, OutlinePen};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -87,7 +87,7 @@ impl Anchor {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Shape {
     Rect {
         x: f32,
@@ -125,6 +125,8 @@ pub struct Figure {
     height: f32,
     font_size: f32,
     shapes: Vec<Shape>,
+    /// How many of the first shapes are the backdrop (see [`Figure::backdrop`]).
+    backdrop: usize,
 }
 
 impl Figure {
@@ -135,7 +137,18 @@ impl Figure {
             height,
             font_size,
             shapes: Vec::with_capacity(32),
+            backdrop: 0,
         }
+    }
+
+    /// Marks the shapes so far as the figure's backdrop: the part a chart shares with the next
+    /// one of its kind (title, legend, axis labels, grid), drawn under everything added after.
+    /// Its pixels are kept (the last few per process) and copied when another
+    /// figure of the same size has the same backdrop, instead of drawn anew: most of a chart's
+    /// glyphs are there, and every `%llm` request draws its chart before the cell ends (issue
+    /// 9, performance). The picture is the same either way.
+    pub fn backdrop(&mut self) {
+        self.backdrop = self.shapes.len();
     }
 
     /// A filled rectangle; `title` is its tooltip in the SVG. Nothing is drawn for an empty one.
@@ -270,53 +283,84 @@ impl Figure {
             .map_err(|e| ChartError(format!("png: {e}")))
     }
 
-    /// The figure drawn with `scale` pixels per CSS px, shape by shape in the SVG's order.
+    /// The figure drawn with `scale` pixels per CSS px, shape by shape in the SVG's order, on a
+    /// copy of its kept backdrop when there is one.
     pub(super) fn canvas(&self, scale: f32) -> Result<Canvas, ChartError> {
+        self.canvas_kept(scale).map(|(c, _)| c)
+    }
+
+    /// [`Figure::canvas`], and whether its backdrop was a kept one.
+    fn canvas_kept(&self, scale: f32) -> Result<(Canvas, bool), ChartError> {
+        if self.backdrop == 0 {
+            return self.canvas_on(scale, Canvas::new).map(|c| (c, false));
+        }
+        let (w, h) = self.pixels(scale);
+        let back = &self.shapes[..self.backdrop];
+        let found = {
+            let kept = BACKDROPS.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter()
+                .find(|k| (k.w, k.h, k.scale) == (w, h, scale) && k.shapes == back)
+                .cloned()
+        };
+        let (mut c, hit) = match found {
+            Some(k) => (k.canvas.clone(), true),
+            None => {
+                let mut c = self.blank(scale, Canvas::new)?;
+                draw(&mut c, back, scale)?;
+                let mut kept = BACKDROPS.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() >= KEPT_BACKDROPS {
+                    kept.pop_back();
+                }
+                kept.push_front(Arc::new(Backdrop {
+                    w,
+                    h,
+                    scale,
+                    shapes: back.to_vec(),
+                    canvas: c.clone(),
+                }));
+                (c, false)
+            }
+        };
+        draw(&mut c, &self.shapes[self.backdrop..], scale)?;
+        Ok((c, hit))
+    }
+
+    /// The figure drawn anew, its backdrop included (measurements).
+    #[cfg(test)]
+    pub(super) fn canvas_anew(&self, scale: f32) -> Result<Canvas, ChartError> {
         self.canvas_on(scale, Canvas::new)
     }
 
-    /// [`Figure::canvas`] on the canvas `make` gives for the pixel size.
+    /// The canvas' size in pixels.
+    fn pixels(&self, scale: f32) -> (u32, u32) {
+        let (w, h) = (self.width.ceil(), self.height.ceil());
+        ((w * scale) as u32, (h * scale) as u32)
+    }
+
+    /// The blank canvas `make` gives for the figure's size.
+    fn blank(
+        &self,
+        scale: f32,
+        make: fn(u32, u32) -> Option<Canvas>,
+    ) -> Result<Canvas, ChartError> {
+        let (w, h) = self.pixels(scale);
+        make(w, h).ok_or_else(|| {
+            ChartError(format!(
+                "figure: empty size {}x{}",
+                self.width.ceil(),
+                self.height.ceil()
+            ))
+        })
+    }
+
+    /// The whole figure drawn anew on the canvas `make` gives for the pixel size.
     fn canvas_on(
         &self,
         scale: f32,
         make: fn(u32, u32) -> Option<Canvas>,
     ) -> Result<Canvas, ChartError> {
-        let (w, h) = (self.width.ceil() as u32, self.height.ceil() as u32);
-        let mut c = make((w as f32 * scale) as u32, (h as f32 * scale) as u32)
-            .ok_or_else(|| ChartError(format!("figure: empty size {w}x{h}")))?;
-        let font = font()?;
-        for shape in &self.shapes {
-            match shape {
-                Shape::Rect {
-                    x, y, w, h, fill, ..
-                } => {
-                    if *w > 0.0 && *h > 0.0 {
-                        c.fill_rect(
-                            x * scale,
-                            y * scale,
-                            (x + w) * scale,
-                            (y + h) * scale,
-                            *fill,
-                        );
-                    }
-                }
-                Shape::Line {
-                    x1,
-                    y1,
-                    x2,
-                    y2,
-                    stroke,
-                } => c.line(*x1, *y1, *x2, *y2, scale, *stroke),
-                Shape::Text {
-                    x,
-                    y,
-                    size,
-                    anchor,
-                    fill,
-                    text,
-                } => font.draw(&mut c, *x, *y, *size, scale, *anchor, *fill, text),
-            }
-        }
+        let mut c = self.blank(scale, make)?;
+        draw(&mut c, &self.shapes, scale)?;
         Ok(c)
     }
 
@@ -326,6 +370,60 @@ impl Figure {
         bundle_with_png(self.svg(), self.png(scale), plain.into())
     }
 }
+
+/// Draws `shapes` on `c`, in order, `scale` pixels per CSS px.
+fn draw(c: &mut Canvas, shapes: &[Shape], scale: f32) -> Result<(), ChartError> {
+    let font = font()?;
+    for shape in shapes {
+        match shape {
+            Shape::Rect {
+                x, y, w, h, fill, ..
+            } => {
+                if *w > 0.0 && *h > 0.0 {
+                    c.fill_rect(
+                        x * scale,
+                        y * scale,
+                        (x + w) * scale,
+                        (y + h) * scale,
+                        *fill,
+                    );
+                }
+            }
+            Shape::Line {
+                x1,
+                y1,
+                x2,
+                y2,
+                stroke,
+            } => c.line(*x1, *y1, *x2, *y2, scale, *stroke),
+            Shape::Text {
+                x,
+                y,
+                size,
+                anchor,
+                fill,
+                text,
+            } => font.draw(c, *x, *y, *size, scale, *anchor, *fill, text),
+        }
+    }
+    Ok(())
+}
+
+/// A figure's backdrop as drawn: its shapes, its canvas' size and scale, its pixels.
+struct Backdrop {
+    w: u32,
+    h: u32,
+    scale: f32,
+    shapes: Vec<Shape>,
+    canvas: Canvas,
+}
+
+/// Backdrops kept per process: the cell chart's and the `%llm` charts' of a few model sets (a
+/// one-model `%llm` backdrop at 1x is 0.18 MB of palette indices).
+const KEPT_BACKDROPS: usize = 4;
+
+/// The backdrops drawn last, most recent first.
+static BACKDROPS: Mutex<VecDeque<Arc<Backdrop>>> = Mutex::new(VecDeque::new());
 
 /// One glyph: its outline in font units (y up), None for a blank, and its advance.
 struct Glyph {
@@ -548,6 +646,7 @@ impl Font {
 
 /// An opaque raster on white, row-major: palette indices while the colours fit in 256, then
 /// RGB (what the PNG holds, so nothing is converted before encoding).
+#[derive(Clone)]
 pub(super) struct Canvas {
     pub(super) w: u32,
     pub(super) h: u32,
@@ -555,6 +654,7 @@ pub(super) struct Canvas {
 }
 
 /// A canvas' pixels.
+#[derive(Clone)]
 enum Pixels {
     /// One byte a pixel, an index into the palette.
     Indexed { idx: Vec<u8>, pal: Palette },
@@ -564,6 +664,7 @@ enum Pixels {
 
 /// At most 256 colours and their indices, found through a small open-addressing table (a
 /// `HashMap` per blended pixel cost more than the indexed PNG saved).
+#[derive(Clone)]
 struct Palette {
     colors: Vec<Rgb>,
     /// `0xRRGGBB` + 1 (0: empty slot) and its index.
@@ -998,6 +1099,51 @@ mod tests {
                     back == *rgb.rgb(),
                     "{name} at {scale}x: the PNG decodes to others"
                 );
+            }
+        }
+    }
+
+    /// A figure drawn on a kept backdrop is the figure drawn anew; another backdrop (other text,
+    /// other size, other scale) is not taken for it.
+    #[test]
+    fn a_kept_backdrop_draws_the_same_picture() {
+        // a title no other test draws, so no other test's figure is the one kept
+        let with = |title: &str, bar: f32, width: f32| {
+            let mut f = Figure::new(width, 50.0, 11.0);
+            f.text(4.0, 14.0, Some(13.0), Anchor::Start, Rgb::BLACK, title);
+            f.line(10.0, 30.5, width - 10.0, 30.5, Rgb(0xc8, 0xc8, 0xc8));
+            f.backdrop();
+            f.rect(20.0, 20.0, bar, 25.0, Rgb(0, 114, 178), None);
+            f.text(
+                24.0 + bar,
+                40.0,
+                None,
+                Anchor::Start,
+                Rgb::BLACK,
+                format!("{bar} g"),
+            );
+            f
+        };
+        let title = format!("kept backdrop {:?}", std::thread::current().id());
+        for scale in [1.0, 2.0] {
+            let first = with(&title, 30.0, 150.0);
+            let (a, hit) = first.canvas_kept(scale).unwrap();
+            assert!(!hit, "{scale}x: nothing kept yet");
+            let next = with(&title, 55.5, 150.0);
+            let (b, hit) = next.canvas_kept(scale).unwrap();
+            assert!(hit, "{scale}x: the same backdrop is kept");
+            assert!(b.rgb() == next.canvas_on(scale, Canvas::new).unwrap().rgb());
+            assert!(a.rgb() != b.rgb(), "{scale}x: the bars differ");
+            // the kept pixels were not drawn on: the first figure again is its own picture
+            let (again, hit) = first.canvas_kept(scale).unwrap();
+            assert!(hit && again.rgb() == a.rgb(), "{scale}x");
+            for other in [
+                with("another title", 30.0, 150.0),
+                with(&title, 30.0, 160.0),
+            ] {
+                let (c, hit) = other.canvas_kept(scale).unwrap();
+                assert!(!hit, "{scale}x: another backdrop");
+                assert!(c.rgb() == other.canvas_on(scale, Canvas::new).unwrap().rgb());
             }
         }
     }
