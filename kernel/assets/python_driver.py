@@ -5,9 +5,10 @@ Wire protocol (newline-delimited JSON, one object per line):
   * frames go out on a private dup of fd 3 (the kernel passes a pipe there);
   * fd 1 and fd 2 stay the user's stdout/stderr: pipes the kernel pumps, so C-level output,
     os.write and child processes are captured too.
-Ordering: before every frame that must come after earlier output (display, input, done...), the
+Ordering: before every frame that must come after earlier output (display, input...), the
 worker writes a marker "\\x00\\x1fC<token>:<seq>\\x1f" to fd 1 and fd 2 and stamps the frame with
-that seq; the kernel holds the frame until the markers came through both pipes.
+that seq; the kernel holds the frame until the markers came through both pipes. A cell's "done"
+is stamped "sync" instead: the kernel holds it until its pipe readers hold nothing unread.
 """
 
 import ast
@@ -138,7 +139,11 @@ class Channel:
             _write_all(self.fd_out, data)
 
     def send_ordered(self, obj):
-        """Sends a frame that must follow every byte written to fd 1/2 before it."""
+        """Sends a frame that must follow every byte written to fd 1/2 before it.
+
+        A cell's "done" goes without markers, as "sync": nothing the cell writes after it is
+        the cell's, so the kernel only needs to see both pipes read up to the frame (it asks
+        its readers), and the cell's end wakes no reader thread."""
         for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
                 if s is not None:
@@ -149,7 +154,11 @@ class Channel:
         with _Critical(), self.lock:
             self.seq += 1
             obj["seq"] = self.seq
-            obj["m"] = [self._mark(1), self._mark(2)]
+            if obj.get("t") == "done":
+                obj["m"] = [False, False]
+                obj["sync"] = True
+            else:
+                obj["m"] = [self._mark(1), self._mark(2)]
             data = (_dumps(obj) + "\n").encode("utf-8")
             _write_all(self.fd_out, data)
 

@@ -5,9 +5,12 @@
 //!
 //! Channels (see the driver's docstring): commands as NDJSON on the child's stdin, frames as NDJSON
 //! on its fd 3, the user's fd 1/2 on two pipes that reader threads here pump live. Frames that must
-//! follow earlier output (displays, input requests, the end of a cell) carry a sequence number; the
-//! driver writes a marker with that number into both output pipes first, and `Pump` publishes the
-//! frame only once both markers came through, so `print(1); display(2); print(3)` arrives in order.
+//! follow earlier output (displays, input requests) carry a sequence number; the driver writes a
+//! marker with that number into both output pipes first, and `Pump` publishes the frame only once
+//! both markers came through, so `print(1); display(2); print(3)` arrives in order. The end of a
+//! cell needs no place in the output (what comes after it is not the cell's): it is published
+//! once both readers have handed on all they took from their pipes and the pipes are empty
+//! ([`child::PipeWatch`]), which spares a `pass` cell two reader wake-ups (issue 9).
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
@@ -69,6 +72,9 @@ const SIDE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A frame still waiting for its markers after this long without any output is released anyway
 /// (user code replaced fd 1/2 between our check and the write).
 const MARKER_GRACE: Duration = Duration::from_secs(2);
+/// How soon a cell's end that waits for an output reader to hand on a chunk looks again (see
+/// `Pump::syncing`).
+const SYNC_RETRY: Duration = Duration::from_millis(1);
 /// Output produced between cells (background threads), kept for the next cell, at most.
 const LEFTOVER_CAP: usize = 1024 * 1024;
 
@@ -285,6 +291,9 @@ struct Worker {
     stdin: Option<ChildStdin>,
     rx: Receiver<Ev>,
     gate: Arc<Gate>,
+    /// The stdout and stderr readers' progress: a cell's `done` comes without markers and is
+    /// published once both have handed on everything written before it (see [`Pump::syncing`]).
+    watch: Vec<Arc<child::PipeWatch>>,
     next_id: u64,
     /// Between cells, output goes to the last cell at once (see [`Idle`]).
     idle: Arc<Idle>,
@@ -487,9 +496,10 @@ impl PythonRuntime {
             language: "python",
             source: e,
         };
+        let mut watch = Vec::with_capacity(2);
         for (i, pipe) in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
+            std::fs::File::from(std::os::fd::OwnedFd::from(stdout)),
+            std::fs::File::from(std::os::fd::OwnedFd::from(stderr)),
         ]
         .into_iter()
         .enumerate()
@@ -498,29 +508,31 @@ impl PythonRuntime {
             let (gate, idle) = (gate.clone(), idle.clone());
             let mut split = MarkerSplitter::new(&token);
             let mut pieces = Vec::new();
-            child::read_chunks("carbon-py-out", pipe, READ_CHUNK, move |bytes| {
-                let eof = bytes.is_empty();
-                pieces.clear();
-                split.feed(bytes, eof, &mut pieces);
-                for p in pieces.drain(..) {
-                    let sent = match p {
-                        Piece::Text(t) => hand_over(Ev::Text(i, t), &idle, &gate, &tx),
-                        Piece::Marker(k) => {
-                            let r = hand_over(Ev::Marker(i, k), &idle, &gate, &tx);
-                            gate.wait(k);
-                            r
+            let (_, w) =
+                child::read_chunks_watched("carbon-py-out", pipe, READ_CHUNK, move |bytes| {
+                    let eof = bytes.is_empty();
+                    pieces.clear();
+                    split.feed(bytes, eof, &mut pieces);
+                    for p in pieces.drain(..) {
+                        let sent = match p {
+                            Piece::Text(t) => hand_over(Ev::Text(i, t), &idle, &gate, &tx),
+                            Piece::Marker(k) => {
+                                let r = hand_over(Ev::Marker(i, k), &idle, &gate, &tx);
+                                gate.wait(k);
+                                r
+                            }
+                        };
+                        if !sent {
+                            return false;
                         }
-                    };
-                    if !sent {
-                        return false;
                     }
-                }
-                if eof {
-                    hand_over(Ev::StreamEnd(i), &idle, &gate, &tx);
-                }
-                true
-            })
-            .map_err(io_err)?;
+                    if eof {
+                        hand_over(Ev::StreamEnd(i), &idle, &gate, &tx);
+                    }
+                    true
+                })
+                .map_err(io_err)?;
+            watch.push(w);
         }
         {
             let (gate, idle) = (gate.clone(), idle.clone());
@@ -541,6 +553,7 @@ impl PythonRuntime {
             stdin: Some(stdin),
             rx,
             gate,
+            watch,
             next_id: 1,
             idle,
             held: None,
@@ -755,6 +768,7 @@ impl PythonRuntime {
             pending: VecDeque::new(),
             last_activity: Instant::now(),
             force: false,
+            syncing: false,
         };
         let started = Instant::now();
         let mut proto_end: Option<Instant> = None;
@@ -801,7 +815,9 @@ impl PythonRuntime {
             let Some(w) = self.worker.as_mut() else {
                 return Err(self.lose_worker("is gone".into()));
             };
-            let timeout = if p.text.is_some() {
+            let timeout = if p.syncing {
+                SYNC_RETRY
+            } else if p.text.is_some() {
                 MERGE
             } else {
                 Duration::from_millis(100)
@@ -881,13 +897,23 @@ impl PythonRuntime {
         out: &mut Option<&mut dyn Publish>,
         wait: &Wait,
     ) -> Result<Option<Value>, RuntimeError> {
+        p.syncing = false;
         while let Some(front) = p.pending.front() {
             let seq = front["seq"].as_u64().unwrap_or(0);
-            let ready = p.force
-                || (0..2).all(|i| {
-                    !front["m"][i].as_bool().unwrap_or(false) || p.seen[i] >= seq || p.ended[i]
+            let marked = (0..2).all(|i| {
+                !front["m"][i].as_bool().unwrap_or(false) || p.seen[i] >= seq || p.ended[i]
+            });
+            // a frame sent with "sync" instead of markers: what was written before it has come
+            // through once both readers have handed it on
+            let synced = front["sync"] != true
+                || self.worker.as_ref().is_none_or(|w| {
+                    w.watch
+                        .iter()
+                        .enumerate()
+                        .all(|(i, watch)| p.ended[i] || watch.handed_on())
                 });
-            if !ready {
+            p.syncing = marked && !synced;
+            if !(p.force || marked && synced) {
                 break;
             }
             let f = p.pending.pop_front().unwrap_or_default();
@@ -982,6 +1008,10 @@ struct Pump {
     last_activity: Instant,
     /// Release pending frames without waiting for markers.
     force: bool,
+    /// The first pending frame waits for the output readers to hand on what they hold (a
+    /// chunk taken from the pipe, usually gone in microseconds): look again soon, not only
+    /// when they send something (a chunk held back whole, a cut character, sends nothing).
+    syncing: bool,
 }
 
 fn stream_name(i: usize) -> StreamName {
@@ -1714,6 +1744,34 @@ os._exit(1)",
         }
         assert_eq!(total, 10_000_001);
         assert!(items.len() > 100);
+    }
+
+    /// A cell's end comes without markers ("sync"): all the cell wrote before it, by `print`,
+    /// `os.write` or a child process, small or more than a pipe holds, is the cell's output,
+    /// and none of it spills into the next cell.
+    #[test]
+    fn output_written_just_before_the_end_is_the_cells() {
+        let mut rt = runtime_with(None);
+        for n in [1usize, 100, 5_000, 65_536, 300_000] {
+            let code = format!(
+                "import os, subprocess, sys\nsys.stdout.write('a' * {n})\n\
+                 os.write(2, b'b' * {n})\nsubprocess.run(['sh', '-c', 'printf c'])\n{n}"
+            );
+            for round in 0..3 {
+                let (o, c) = run(&mut rt, &code);
+                assert!(o.error.is_none(), "{n}/{round}");
+                let out = c.text(StreamName::Stdout);
+                assert!(
+                    out.len() == n + 1 && out.ends_with('c') && out[..n].bytes().all(|b| b == b'a'),
+                    "{n}/{round}: stdout of {} bytes",
+                    out.len()
+                );
+                assert_eq!(c.text(StreamName::Stderr).len(), n, "{n}/{round}");
+                assert_eq!(plain(&o.result), n.to_string(), "{n}/{round}");
+            }
+        }
+        let (o, c) = run(&mut rt, "pass");
+        assert!(o.error.is_none() && c.items().is_empty(), "{:?}", c.items());
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod utf8;
 pub use command::{CommandError, CommandRun};
 pub use exit::{describe_exit, oom_kill_count, signal_name};
 pub use path::{find_program, find_program_in};
-pub use read::{read_chunks, read_lines, read_text};
+pub use read::{PipeWatch, read_chunks, read_chunks_watched, read_lines, read_text};
 pub use spawn::{die_with_kernel, spawn};
 pub use supervised::Supervised;
 pub(crate) use sys::replace_fd;

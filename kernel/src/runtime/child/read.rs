@@ -1,35 +1,155 @@
 //! Reader threads for a child's pipes.
 
-use super::Utf8Carry;
+use super::{Utf8Carry, sys};
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Starts a thread that reads `r` in chunks of at most `chunk` bytes and hands each to `f`; at
 /// end of file or on a read error `f` gets an empty slice and the thread ends. `f` returns false
 /// to stop early.
-pub fn read_chunks<R, F>(name: &str, mut r: R, chunk: usize, mut f: F) -> io::Result<JoinHandle<()>>
+pub fn read_chunks<R, F>(name: &str, r: R, chunk: usize, f: F) -> io::Result<JoinHandle<()>>
 where
     R: Read + Send + 'static,
     F: FnMut(&[u8]) -> bool + Send + 'static,
 {
+    spawn_reader(name, r, chunk, f, None)
+}
+
+/// [`read_chunks`] of a pipe, with a [`PipeWatch`] that tells whether every byte written into
+/// the pipe so far has been handed to `f`.
+pub fn read_chunks_watched<R, F>(
+    name: &str,
+    r: R,
+    chunk: usize,
+    f: F,
+) -> io::Result<(JoinHandle<()>, Arc<PipeWatch>)>
+where
+    R: Read + AsFd + Send + 'static,
+    F: FnMut(&[u8]) -> bool + Send + 'static,
+{
+    let watch = Arc::new(PipeWatch {
+        taking: AtomicU64::new(0),
+        ended: AtomicBool::new(false),
+        fd: Mutex::new(Some(r.as_fd().try_clone_to_owned()?)),
+    });
+    let h = spawn_reader(name, r, chunk, f, Some(watch.clone()))?;
+    Ok((h, watch))
+}
+
+fn spawn_reader<R, F>(
+    name: &str,
+    mut r: R,
+    chunk: usize,
+    mut f: F,
+    watch: Option<Arc<PipeWatch>>,
+) -> io::Result<JoinHandle<()>>
+where
+    R: Read + Send + 'static,
+    F: FnMut(&[u8]) -> bool + Send + 'static,
+{
+    // the reader's own copy of the pipe to wait on (the watch's closes when the reader ends)
+    let watched = match watch {
+        Some(w) => {
+            let fd =
+                w.fd.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(OwnedFd::try_clone);
+            match fd {
+                Some(fd) => Some((w, fd?)),
+                None => None,
+            }
+        }
+        None => None,
+    };
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             let mut buf = vec![0u8; chunk];
+            let watch = watched.as_ref().map(|(w, _)| w);
             loop {
-                match r.read(&mut buf) {
+                if let Some((w, fd)) = &watched
+                    && !w.take(fd.as_fd())
+                {
+                    break;
+                }
+                let go = match r.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => {
-                        if !f(&buf[..n]) {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(n) => f(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
                     Err(_) => break,
+                };
+                if let Some(w) = &watch {
+                    w.taking.fetch_add(1, SeqCst);
+                }
+                if !go {
+                    if let Some(w) = &watch {
+                        w.end();
+                    }
+                    return;
                 }
             }
             f(&[]);
+            if let Some(w) = &watch {
+                w.end();
+            }
         })
+}
+
+/// What a [`read_chunks_watched`] reader has done with its pipe. The child writes its output
+/// there and its messages elsewhere; a message that must come after that output (a cell's end)
+/// can then be held until [`PipeWatch::handed_on`], instead of the child marking its place in
+/// the output with a token the reader must wake for (issue 9: two thread wake-ups of every
+/// Python cell).
+pub struct PipeWatch {
+    /// Odd from when the reader is about to take bytes from the pipe until it has handed them
+    /// to its callback; +2 for each chunk.
+    taking: AtomicU64,
+    /// The reader has ended: nothing more will be handed on.
+    ended: AtomicBool,
+    /// A copy of the pipe's read end (for its readiness and FIONREAD), closed when the reader
+    /// ends: it must not keep the pipe open for a child that writes into it.
+    fd: Mutex<Option<OwnedFd>>,
+}
+
+impl PipeWatch {
+    /// Whether every byte written into the pipe before this call has been handed to the
+    /// reader's callback (or the reader has ended). The reader holds no bytes it took, the
+    /// pipe holds none, and the reader took none in between: a byte written before the call is
+    /// in the pipe or was taken, and a take between the two looks at `taking` shows.
+    pub fn handed_on(&self) -> bool {
+        if self.ended.load(SeqCst) {
+            return true;
+        }
+        let before = self.taking.load(SeqCst);
+        if before % 2 == 1 {
+            return false;
+        }
+        let empty = {
+            let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+            match fd.as_ref() {
+                Some(fd) => matches!(sys::unread_bytes(fd.as_fd()), Ok(0)),
+                None => true,
+            }
+        };
+        (empty && self.taking.load(SeqCst) == before) || self.ended.load(SeqCst)
+    }
+
+    /// Waits until the pipe (`fd`, the reader's copy) has bytes or ended, then says the reader
+    /// is taking them; false when the pipe cannot be waited on.
+    fn take(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        let ok = sys::wait_readable(fd).is_ok();
+        self.taking.fetch_add(1, SeqCst);
+        ok
+    }
+
+    fn end(&self) {
+        self.ended.store(true, SeqCst);
+        self.fd.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 /// [`read_chunks`] as text: `f` gets each chunk's complete characters (a character cut by a
@@ -109,6 +229,39 @@ mod tests {
             all.extend(c);
         }
         assert_eq!(all, b"abcdef");
+    }
+
+    #[test]
+    fn a_watch_says_when_every_written_byte_was_handed_on() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let (go, wait) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel();
+        // each chunk waits for a go before it is handed on
+        let (h, watch) = read_chunks_watched("t", r, 4, move |b| {
+            let _ = wait.recv();
+            tx.send(b.to_vec()).is_ok()
+        })
+        .unwrap();
+        assert!(watch.handed_on(), "nothing written yet");
+        w.write_all(b"abcdef").unwrap();
+        // in the pipe, or taken and held by the reader
+        assert!(!watch.handed_on());
+        go.send(()).unwrap();
+        assert_eq!(rx.recv().unwrap(), b"abcd");
+        assert!(!watch.handed_on(), "\"ef\" is not handed on");
+        go.send(()).unwrap();
+        assert_eq!(rx.recv().unwrap(), b"ef");
+        // the reader marks the chunk done right after its callback returns
+        let t0 = std::time::Instant::now();
+        while !watch.handed_on() {
+            assert!(t0.elapsed().as_secs() < 10, "never handed on");
+            std::thread::yield_now();
+        }
+        drop(w);
+        go.send(()).unwrap();
+        assert!(rx.recv().unwrap().is_empty(), "end of file");
+        h.join().unwrap();
+        assert!(watch.handed_on());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The system calls of the child-process layer: the one file of the workspace's kernel crate
 //! allowed to use `unsafe`.
 //!
-//! Why unsafe is needed at all: `libc::kill`, `libc::waitid` and `libc::prctl` are foreign
-//! functions (always `unsafe` to call), and the hook that runs in a forked child before `exec`
-//! goes through `CommandExt::pre_exec`, an `unsafe fn` because the hook must be
-//! async-signal-safe. Each function below wraps one such call behind a safe signature whose
+//! Why unsafe is needed at all: `libc::kill`, `libc::waitid`, `libc::prctl`, `libc::poll` and
+//! `libc::ioctl` are foreign functions (always `unsafe` to call), and the hook that runs in a
+//! forked child before `exec` goes through `CommandExt::pre_exec`, an `unsafe fn` because the
+//! hook must be async-signal-safe. Each function below wraps one such call behind a safe signature whose
 //! arguments cannot break memory safety, so the rest of the kernel stays `unsafe`-free
 //! (`unsafe_code = "deny"` in the workspace lints).
 #![allow(unsafe_code)]
@@ -92,6 +92,36 @@ pub fn process_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists; no memory is involved.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Blocks until `fd` can be read without blocking (bytes, end of file or an error):
+/// `poll(2)` without a timeout, restarted when a signal interrupts it.
+pub(super) fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: poll reads and writes the one pollfd we own, and we pass its count (1).
+        if unsafe { libc::poll(&mut p, 1, -1) } >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// How many bytes wait in the pipe `fd`, unread (`ioctl(FIONREAD)`, pipe(7)).
+pub(super) fn unread_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int, into the local we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: processes orphaned below the kernel are reparented to
