@@ -23,7 +23,7 @@ use carbon_magics::report::cell::{self as report, RunReport};
 use carbon_magics::{MimeBundle, UsageError};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Options of one metered execution.
@@ -73,11 +73,9 @@ impl<'a, P: std::ops::DerefMut<Target = dyn Publish + 'a> + Send> Publish for Ph
     }
 }
 
-/// What the executor and the live thread of one run share.
+/// What the executor and the live thread share about one run.
 struct LiveShared {
     state: Mutex<LiveState>,
-    /// Wakes the live thread when the run ends.
-    wake: Condvar,
     timed_out: AtomicBool,
 }
 
@@ -94,113 +92,159 @@ impl LiveShared {
     }
 }
 
-/// One run's live display and timeout, served by a thread of [`LIVE_THREADS`].
+/// One run's live display and timeout, served by the live thread (see [`LIVE`]).
 struct LiveJob {
     shared: Arc<LiveShared>,
     meter: Meter,
     out: Box<dyn Publish>,
-    live_after: f64,
-    timeout: Option<f64>,
+    /// The run's start.
+    t0: Instant,
+    /// The next live sample, after `t0`: `live_after`, then about every second.
+    next_live: Duration,
+    timeout: Option<Duration>,
     on_timeout: Box<dyn Fn() + Send>,
     pue: f64,
     g_per_kwh: f64,
 }
 
-/// Idle live-display threads, reused from run to run. A thread created per cell cost a
-/// `clone` and, since it allocates a pid, made the meter's next `/proc` snapshot list every
-/// process (see `ProcReader::snapshot_with`): most of what `%%carbon` added to a short cell.
-static LIVE_THREADS: Mutex<Vec<mpsc::Sender<LiveJob>>> = Mutex::new(Vec::new());
-
-fn idle_live_threads() -> MutexGuard<'static, Vec<mpsc::Sender<LiveJob>>> {
-    LIVE_THREADS.lock().unwrap_or_else(|e| e.into_inner())
+/// The runs the live thread serves, and when it wakes next.
+///
+/// One thread serves every run, and neither the start nor the end of a run wakes it unless it
+/// must: a run that ends before its first live sample is forgotten the next time the thread
+/// wakes for its own reasons. Before, each run was handed to a pooled thread at its start and
+/// woke it again at its end: two thread wake-ups on a 2-core machine for every `%%carbon` cell,
+/// most of which end well within `live_after` (issue 9: what `%%carbon` adds to a cell).
+struct LiveTimer {
+    jobs: Vec<LiveJob>,
+    /// When the thread wakes next on its own; `None` while it waits for a run (or before it
+    /// exists).
+    wakes_at: Option<Instant>,
+    /// The thread exists.
+    started: bool,
 }
 
-/// Hands `job` to an idle live thread, or to a new one.
-fn submit_live(mut job: LiveJob) {
-    loop {
-        let Some(tx) = idle_live_threads().pop() else {
-            break;
-        };
-        match tx.send(job) {
-            Ok(()) => return,
-            Err(mpsc::SendError(j)) => job = j, // that thread is gone
-        }
-    }
-    let (tx, rx) = mpsc::channel::<LiveJob>();
-    let me = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("carbon-live".into())
-        .spawn(move || {
-            // `me` keeps the channel open: the thread waits for the next run when idle.
-            for job in rx.iter() {
-                job.run();
-                idle_live_threads().push(me.clone());
+/// A `live_after` or timeout beyond any cell (about ten years).
+const NEVER: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// The live thread's runs; [`LIVE_WAKE`] wakes it for one that is due before `wakes_at`.
+static LIVE: Mutex<LiveTimer> = Mutex::new(LiveTimer {
+    jobs: Vec::new(),
+    wakes_at: None,
+    started: false,
+});
+static LIVE_WAKE: Condvar = Condvar::new();
+
+fn live_timer() -> MutexGuard<'static, LiveTimer> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Adds `job` to the live thread's runs (starting the thread the first time), waking it only
+/// when the job is due before the thread would wake anyway.
+fn submit_live(job: LiveJob) {
+    let due = job.due(&job.shared.lock());
+    let mut timer = live_timer();
+    timer.jobs.push(job);
+    if !timer.started {
+        match std::thread::Builder::new()
+            .name("carbon-live".into())
+            .spawn(serve_live)
+        {
+            Ok(_) => timer.started = true,
+            Err(e) => {
+                timer.jobs.clear();
+                log::warn!("%%carbon: no live display or --timeout for this run: {e}");
             }
-        });
-    match spawned {
-        Ok(_) => {
-            let _ = tx.send(job);
         }
-        Err(e) => log::warn!("%%carbon: no live display or --timeout for this run: {e}"),
+        return;
+    }
+    if let Some(due) = due
+        && timer.wakes_at.is_none_or(|w| due < w)
+    {
+        LIVE_WAKE.notify_one();
+    }
+}
+
+/// The live thread: does what is due (a sample shown, a timeout fired), forgets ended runs,
+/// and sleeps until the next run is due, or until a run is added.
+fn serve_live() {
+    let mut timer = live_timer();
+    loop {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        timer.jobs.retain_mut(|job| {
+            let due = job.tick(now);
+            if let Some(t) = due {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+            due.is_some()
+        });
+        timer.wakes_at = next;
+        timer = match next {
+            None => LIVE_WAKE.wait(timer).unwrap_or_else(|e| e.into_inner()),
+            Some(t) => {
+                LIVE_WAKE
+                    .wait_timeout(timer, t.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
     }
 }
 
 impl LiveJob {
-    /// Sleeps until `live_after` (no sampling for short cells), then samples the meter about
-    /// once a second; enforces the timeout; returns as soon as the run is stopped.
-    fn run(mut self) {
-        let t0 = Instant::now();
-        let sh = &*self.shared;
-        let live_at = Duration::from_secs_f64(self.live_after);
-        let deadline = self.timeout.map(Duration::from_secs_f64);
-        let mut next_live = live_at;
-        let mut st = sh.lock();
-        loop {
-            if st.stopped {
-                return;
-            }
-            let mut wake = next_live;
-            if let Some(d) = deadline
-                && !sh.timed_out.load(Ordering::SeqCst)
-            {
-                wake = wake.min(d);
-            }
-            let wait = wake.saturating_sub(t0.elapsed());
-            if !wait.is_zero() {
-                st = match sh.wake.wait_timeout(st, wait) {
-                    Ok((g, _)) => g,
-                    Err(e) => e.into_inner().0,
-                };
-                continue;
-            }
-            // Still holding the lock: the run cannot end (and miss the display id) meanwhile.
-            let el = t0.elapsed();
-            if let Some(d) = deadline
-                && el >= d
-                && !sh.timed_out.swap(true, Ordering::SeqCst)
-            {
-                (self.on_timeout)();
-            }
-            if el >= next_live {
-                if let Some(s) = self.meter.sample() {
-                    let b = report::live(&s, self.pue, self.g_per_kwh);
-                    match &st.shown {
-                        Some(id) => self.out.update_display(b, id),
-                        None => {
-                            let id = format!("carbon-{}", uuid::Uuid::new_v4());
-                            self.out.display(b, Some(&id));
-                            st.shown = Some(id);
-                        }
+    /// When the job next needs the live thread (its next sample, or its timeout); `None` once
+    /// the run has ended.
+    fn due(&self, st: &LiveState) -> Option<Instant> {
+        if st.stopped {
+            return None;
+        }
+        // a huge `live_after` or timeout is never (Instant + Duration panics on overflow)
+        let after = |d: Duration| self.t0.checked_add(d).unwrap_or(self.t0 + NEVER);
+        let mut at = after(self.next_live);
+        if let Some(d) = self.timeout
+            && !self.shared.timed_out.load(Ordering::SeqCst)
+        {
+            at = at.min(after(d));
+        }
+        Some(at)
+    }
+
+    /// Fires the timeout and shows a sample when due at `now` (no sampling for short cells:
+    /// the first comes at `live_after`, then about once a second); when the job is due next.
+    fn tick(&mut self, now: Instant) -> Option<Instant> {
+        let shared = self.shared.clone();
+        // Held while displaying: the run cannot end (and miss the display id) meanwhile.
+        let mut st = shared.lock();
+        if st.stopped {
+            return None;
+        }
+        let el = now.saturating_duration_since(self.t0);
+        if let Some(d) = self.timeout
+            && el >= d
+            && !shared.timed_out.swap(true, Ordering::SeqCst)
+        {
+            (self.on_timeout)();
+        }
+        if el >= self.next_live {
+            if let Some(s) = self.meter.sample() {
+                let b = report::live(&s, self.pue, self.g_per_kwh);
+                match &st.shown {
+                    Some(id) => self.out.update_display(b, id),
+                    None => {
+                        let id = format!("carbon-{}", uuid::Uuid::new_v4());
+                        self.out.display(b, Some(&id));
+                        st.shown = Some(id);
                     }
                 }
-                next_live = el + Duration::from_secs(1);
             }
+            self.next_live = el + Duration::from_secs(1);
         }
+        self.due(&st)
     }
 }
 
-/// The live display + timeout of one run, on a reused thread. It sleeps until `live_after`
-/// (no sampling for short cells), then samples the meter about once a second.
+/// The live display + timeout of one run, served by the live thread: nothing before
+/// `live_after` (no sampling for short cells), then a sample about once a second.
 struct Live {
     shared: Arc<LiveShared>,
 }
@@ -222,15 +266,16 @@ impl Live {
                 stopped: false,
                 shown,
             }),
-            wake: Condvar::new(),
             timed_out: AtomicBool::new(false),
         });
+        let secs = |s: f64| Duration::try_from_secs_f64(s).map_or(NEVER, |d| d.min(NEVER));
         submit_live(LiveJob {
             shared: shared.clone(),
             meter,
             out,
-            live_after,
-            timeout,
+            t0: Instant::now(),
+            next_live: secs(live_after),
+            timeout: timeout.map(secs),
             on_timeout,
             pue,
             g_per_kwh,
@@ -243,16 +288,16 @@ impl Live {
         self.shared.timed_out.load(Ordering::SeqCst)
     }
 
-    /// Stops the live display; returns its id (if shown) and whether the run timed out. Does
-    /// not wait for the thread to wake: once `stopped` is set under the lock, it displays
-    /// nothing more (a display in progress finishes first, holding the lock).
+    /// Stops the live display; returns its id (if shown) and whether the run timed out. Wakes
+    /// nobody: once `stopped` is set under the lock, the live thread displays nothing more for
+    /// this run (a display in progress finishes first, holding the lock) and forgets it when
+    /// it next wakes.
     fn finish(self) -> (Option<String>, bool) {
         let shown = {
             let mut st = self.shared.lock();
             st.stopped = true;
             st.shown.take()
         };
-        self.shared.wake.notify_all();
         (shown, self.timed_out())
     }
 }
@@ -849,6 +894,34 @@ mod tests {
                 .rows
                 .len(),
             2
+        );
+    }
+
+    /// The live thread sleeps until the runs it knows are due (here 30 s after a short run
+    /// that has ended, which it is not told about); a run whose timeout comes sooner wakes it.
+    #[test]
+    fn a_timeout_sooner_than_the_live_threads_next_wake_still_fires() {
+        let d = tempfile::tempdir().unwrap();
+        let mut ex = executor(d.path());
+        ex.settings.set(keys::LIVE_AFTER, "30");
+        ex.carbon.reload(&ex.settings);
+        let mut c = Collector::default();
+        for _ in 0..3 {
+            assert!(ex.execute("%%carbon\nprint x\n", &mut c).error.is_none());
+        }
+        let o = ex.execute("%%carbon --timeout 0.2\nsleep 60\n", &mut c);
+        assert!(o.error.unwrap().evalue.contains("--timeout"));
+        let v = sink::read_csv(&d.path().join("emissions.csv")).unwrap();
+        let col = |n: &str| v.header.iter().position(|h| h == n).unwrap();
+        assert_eq!(v.rows[3][col("status")], "timeout");
+        let secs: f64 = v.rows[3][col("duration")].parse().unwrap();
+        // stopped by its own timeout, not when the thread would have woken (30 s)
+        assert!((0.2..20.0).contains(&secs), "{secs} s");
+        assert!(
+            !c.items()
+                .iter()
+                .any(|i| matches!(i, Collected::Display(_, Some(_)))),
+            "no live display before live_after"
         );
     }
 
