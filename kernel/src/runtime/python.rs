@@ -9,8 +9,9 @@
 //! marker with that number into both output pipes first, and `Pump` publishes the frame only once
 //! both markers came through, so `print(1); display(2); print(3)` arrives in order. The end of a
 //! cell needs no place in the output (what comes after it is not the cell's): it is published
-//! once both readers have handed on all they took from their pipes and the pipes are empty
-//! ([`child::PipeWatch`]), which spares a `pass` cell two reader wake-ups (issue 9).
+//! once both readers have handed on what they had taken from their pipes, and what waited in
+//! them, when it arrived ([`child::PipeWatch`]), which spares a `pass` cell two reader
+//! wake-ups (issue 9).
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
@@ -769,6 +770,7 @@ impl PythonRuntime {
             last_activity: Instant::now(),
             force: false,
             syncing: false,
+            sync_marks: None,
         };
         let started = Instant::now();
         let mut proto_end: Option<Instant> = None;
@@ -904,19 +906,21 @@ impl PythonRuntime {
                 !front["m"][i].as_bool().unwrap_or(false) || p.seen[i] >= seq || p.ended[i]
             });
             // a frame sent with "sync" instead of markers: what was written before it has come
-            // through once both readers have handed it on
+            // through once both readers have handed on the bytes up to a mark taken after it
+            // arrived (the mark stays put however much is written after it)
             let synced = front["sync"] != true
                 || self.worker.as_ref().is_none_or(|w| {
-                    w.watch
-                        .iter()
-                        .enumerate()
-                        .all(|(i, watch)| p.ended[i] || watch.handed_on())
+                    let marks = *p
+                        .sync_marks
+                        .get_or_insert_with(|| [w.watch[0].mark(), w.watch[1].mark()]);
+                    (0..2).all(|i| p.ended[i] || w.watch[i].reached(marks[i]))
                 });
             p.syncing = marked && !synced;
             if !(p.force || marked && synced) {
                 break;
             }
             let f = p.pending.pop_front().unwrap_or_default();
+            p.sync_marks = None;
             p.flush(out, self);
             let gate = self.worker.as_ref().map(|w| w.gate.clone());
             let mut result = None;
@@ -1012,6 +1016,9 @@ struct Pump {
     /// chunk taken from the pipe, usually gone in microseconds): look again soon, not only
     /// when they send something (a chunk held back whole, a cut character, sends nothing).
     syncing: bool,
+    /// The stdout and stderr marks the first pending frame, a "sync" one, waits for (see
+    /// [`child::PipeWatch::mark`]).
+    sync_marks: Option<[u64; 2]>,
 }
 
 fn stream_name(i: usize) -> StreamName {
@@ -1772,6 +1779,26 @@ os._exit(1)",
         }
         let (o, c) = run(&mut rt, "pass");
         assert!(o.error.is_none() && c.items().is_empty(), "{:?}", c.items());
+    }
+
+    /// A child that keeps writing into the cell's stdout (the pipe never empties) does not hold
+    /// the cell's end: it waits for the output written before it, not for a quiet pipe.
+    #[test]
+    fn a_child_that_keeps_writing_does_not_hold_the_cells_end() {
+        let mut rt = runtime_with(None);
+        let (o, _) = run(
+            &mut rt,
+            "import subprocess\np = subprocess.Popen(['sh', '-c', 'while :; do echo y; done'])\n\
+             import time; time.sleep(0.2)\nprint('started', flush=True)",
+        );
+        assert!(o.error.is_none());
+        for _ in 0..5 {
+            let (o, c) = run(&mut rt, "print('next', flush=True)");
+            assert!(o.error.is_none());
+            assert!(c.text(StreamName::Stdout).contains("next\n"));
+        }
+        let (o, _) = run(&mut rt, "p.kill(); p.wait(); print('stopped')");
+        assert!(o.error.is_none());
     }
 
     #[test]

@@ -18,8 +18,8 @@ where
     spawn_reader(name, r, chunk, f, None)
 }
 
-/// [`read_chunks`] of a pipe, with a [`PipeWatch`] that tells whether every byte written into
-/// the pipe so far has been handed to `f`.
+/// [`read_chunks`] of a pipe, with a [`PipeWatch`] that tells whether the bytes written into
+/// the pipe up to some moment have been handed to `f`.
 pub fn read_chunks_watched<R, F>(
     name: &str,
     r: R,
@@ -32,6 +32,8 @@ where
 {
     let watch = Arc::new(PipeWatch {
         taking: AtomicU64::new(0),
+        taken: AtomicU64::new(0),
+        handed: AtomicU64::new(0),
         ended: AtomicBool::new(false),
         fd: Mutex::new(Some(r.as_fd().try_clone_to_owned()?)),
     });
@@ -69,81 +71,99 @@ where
         .name(name.to_string())
         .spawn(move || {
             let mut buf = vec![0u8; chunk];
-            let watch = watched.as_ref().map(|(w, _)| w);
             loop {
-                if let Some((w, fd)) = &watched
-                    && !w.take(fd.as_fd())
-                {
-                    break;
+                // Waits for bytes before taking them (a watch must see a read begin while the
+                // bytes are still in the pipe).
+                if let Some((w, fd)) = &watched {
+                    if sys::wait_readable(fd.as_fd()).is_err() {
+                        break;
+                    }
+                    w.taking.fetch_add(1, SeqCst);
                 }
-                let go = match r.read(&mut buf) {
+                let got = r.read(&mut buf);
+                let n = match &got {
+                    Ok(n) => *n,
+                    Err(_) => 0,
+                };
+                if let Some((w, _)) = &watched {
+                    w.taken.fetch_add(n as u64, SeqCst);
+                    w.taking.fetch_add(1, SeqCst);
+                }
+                let go = match got {
                     Ok(0) => break,
                     Ok(n) => f(&buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
                     Err(_) => break,
                 };
-                if let Some(w) = &watch {
-                    w.taking.fetch_add(1, SeqCst);
+                if let Some((w, _)) = &watched {
+                    w.handed.fetch_add(n as u64, SeqCst);
                 }
                 if !go {
-                    if let Some(w) = &watch {
+                    if let Some((w, _)) = &watched {
                         w.end();
                     }
                     return;
                 }
             }
             f(&[]);
-            if let Some(w) = &watch {
+            if let Some((w, _)) = &watched {
                 w.end();
             }
         })
 }
 
 /// What a [`read_chunks_watched`] reader has done with its pipe. The child writes its output
-/// there and its messages elsewhere; a message that must come after that output (a cell's end)
-/// can then be held until [`PipeWatch::handed_on`], instead of the child marking its place in
-/// the output with a token the reader must wake for (issue 9: two thread wake-ups of every
-/// Python cell).
+/// there and its messages elsewhere; a message that must come after the output written before
+/// it (a cell's end) can then wait until the reader has handed that output on
+/// ([`PipeWatch::mark`], [`PipeWatch::reached`]), instead of the child marking its place in the
+/// output with a token the reader must wake for (issue 9: two thread wake-ups of every Python
+/// cell).
 pub struct PipeWatch {
-    /// Odd from when the reader is about to take bytes from the pipe until it has handed them
-    /// to its callback; +2 for each chunk.
+    /// Odd while the reader takes a chunk: from just before its read until `taken` counts it.
     taking: AtomicU64,
+    /// Bytes the reader has taken from the pipe.
+    taken: AtomicU64,
+    /// Bytes the reader has handed to its callback (all of `taken` once the callback returned).
+    handed: AtomicU64,
     /// The reader has ended: nothing more will be handed on.
     ended: AtomicBool,
-    /// A copy of the pipe's read end (for its readiness and FIONREAD), closed when the reader
-    /// ends: it must not keep the pipe open for a child that writes into it.
+    /// A copy of the pipe's read end (for FIONREAD), closed when the reader ends: it must not
+    /// keep the pipe open for a child that writes into it.
     fd: Mutex<Option<OwnedFd>>,
 }
 
 impl PipeWatch {
-    /// Whether every byte written into the pipe before this call has been handed to the
-    /// reader's callback (or the reader has ended). The reader holds no bytes it took, the
-    /// pipe holds none, and the reader took none in between: a byte written before the call is
-    /// in the pipe or was taken, and a take between the two looks at `taking` shows.
-    pub fn handed_on(&self) -> bool {
-        if self.ended.load(SeqCst) {
-            return true;
-        }
-        let before = self.taking.load(SeqCst);
-        if before % 2 == 1 {
-            return false;
-        }
-        let empty = {
-            let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
-            match fd.as_ref() {
-                Some(fd) => matches!(sys::unread_bytes(fd.as_fd()), Ok(0)),
-                None => true,
+    /// A mark at or past every byte written into the pipe before this call: what the reader
+    /// has taken plus what waits in the pipe, read while no read is under way (one that is
+    /// takes a few microseconds: the reader waits for bytes before it reads).
+    pub fn mark(&self) -> u64 {
+        loop {
+            if self.ended.load(SeqCst) {
+                return 0;
             }
-        };
-        (empty && self.taking.load(SeqCst) == before) || self.ended.load(SeqCst)
+            let before = self.taking.load(SeqCst);
+            if before % 2 == 0 {
+                let taken = self.taken.load(SeqCst);
+                let unread = {
+                    let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
+                    match fd.as_ref() {
+                        Some(fd) => sys::unread_bytes(fd.as_fd()).unwrap_or(0),
+                        None => 0,
+                    }
+                };
+                if self.taking.load(SeqCst) == before {
+                    return taken + unread as u64;
+                }
+            }
+            std::thread::yield_now();
+        }
     }
 
-    /// Waits until the pipe (`fd`, the reader's copy) has bytes or ended, then says the reader
-    /// is taking them; false when the pipe cannot be waited on.
-    fn take(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
-        let ok = sys::wait_readable(fd).is_ok();
-        self.taking.fetch_add(1, SeqCst);
-        ok
+    /// Whether the reader has handed on every byte before `mark` (or has ended). However fast
+    /// a child keeps writing, this comes once the bytes up to the mark are through: the mark
+    /// does not move with what is written after it.
+    pub fn reached(&self, mark: u64) -> bool {
+        self.handed.load(SeqCst) >= mark || self.ended.load(SeqCst)
     }
 
     fn end(&self) {
@@ -232,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_says_when_every_written_byte_was_handed_on() {
+    fn a_watch_says_when_the_bytes_before_a_mark_were_handed_on() {
         let (r, mut w) = std::io::pipe().unwrap();
         let (go, wait) = mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel();
@@ -242,26 +262,37 @@ mod tests {
             tx.send(b.to_vec()).is_ok()
         })
         .unwrap();
-        assert!(watch.handed_on(), "nothing written yet");
+        assert_eq!(watch.mark(), 0, "nothing written yet");
+        assert!(watch.reached(0));
         w.write_all(b"abcdef").unwrap();
-        // in the pipe, or taken and held by the reader
-        assert!(!watch.handed_on());
+        // in the pipe, or taken and held by the reader: six bytes to hand on
+        let mark = watch.mark();
+        assert_eq!(mark, 6);
+        assert!(!watch.reached(mark));
         go.send(()).unwrap();
         assert_eq!(rx.recv().unwrap(), b"abcd");
-        assert!(!watch.handed_on(), "\"ef\" is not handed on");
+        assert!(!watch.reached(mark), "\"ef\" is not handed on");
+        // bytes written after the mark do not move it
+        w.write_all(b"gh").unwrap();
         go.send(()).unwrap();
         assert_eq!(rx.recv().unwrap(), b"ef");
-        // the reader marks the chunk done right after its callback returns
+        // the reader counts the chunk right after its callback returns
         let t0 = std::time::Instant::now();
-        while !watch.handed_on() {
-            assert!(t0.elapsed().as_secs() < 10, "never handed on");
+        while !watch.reached(mark) {
+            assert!(t0.elapsed().as_secs() < 10, "never reached");
             std::thread::yield_now();
         }
+        assert!(watch.mark() >= 8, "\"gh\" is in the pipe or taken");
         drop(w);
+        go.send(()).unwrap();
+        assert_eq!(rx.recv().unwrap(), b"gh");
         go.send(()).unwrap();
         assert!(rx.recv().unwrap().is_empty(), "end of file");
         h.join().unwrap();
-        assert!(watch.handed_on());
+        assert!(
+            watch.reached(u64::MAX),
+            "an ended reader hands on nothing more"
+        );
     }
 
     #[test]
