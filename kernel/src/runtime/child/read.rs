@@ -142,7 +142,7 @@ impl PipeWatch {
                 return 0;
             }
             let before = self.taking.load(SeqCst);
-            if before % 2 == 0 {
+            if before.is_multiple_of(2) {
                 let taken = self.taken.load(SeqCst);
                 let unread = {
                     let fd = self.fd.lock().unwrap_or_else(|e| e.into_inner());
