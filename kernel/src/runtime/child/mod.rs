@@ -6,6 +6,8 @@
 //!   ([`Supervised::spawn_group`]) as the leader of its own process group;
 //! * finding programs ([`find_program`], [`find_program_in`], with the `which` crate);
 //! * text from byte streams ([`Utf8Carry`], [`read_text`]): a read may end inside a character;
+//! * pipe readers that say how far they have handed on ([`read_chunks_watched`],
+//!   [`PipeWatch`]): a message sent elsewhere can follow the output written before it;
 //! * signals and waits ([`Supervised`], [`signal_pid`], [`signal_group`], [`process_exists`]):
 //!   stopping is a polite signal, then SIGKILL after the one [`ESCALATION_DELAY`];
 //! * how a child ended, in words ([`describe_exit`]: "killed by signal 9 (SIGKILL) — possibly
