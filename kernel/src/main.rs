@@ -102,21 +102,26 @@ fn main() -> ExitCode {
     // evcxr re-executes this binary as its runtime child; the hook must run before anything else.
     carbon_kernel::runtime::rust::child_hook();
     evcxr::runtime_hook();
-    env_logger::Builder::from_env(env_logger::Env::new().filter_or("CARBON_LOG", "warn"))
-        // every log line goes through the one redaction layer (a logged message may quote a key)
-        .format(|buf, record| {
-            use std::io::Write;
-            let msg = record.args().to_string();
-            writeln!(
-                buf,
-                "[{} {} {}] {}",
-                buf.timestamp(),
-                record.level(),
-                record.target(),
-                carbon_magics::redact::redact(&msg)
-            )
-        })
-        .init();
+    // usvg warns about every empty shape of a chart it rasterizes for the PNG (a stacked bar
+    // part under a pixel in `%carbon summary`: nothing to draw, nothing wrong), ten lines a
+    // summary in the server's log; CARBON_LOG set to anything shows them again
+    env_logger::Builder::from_env(
+        env_logger::Env::new().filter_or("CARBON_LOG", "warn,usvg=error"),
+    )
+    // every log line goes through the one redaction layer (a logged message may quote a key)
+    .format(|buf, record| {
+        use std::io::Write;
+        let msg = record.args().to_string();
+        writeln!(
+            buf,
+            "[{} {} {}] {}",
+            buf.timestamp(),
+            record.level(),
+            record.target(),
+            carbon_magics::redact::redact(&msg)
+        )
+    })
+    .init();
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Run(a) => run(a),

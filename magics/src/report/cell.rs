@@ -924,9 +924,12 @@ fn summary_svg(entries: &[SessionEntry]) -> Result<String, super::chart::ChartEr
             .map_err(chart_err)?;
         for (ci, (_, get, color)) in comps.iter().enumerate() {
             let color = *color;
+            // a part with no energy (no GPU) gets no rectangle: an empty one drew nothing, and
+            // usvg warned about each one when it rasterized the chart for its PNG
             let bars: Vec<Rectangle<(f64, f64)>> = entries
                 .iter()
                 .enumerate()
+                .filter(|(_, e)| get(&e.parts) > 0.0)
                 .map(|(i, e)| {
                     let below: f64 = comps[..ci].iter().map(|(_, g, _)| g(&e.parts)).sum();
                     let x = i as f64;
@@ -1205,8 +1208,11 @@ mod tests {
         assert!(t.contains("python") && t.contains("java") && t.contains("all"));
         assert!(b.text("image/svg+xml").is_none());
         let c = summary_chart(&[e("python", 1.0), e("java", 3.0)]).unwrap();
-        assert!(c.text("image/svg+xml").unwrap().contains("<svg"));
+        let svg = c.text("image/svg+xml").unwrap();
+        assert!(svg.contains("<svg"));
         assert!(c.text("image/png").is_some());
+        // no GPU energy, no empty GPU bar (usvg warned about each when it drew the PNG)
+        assert!(!svg.contains("height=\"0\""), "{svg}");
         assert!(summary_chart(&[]).is_none());
         assert!(
             summary(&[])
