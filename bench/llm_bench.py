@@ -19,6 +19,11 @@ alternate):
                    footprint or report — what a plain notebook cell costs around the same request.
   * LABEL-pass:    a `pass` cell on the same carbon kernel (no request): the round trip every
                    mode includes; printed again as what each mode adds beyond it.
+  * LABEL-idle:    an empty cell (the kernel answers it without a language runtime, as it does
+                   an `%llm` cell) sent after the client slept --server-ms, untimed: a request's
+                   end comes after that much idle, and on a machine whose idle CPUs sleep deeply
+                   (the project's VM) waking them is part of every figure; what each mode adds
+                   beyond this cell is printed too.
   * MODE@socket:   with --socket, each mode again through a plain pyzmq client (bench/rawclient.py)
                    that reads only each message's header: the same request without
                    jupyter_client's decoding of every message (a request sends 6-8 of them).
@@ -169,7 +174,8 @@ def cpu_s(pid: int) -> float:
 
 
 def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps,
-          runs: int, warmup: int, socket: bool) -> tuple[dict[str, list[float]], dict[str, float]]:
+          runs: int, warmup: int, socket: bool,
+          idle_s: float) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Runs each job's (kernel, {mode: code}, env) modes with the kernels side by side: every
     round sends one request per mode and kernel, so machine noise hits them all alike. With
     `socket`, each mode runs a second time per round through a plain pyzmq client on the same
@@ -206,6 +212,8 @@ def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps
                     drain(kc)
                 for name, code in codes.items():
                     name += suffix
+                    if name.removesuffix("@socket").endswith("-idle"):
+                        time.sleep(idle_s)  # as long as the server takes: idle, untimed
                     before = stamps.count()
                     c0 = cpu_s(pid)
                     if through:
@@ -216,7 +224,7 @@ def bench(jobs: list[tuple[str, dict[str, str], dict[str, str]]], stamps: Stamps
                         cpu[name] += cpu_s(pid) - c0
                     if reply.get("status") != "ok":
                         raise RuntimeError(f"{kernel}/{name}: {reply}")
-                    if name.removesuffix("@socket").endswith("-pass"):
+                    if name.removesuffix("@socket").endswith(("-pass", "-idle")):
                         # the kernel's own round trip, no request: the floor under every mode
                         if i >= warmup:
                             out[name].append(wall)
@@ -289,6 +297,7 @@ def main() -> int:
         f"{label}-json": f"%llm --no-stream openai:{MODEL} {prompt}",
         f"{label}-stream": f"%llm openai:{MODEL} {prompt}",
         f"{label}-pass": "pass",
+        f"{label}-idle": "",
     }, carbon_env) for label, spec in kernels]
     peer_code = (
         "import json, urllib.request\n"
@@ -298,7 +307,7 @@ def main() -> int:
         "_answer = json.loads(urllib.request.urlopen(_r).read())['choices'][0]['message']['content']"
     )
     jobs.append((a.peer, {"peer": peer_code}, {}))
-    measured, cpu = bench(jobs, stamps, a.runs, a.warmup, a.socket)
+    measured, cpu = bench(jobs, stamps, a.runs, a.warmup, a.socket, a.server_ms / 1e3)
     srv.shutdown()
 
     res = {k: summary(v) for k, v in measured.items()}
@@ -314,22 +323,25 @@ def main() -> int:
               f"{cpu[k] * 1e3:>15.2f}")
     peer_med = res["peer"]["median_ms"]
     for k in carbon:
-        if k.endswith("-pass") or k.endswith("@socket"):
+        if k.endswith(("-pass", "-idle")) or k.endswith("@socket"):
             continue
         m = res[k]["median_ms"]
         goal = 2.0 if k.endswith("-stream") else 5.0  # issue 9: a streamed request < 2 ms
         print(f"{k} / peer = {m / peer_med:.2f}   goal < {goal:g} ms: {'met' if m < goal else 'NOT met'}")
     # What %llm adds beyond a cell that does nothing: a `pass` cell's round trip through the same
     # client is in every mode's figure, and on a slow machine alone can exceed a goal.
-    for (label, _), suffix in itertools.product(kernels, ("", "@socket")):
-        floor = res.get(f"{label}-pass{suffix}", {}).get("median_ms")
+    for (label, _), suffix, (floor_mode, what) in itertools.product(
+            kernels, ("", "@socket"),
+            (("pass", "a `pass` cell's round trip"),
+             ("idle", f"an empty cell after {a.server_ms:g} ms of idle"))):
+        floor = res.get(f"{label}-{floor_mode}{suffix}", {}).get("median_ms")
         if floor is None:
             continue
         extra = ", ".join(
             f"{mode} {res[f'{label}-{mode}{suffix}']['median_ms'] - floor:.2f} ms"
             for mode in ("json", "stream"))
         where = " at the socket" if suffix else ""
-        print(f"{label}{where}: a `pass` cell's round trip {floor:.2f} ms; beyond it: {extra}")
+        print(f"{label}{where}: {what} {floor:.2f} ms; beyond it: {extra}")
     if stamps.parse:
         print(f"the server's own parsing of each request (request line read -> body parsed, "
               f"before t_in, so inside every figure above): median "
