@@ -870,7 +870,13 @@ impl PythonRuntime {
                     proto_end.get_or_insert_with(Instant::now);
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    p.flush(&mut out, self);
+                    // A look again for a cell's end (SYNC_RETRY) is not the end of the merge
+                    // window: `print` writes its text and its newline apart, and publishing the
+                    // text alone here sent `b` and `\n` as two outputs when the reader was
+                    // slow; the cell's end publishes the merged text first anyway.
+                    if !p.syncing {
+                        p.flush(&mut out, self);
+                    }
                     if !p.pending.is_empty() && p.last_activity.elapsed() > MARKER_GRACE {
                         log::warn!("python: frame released without its output markers");
                         p.force = true;

@@ -272,10 +272,11 @@ mod tests {
         go.send(()).unwrap();
         assert_eq!(rx.recv().unwrap(), b"abcd");
         assert!(!watch.reached(mark), "\"ef\" is not handed on");
-        // bytes written after the mark do not move it
+        // bytes written after the mark do not move it (the reader may take them with "ef")
         w.write_all(b"gh").unwrap();
         go.send(()).unwrap();
-        assert_eq!(rx.recv().unwrap(), b"ef");
+        let second = rx.recv().unwrap();
+        assert!(second == b"ef" || second == b"efgh", "{second:?}");
         // the reader counts the chunk right after its callback returns
         let t0 = std::time::Instant::now();
         while !watch.reached(mark) {
@@ -284,8 +285,10 @@ mod tests {
         }
         assert!(watch.mark() >= 8, "\"gh\" is in the pipe or taken");
         drop(w);
-        go.send(()).unwrap();
-        assert_eq!(rx.recv().unwrap(), b"gh");
+        if second == b"ef" {
+            go.send(()).unwrap();
+            assert_eq!(rx.recv().unwrap(), b"gh");
+        }
         go.send(()).unwrap();
         assert!(rx.recv().unwrap().is_empty(), "end of file");
         h.join().unwrap();
