@@ -143,31 +143,12 @@ impl ProcReader {
         &self.root
     }
 
-    /// Reads the file at `path` into `buf` with plain reads until its end. `read_to_string`
-    /// first asks for the file's size (statx, lseek): two system calls more per file, for
-    /// files that say they are empty (procfs), and a meter reads three at each end of a cell.
+    /// Reads the file at `path` into `buf`. Through `take`: `File`'s own `read_to_string` first
+    /// asks for the file's size (statx, lseek), two system calls more per file, for files that
+    /// say they are empty (procfs), and a meter reads three at each end of a cell.
     fn read_small(path: &Path, buf: &mut String) -> bool {
         buf.clear();
-        let Ok(mut f) = std::fs::File::open(path) else {
-            return false;
-        };
-        let mut bytes = std::mem::take(buf).into_bytes();
-        let mut chunk = [0u8; 4096];
-        let read = loop {
-            match f.read(&mut chunk) {
-                Ok(0) => break true,
-                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break false,
-            }
-        };
-        match String::from_utf8(bytes) {
-            Ok(text) => {
-                *buf = text;
-                read
-            }
-            Err(_) => false,
-        }
+        std::fs::File::open(path).is_ok_and(|f| f.take(u64::MAX).read_to_string(buf).is_ok())
     }
 
     /// One process's stat, if it exists.
