@@ -3,8 +3,9 @@
 //! then publish what the [`LlmSession`] computes: both footprints, the comparison table and
 //! chart, history and rows.
 //!
-//! The waiting loop runs on the executor thread and polls `Interrupts::requested()`: an interrupt
-//! abandons the requests (their tasks notice the cancel flag between stream events and stop).
+//! The waiting loop runs on the executor thread, which drives the requests while it waits for
+//! their events; an interrupt wakes it (`Interrupts::set_waker`) and abandons the requests
+//! (dropped with their connections).
 
 use super::{Executor, usage_error};
 use crate::runtime::{ExecError, ExecOutcome, Publish, StreamName};
@@ -39,8 +40,11 @@ const STREAM_BYTES_PER_S: f64 = 64.0 * 1024.0;
 fn refresh_interval(len: usize) -> Duration {
     STREAM_REFRESH.max(Duration::from_secs_f64(len as f64 / STREAM_BYTES_PER_S))
 }
-/// How often the waiting loop checks for an interrupt when nothing arrives.
-const POLL: Duration = Duration::from_millis(10);
+/// The longest the waiting loop sleeps when nothing is due. Nothing needs a wake-up meanwhile
+/// (an event, an interrupt through [`super::Interrupts::set_waker`], a due refresh or meter reading
+/// each end the wait), so this only bounds it: one wake-up a second while a slow provider
+/// thinks, where polling for interrupts every 10 ms took a hundred.
+const POLL: Duration = Duration::from_secs(1);
 /// A model's place in the output appears only once its request has run this long, or with its
 /// final answer if that comes first: about 0.1 s is the limit under which a reply feels
 /// instantaneous (J. Nielsen, "Response Times: The 3 Important Limits", 1993, after R. B. Miller,
@@ -248,11 +252,13 @@ fn ask(
     let started = Instant::now();
     // Requests to a server on this machine: find it and meter it from before the request starts.
     let mut local = LocalMeters::for_session(&args.models, cfg, &ex.carbon);
-    let (rx, streams) = run::spawn(&args, providers, cancel.clone(), started + SHOW_AFTER);
+    let (mut rx, streams) = run::spawn(&args, providers, cancel.clone(), started + SHOW_AFTER);
+    ex.interrupts.set_waker(rx.waker());
     let mut interrupted = false;
     let redact = |s: &str| ex.settings.redact(&cfg.redact(s));
     while slots.iter().any(|s| s.result.is_none()) {
-        // Wake for the next due refresh of a pending stream, else every POLL for interrupts.
+        // Wake for the next due refresh of a pending stream or meter reading (events and
+        // interrupts end the wait themselves).
         let wait = slots
             .iter()
             .filter(|s| s.dirty && s.result.is_none())
@@ -260,7 +266,7 @@ fn ask(
                 s.last_update
                     .map(|t| refresh_interval(s.text.len()).saturating_sub(t.elapsed()))
             })
-            .fold(POLL, Duration::min);
+            .fold(local.due_in().unwrap_or(POLL).min(POLL), Duration::min);
         let wait = if slots.iter().any(|s| !s.place.shown && s.result.is_none()) {
             wait.min(SHOW_AFTER.saturating_sub(started.elapsed()))
         } else {

@@ -227,11 +227,14 @@ impl RuntimeSet {
 }
 
 /// The interrupt of the cell running now, shared between the executor thread and the server's
-/// control task. Holds the running runtime's handle and a flag other work (LLM requests, metered
-/// waits) can poll.
+/// control task. Holds the running runtime's handle, a flag other work (LLM requests, metered
+/// waits) can poll, and what wakes a wait that is not a runtime's ([`Interrupts::set_waker`]).
 #[derive(Default)]
 pub struct Interrupts {
     handle: Mutex<Option<InterruptHandle>>,
+    /// Called at an interrupt, after the flag is set: wakes the executor where it waits for
+    /// something other than a runtime (an `%llm` request).
+    waker: Mutex<Option<InterruptHandle>>,
     flag: AtomicBool,
     /// The threads ending the processes of the interrupted cell (one per interrupt).
     ending: Mutex<Vec<std::thread::JoinHandle<usize>>>,
@@ -243,6 +246,17 @@ impl Interrupts {
         self.settle();
         self.flag.store(false, Ordering::SeqCst);
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = h;
+    }
+
+    /// For a cell armed without a runtime that waits on something else: `wake` is called at an
+    /// interrupt (after the flag is set), and now if one came since [`Interrupts::arm`], so the
+    /// wait need not poll the flag. [`Interrupts::disarm`] forgets it.
+    pub fn set_waker(&self, wake: InterruptHandle) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&wake));
+        // checked after the waker is in place: an interrupt now either saw it or set the flag
+        if self.requested() {
+            wake();
+        }
     }
 
     /// Waits until the processes of an interrupted cell are ended. Its sweep kills every
@@ -269,12 +283,17 @@ impl Interrupts {
     /// started is ended (so nothing of it outlives its reply).
     pub fn disarm(&self) {
         *self.handle.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.settle();
     }
 
     /// Interrupts the running cell (from the control task or a SIGINT handler).
     pub fn interrupt(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        let wake = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(wake) = wake {
+            wake();
+        }
         let h = self
             .handle
             .lock()

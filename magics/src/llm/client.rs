@@ -3,12 +3,13 @@
 //! generateContent), with SSE streaming, bounded retries that honour the servers' hints, and
 //! error classification (llm-footprint.md §3).
 //!
-//! Asynchronous (reqwest's async client) on one runtime thread of its own, `llm-http`
-//! ([`spawn`]): a request, its stream parsing and its retries run there as one task beside the
-//! connection it reads, and only the text and the result cross to the caller's thread. (The
-//! blocking client this replaced ran each request on a thread of its own and handed every piece
-//! of a stream from reqwest's runtime thread to it: two thread wake-ups per SSE event.) Callers
-//! cancel through an [`AtomicBool`] that is polled between stream events and during retry waits.
+//! Asynchronous (reqwest's async client) on a runtime driven by the thread that waits for the
+//! answers ([`spawn`], [`drive`]): a request, its stream parsing and its retries run as one task
+//! beside the connection it reads, on the caller's own thread. (The blocking client this
+//! replaced ran each request on a thread of its own and handed every piece of a stream from
+//! reqwest's runtime thread to it: two thread wake-ups per SSE event; a runtime thread of its
+//! own still took two hand-overs per request.) Callers cancel through an [`AtomicBool`] that is
+//! polled between stream events and during retry waits, or abort the task.
 
 use super::providers::{ProviderConfig, ProviderKind, Wire};
 use crate::config::Settings;
@@ -412,23 +413,43 @@ pub struct HttpProvider {
     policy: RetryPolicy,
 }
 
-/// The runtime the requests run on: one worker thread, `llm-http`, for the whole process (the
-/// connections it keeps alive are reused by every request); `Err` when it could not start.
+/// The runtime the requests run on, one for the whole process (the connections it keeps alive
+/// are reused by every request); `Err` when it could not start. It has no thread of its own: the
+/// thread that waits for the requests drives it ([`drive`]), so a request's connection, its
+/// stream parsing and its caller's wait share one thread, and no piece of a request is handed
+/// between threads (each hand-over woke a sleeping CPU: on a VM whose idle CPUs halt, tens of
+/// microseconds each, several per request).
 static RUNTIME: LazyLock<Result<tokio::runtime::Runtime, String>> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("llm-http")
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the HTTP runtime: {e}"))
 });
 
-/// Runs `task` on the HTTP runtime; the error says why it cannot run (no runtime).
-pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+/// Queues `task` on the HTTP runtime; it runs while a thread [`drive`]s the runtime. The error
+/// says why it cannot run (no runtime).
+pub fn spawn(
+    task: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::AbortHandle, String> {
     let rt = RUNTIME.as_ref().map_err(Clone::clone)?;
-    // the task reports through what it captured; its handle is not needed
-    drop(rt.spawn(task));
-    Ok(())
+    Ok(rt.spawn(task).abort_handle())
+}
+
+/// Runs the HTTP runtime on this thread (the queued requests, their connections and timers)
+/// until `f` is done; the error says why it cannot run (no runtime).
+pub fn drive<T>(f: impl Future<Output = T>) -> Result<T, String> {
+    let rt = RUNTIME.as_ref().map_err(Clone::clone)?;
+    Ok(rt.block_on(f))
+}
+
+/// Lets the HTTP runtime handle what happened while nobody drove it (a kept connection the
+/// server closed, an aborted task), without waiting for anything new: two turns of its loop
+/// (the first polls the sockets, the second runs the tasks that woke).
+pub fn settle() {
+    let _ = drive(async {
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+    });
 }
 
 /// Polls a future that never waits (one that reads a body from memory) to its end.

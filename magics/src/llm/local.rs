@@ -592,6 +592,19 @@ impl LocalMeters {
         }
     }
 
+    /// How long until [`LocalMeters::tick`] has something to do; `None` when nothing is metered.
+    pub fn due_in(&self) -> Option<Duration> {
+        self.runs
+            .iter()
+            .filter(|r| r.result.is_none())
+            .map(|r| {
+                CHECK_EVERY
+                    .saturating_sub(r.last_check.elapsed())
+                    .min(SAMPLE_EVERY.saturating_sub(r.last_sample.elapsed()))
+            })
+            .min()
+    }
+
     /// Request `idx` has ended: its server's meter stops once every request sent to it has.
     pub fn finish(&mut self, idx: usize) {
         let Some(Some(Ok(i))) = self.slots.get(idx).cloned() else {

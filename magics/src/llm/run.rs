@@ -1,6 +1,7 @@
 //! Running one prompt against several models at once: one task per model on the HTTP runtime
-//! ([`client::spawn`]), events back over a channel so the caller (the kernel's executor thread)
-//! can stream answers, watch for interrupts and abandon requests without waiting for them.
+//! ([`client::spawn`]), events back over a channel ([`Events`]) that the caller (the kernel's
+//! executor thread) waits on while it drives the requests, so it can stream answers, watch for
+//! interrupts and abandon requests without waiting for them.
 
 use super::AskArgs;
 use super::client::{
@@ -11,9 +12,13 @@ use super::local::Measured;
 use super::providers::{LlmConfig, ModelSpec};
 use crate::carbon::record::RowStatus;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::AbortHandle;
 
 /// One model's request, finished (answer or error), with both footprints when it succeeded.
 #[derive(Debug, Clone)]
@@ -171,20 +176,84 @@ impl Streams {
     }
 }
 
-/// Starts each model's request as a task on the HTTP runtime. A task stops early once `cancel`
-/// is set; its events are then ignored by dropping the receiver. Streamed text goes to the
-/// returned [`Streams`]; [`Event::Delta`] says so only from `show_from` on: a caller that
-/// shows nothing before then looks at [`Streams::pending`] itself when the time comes, and is
-/// not woken for a stream it would not show (most answers of a fast server are whole before
-/// that, and a wake-up is a context switch on the executor's CPU while the stream is read).
+/// The events of the requests [`spawn`] started. The requests run only while their caller
+/// waits here ([`Events::recv_timeout`] drives the HTTP runtime on the caller's thread); those
+/// still running when this is dropped are abandoned (their connections closed).
+#[derive(Debug)]
+pub struct Events {
+    rx: UnboundedReceiver<Event>,
+    tasks: Vec<AbortHandle>,
+    /// Ends a wait early ([`Events::waker`]).
+    wake: Arc<Notify>,
+}
+
+impl Events {
+    /// The next event, running the requests meanwhile for at most `wait`; `Timeout` also when
+    /// the [`Events::waker`] was called (since the last wait); `Disconnected` once every
+    /// request has reported (or the HTTP runtime could not start).
+    pub fn recv_timeout(&mut self, wait: Duration) -> Result<Event, RecvTimeoutError> {
+        match self.rx.try_recv() {
+            Ok(e) => return Ok(e),
+            Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {}
+        }
+        let (rx, wake) = (&mut self.rx, &self.wake);
+        // the timer is made inside: it needs the runtime's context
+        let got = client::drive(async {
+            tokio::select! {
+                biased;
+                e = rx.recv() => Some(e),
+                () = wake.notified() => None,
+                () = tokio::time::sleep(wait) => None,
+            }
+        });
+        match got {
+            Ok(Some(Some(e))) => Ok(e),
+            Ok(None) => Err(RecvTimeoutError::Timeout),
+            Ok(Some(None)) | Err(_) => Err(RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// Ends the current or next [`Events::recv_timeout`] early, from any thread (an interrupt):
+    /// the caller's wait need not poll for it.
+    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let wake = Arc::clone(&self.wake);
+        Arc::new(move || wake.notify_one())
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let mut running = false;
+        for t in self.tasks.iter().filter(|t| !t.is_finished()) {
+            t.abort();
+            running = true;
+        }
+        // an aborted task is dropped (its request and connection with it) when the runtime
+        // next runs: now, not at the next `%llm` cell
+        if running {
+            client::settle();
+        }
+    }
+}
+
+/// Starts each model's request as a task on the HTTP runtime; they run while the caller waits
+/// on the returned [`Events`]. A task stops early once `cancel` is set, or when the events are
+/// dropped. Streamed text goes to the returned [`Streams`]; [`Event::Delta`] says so only from
+/// `show_from` on: a caller that shows nothing before then looks at [`Streams::pending`]
+/// itself when the time comes (most answers of a fast server are whole before that).
 pub fn spawn(
     args: &AskArgs,
     providers: Vec<Arc<HttpProvider>>,
     cancel: Arc<AtomicBool>,
     show_from: Instant,
-) -> (Receiver<Event>, Streams) {
-    let (tx, rx) = channel();
+) -> (Events, Streams) {
+    let (tx, rx) = unbounded_channel();
     let streams = Streams::new(args.models.len());
+    // a kept connection that its server closed since the last request is noticed now, so the
+    // request does not go out on it
+    client::settle();
+    let mut tasks = Vec::with_capacity(args.models.len());
     for (idx, (spec, p)) in args.models.iter().zip(providers).enumerate() {
         let req = LlmRequest {
             model: spec.model.clone(),
@@ -196,7 +265,7 @@ pub fn spawn(
             stream: args.stream,
             max_answer_bytes: args.max_answer_bytes,
         };
-        let ttx: Sender<Event> = tx.clone();
+        let ttx = tx.clone();
         let cancel = cancel.clone();
         let bufs = streams.clone();
         let spawned = client::spawn(async move {
@@ -211,23 +280,97 @@ pub fn spawn(
                 result: Box::new(result),
             });
         });
-        if let Err(message) = spawned {
-            let _ = tx.send(Event::Done {
-                idx,
-                result: Box::new(Err(ProviderError::Api {
-                    provider: spec.provider.label(),
-                    message,
-                })),
-            });
+        match spawned {
+            Ok(task) => tasks.push(task),
+            Err(message) => {
+                let _ = tx.send(Event::Done {
+                    idx,
+                    result: Box::new(Err(ProviderError::Api {
+                        provider: spec.provider.label(),
+                        message,
+                    })),
+                });
+            }
         }
     }
-    (rx, streams)
+    let wake = Arc::new(Notify::new());
+    (Events { rx, tasks, wake }, streams)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::llm::providers::ProviderKind;
+
+    #[test]
+    fn a_waker_ends_a_wait_from_another_thread() {
+        let (tx, rx) = unbounded_channel();
+        let mut ev = Events {
+            rx,
+            tasks: Vec::new(),
+            wake: Arc::new(Notify::new()),
+        };
+        let long = Duration::from_secs(60);
+        let t = Instant::now();
+        // a wake that comes before the wait is kept for it
+        let w = ev.waker();
+        w();
+        assert!(matches!(
+            ev.recv_timeout(long),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w();
+        });
+        assert!(matches!(
+            ev.recv_timeout(long),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        // without the wakes, the two waits took their 60 s each
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        h.join().unwrap();
+        tx.send(Event::Delta { idx: 3 }).unwrap();
+        assert!(matches!(ev.recv_timeout(long), Ok(Event::Delta { idx: 3 })));
+        drop(tx);
+        assert!(matches!(
+            ev.recv_timeout(long),
+            Err(RecvTimeoutError::Disconnected)
+        ));
+    }
+
+    /// A request still running when its events are dropped (an interrupt) is dropped then, with
+    /// its connection, not when the runtime next runs (the next `%llm` cell).
+    #[test]
+    fn dropped_events_drop_the_requests_still_running() {
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(Arc::clone(&gone));
+        let task = client::spawn(async move {
+            let _held = guard;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        let (_tx, rx) = unbounded_channel();
+        let mut ev = Events {
+            rx,
+            tasks: vec![task],
+            wake: Arc::new(Notify::new()),
+        };
+        // the task starts and waits
+        assert!(matches!(
+            ev.recv_timeout(Duration::from_millis(20)),
+            Err(RecvTimeoutError::Timeout)
+        ));
+        assert!(!gone.load(std::sync::atomic::Ordering::SeqCst));
+        drop(ev);
+        assert!(gone.load(std::sync::atomic::Ordering::SeqCst));
+    }
 
     #[test]
     fn streams_tell_once_per_take() {
