@@ -452,3 +452,80 @@ fn cancel_stops_a_slow_stream() {
     assert!(matches!(e, ProviderError::Cancelled { .. }), "{e}");
     assert_eq!(n, 1);
 }
+
+/// A server that keeps the connection of its first answer open (HTTP/1.1 keep-alive), then
+/// closes it while the runtime is not driven (between two cells): the second request goes out
+/// on a new connection and is answered at its first attempt, not failed or retried.
+#[test]
+fn a_kept_connection_the_server_closed_is_not_used_again() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let mut accepted = 0;
+        for (round, conn) in listener.incoming().take(2).enumerate() {
+            let conn = conn.unwrap();
+            accepted += 1;
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            r.read_exact(&mut vec![0; len]).unwrap();
+            let body = wire::openai("m", &format!("answer {round}"), 1, 2).to_string();
+            let mut w = conn;
+            write!(
+                w,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            w.flush().unwrap();
+            if round == 0 {
+                // the answer is read; the server then ends the kept connection
+                std::thread::sleep(Duration::from_millis(100));
+                drop(w);
+                drop(r);
+                closed_tx.send(()).unwrap();
+            }
+        }
+        accepted
+    });
+    let p = std::sync::Arc::new(provider(ProviderKind::OpenAi, &base, Some("sk-x"), fast()));
+    let ask = |p: std::sync::Arc<HttpProvider>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        settle();
+        spawn(async move {
+            let r = p
+                .complete_async(&req("m", false), &AtomicBool::new(false), &mut |_| {})
+                .await;
+            let _ = tx.send(r);
+        })
+        .unwrap();
+        drive(async {
+            loop {
+                if let Ok(r) = rx.try_recv() {
+                    return r;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .unwrap()
+    };
+    let first = ask(p.clone()).unwrap();
+    assert_eq!((first.text.as_str(), first.attempts), ("answer 0", 1));
+    closed_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // the FIN has arrived; nothing drove the runtime since
+    std::thread::sleep(Duration::from_millis(50));
+    let second = ask(p).unwrap();
+    assert_eq!((second.text.as_str(), second.attempts), ("answer 1", 1));
+    assert_eq!(server.join().unwrap(), 2);
+}
