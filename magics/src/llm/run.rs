@@ -369,6 +369,15 @@ mod tests {
         ));
         assert!(!gone.load(std::sync::atomic::Ordering::SeqCst));
         drop(ev);
+        // Nothing drives the runtime here after the drop: the drop's own turn of the runtime
+        // dropped the task, or (when another test drives the shared runtime at that moment)
+        // that test's thread does. Without the turn, the task would wait for the next driver.
+        let t = Instant::now();
+        while !gone.load(std::sync::atomic::Ordering::SeqCst)
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(gone.load(std::sync::atomic::Ordering::SeqCst));
     }
 
