@@ -266,7 +266,7 @@ fn ask(
                 s.last_update
                     .map(|t| refresh_interval(s.text.len()).saturating_sub(t.elapsed()))
             })
-            .fold(local.due_in().unwrap_or(POLL).min(POLL), Duration::min);
+            .fold(local.due_in().map_or(POLL, |d| d.min(POLL)), Duration::min);
         let wait = if slots.iter().any(|s| !s.place.shown && s.result.is_none()) {
             wait.min(SHOW_AFTER.saturating_sub(started.elapsed()))
         } else {

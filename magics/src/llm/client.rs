@@ -417,8 +417,8 @@ pub struct HttpProvider {
 /// are reused by every request); `Err` when it could not start. It has no thread of its own: the
 /// thread that waits for the requests drives it ([`drive`]), so a request's connection, its
 /// stream parsing and its caller's wait share one thread, and no piece of a request is handed
-/// between threads (each hand-over woke a sleeping CPU: on a VM whose idle CPUs halt, tens of
-/// microseconds each, several per request).
+/// between threads (with a runtime thread of its own, a streamed request took 6–10 % longer
+/// beyond the server's time: bench/llm_bench-results.md, stop 20).
 static RUNTIME: LazyLock<Result<tokio::runtime::Runtime, String>> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1245,13 +1245,14 @@ impl Provider for HttpProvider {
         cancel: &AtomicBool,
         on_delta: &mut dyn FnMut(&str),
     ) -> Result<LlmResponse, ProviderError> {
-        match RUNTIME.as_ref() {
-            Ok(rt) => rt.block_on(self.complete_async(req, cancel, on_delta)),
-            Err(e) => Err(ProviderError::Api {
+        // as `run::spawn` does before its requests
+        settle();
+        drive(self.complete_async(req, cancel, on_delta)).unwrap_or_else(|message| {
+            Err(ProviderError::Api {
                 provider: self.label(),
-                message: e.clone(),
-            }),
-        }
+                message,
+            })
+        })
     }
 }
 
