@@ -72,10 +72,12 @@ fn run(args: RunArgs) -> Result<()> {
         carbon_kernel::runtime::default_factory()
     };
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        // Sockets are light; user code runs on its own thread. Two workers keep control and
-        // heartbeat responsive while shell waits.
-        .worker_threads(2)
+    // One thread for the sockets: user code runs on the executor thread and nothing on this
+    // runtime blocks (shell awaits the executor), so control and the heartbeat stay answered
+    // while a cell runs. Two workers used to wake each other several times a cell (work
+    // stealing); on one thread a `pass` cell costs the kernel 0.15-0.2 ms less CPU and
+    // returns sooner (bench/kernel_bench-results.md, stop 21).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
