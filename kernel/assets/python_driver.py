@@ -2,7 +2,9 @@
 
 Wire protocol (newline-delimited JSON, one object per line):
   * commands come in on a private dup of fd 0 (fd 0 itself becomes /dev/null);
-  * frames go out on a private dup of fd 3 (the kernel passes a pipe there);
+  * frames go out on a private dup of fd 3 (the kernel passes a pipe there), a cell's "done"
+    on a private dup of fd 4 (a second pipe, which the kernel's executor waits on itself; with
+    "after": the number of ordered frames written to fd 3 before it, which it must not overtake);
   * fd 1 and fd 2 stay the user's stdout/stderr: pipes the kernel pumps, so C-level output,
     os.write and child processes are captured too.
 Ordering: before every frame that must come after earlier output (display, input...), the
@@ -118,9 +120,14 @@ def _write_all(fd, data):
 class Channel:
     """The protocol channel plus the ordering markers."""
 
-    def __init__(self, fd_in, fd_out, token):
+    def __init__(self, fd_in, fd_out, token, fd_done=None):
         self.fd_in = fd_in
         self.fd_out = fd_out
+        # A cell's "done" goes on a pipe of its own that the kernel's executor waits on (no
+        # reader thread wakes at a cell's end), saying how many ordered frames went to fd_out
+        # before it ("after"), so that it cannot overtake them.
+        self.fd_done = fd_done
+        self.ordered = 0
         self.token = token.encode("ascii")
         self.buf = b""
         self.lock = threading.RLock()
@@ -157,10 +164,15 @@ class Channel:
             if obj.get("t") == "done":
                 obj["m"] = [False, False]
                 obj["sync"] = True
+                if self.fd_done is not None:
+                    obj["after"] = self.ordered
+                    _write_all(self.fd_done, (_dumps(obj) + "\n").encode("utf-8"))
+                    return
             else:
                 obj["m"] = [self._mark(1), self._mark(2)]
             data = (_dumps(obj) + "\n").encode("utf-8")
             _write_all(self.fd_out, data)
+            self.ordered += 1
 
     def _mark(self, fd):
         # Only into our own pipe: if user code pointed fd 1/2 elsewhere (a file, a capture
@@ -1471,10 +1483,14 @@ def main():
     fd_in = os.dup(0)  # os.dup makes non-inheritable fds (PEP 446): children never see them
     fd_out = os.dup(3)
     os.close(3)
+    fd_done = None
+    if os.environ.pop("CARBON_DONE_FD", "") == "4":
+        fd_done = os.dup(4)
+        os.close(4)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    _chan = Channel(fd_in, fd_out, token)
+    _chan = Channel(fd_in, fd_out, token, fd_done)
     sys.argv = [""]  # as in the interactive interpreter (not "-c")
     signal.signal(signal.SIGINT, _on_sigint)
     try:

@@ -641,7 +641,7 @@ impl JavaRuntime {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = child::spawn(cmd, None)
+        let child = child::spawn(cmd, Vec::new())
             .map_err(|e| unavailable(format!("cannot start {}: {e}", jdk.java.display())))?;
         let mut proc = Supervised::new(child);
         let c = proc.child_mut();

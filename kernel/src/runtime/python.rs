@@ -11,7 +11,8 @@
 //! cell needs no place in the output (what comes after it is not the cell's): it is published
 //! once both readers have handed on what they had taken from their pipes, and what waited in
 //! them, when it arrived ([`child::PipeWatch`]), which spares a `pass` cell two reader
-//! wake-ups (issue 9).
+//! wake-ups (issue 9). It comes on a pipe of its own (fd 4) that the executor waits on itself:
+//! no reader thread wakes between the worker's last write and the executor (`DonePipe`).
 //! Memory stays bounded whatever a cell prints: the pipes are read in small chunks through a
 //! bounded channel, and each chunk is published (not accumulated) before the next is read.
 
@@ -29,8 +30,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -300,6 +301,12 @@ struct Worker {
     idle: Arc<Idle>,
     /// An event read after a cell's end that the next pump handles first.
     held: Option<Ev>,
+    /// The cells' `done` frames (fd 4), read by the executor itself.
+    done: DonePipe,
+    /// Rung by the reader threads when they hand the pump an event while it waits.
+    bell: Arc<child::Doorbell>,
+    /// Ordered frames (with a `seq`) the protocol reader has handed on (see [`DonePipe`]).
+    proto_handed: Arc<AtomicU64>,
     /// How many of the runtime's [`CountedCells`] cells this worker's IPython counted: a worker
     /// started after another (a crash, `exit()`) counts the cells before it first.
     counted: usize,
@@ -309,7 +316,13 @@ struct Worker {
 /// publishes text, displays and clears itself through a publisher of the last cell; the rest (and
 /// everything while a cell runs) goes to the pump. Each reader calls it on its own thread: no
 /// router thread between the pipes and the executor, so a cell's end wakes one thread fewer.
-fn hand_over(ev: Ev, idle: &Idle, gate: &Gate, to_pump: &SyncSender<Ev>) -> bool {
+fn hand_over(
+    ev: Ev,
+    idle: &Idle,
+    gate: &Gate,
+    to_pump: &SyncSender<Ev>,
+    bell: &child::Doorbell,
+) -> bool {
     let rest = idle.offer(ev, |o, ev| match ev {
         Ev::Text(i, t) => {
             o.stream(stream_name(i), &t);
@@ -333,12 +346,146 @@ fn hand_over(ev: Ev, idle: &Idle, gate: &Gate, to_pump: &SyncSender<Ev>) -> bool
         ev => Some(ev),
     });
     match rest {
-        Some(ev) => to_pump.send(ev).is_ok(),
+        Some(ev) => {
+            let sent = to_pump.send(ev).is_ok();
+            bell.ring();
+            sent
+        }
         None => true,
     }
 }
 
+/// The cells' `done` frames, on a pipe of their own (the worker's fd 4) that the executor polls
+/// beside the doorbell of the reader threads: a cell's end wakes the executor directly instead
+/// of the protocol reader thread and then the executor (one thread wake-up fewer per cell on the
+/// critical path, issue 9). A `done` says how many ordered frames (displays, clears, input
+/// requests) the driver wrote to the protocol pipe before it (`after`); it is handed to the pump
+/// once the protocol reader has handed on as many, so it never overtakes them.
+struct DonePipe {
+    /// None once the worker closed it (its end: the protocol reader reports it).
+    file: Option<std::fs::File>,
+    /// Bytes read, not yet a whole line.
+    buf: Vec<u8>,
+    /// Frames read, waiting for the ordered frames before them; with the time they were read.
+    frames: VecDeque<(Value, Instant)>,
+}
+
+impl DonePipe {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file: Some(file),
+            buf: Vec::new(),
+            frames: VecDeque::new(),
+        }
+    }
+
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.file.as_ref().map(|f| f.as_fd())
+    }
+
+    /// One read (the pipe is readable: it does not block), split into frames.
+    fn read(&mut self) {
+        use std::io::Read;
+        let Some(f) = self.file.as_mut() else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        match f.read(&mut chunk) {
+            Ok(0) => self.file = None,
+            Ok(n) => self.push(&chunk[..n], Instant::now()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                log::warn!("python: cannot read the done pipe: {e}");
+                self.file = None;
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8], now: Instant) {
+        self.buf.extend_from_slice(bytes);
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(v) => self.frames.push_back((v, now)),
+                Err(_) => log::warn!(
+                    "python: malformed done frame: {:.200}",
+                    String::from_utf8_lossy(&line)
+                ),
+            }
+        }
+    }
+
+    /// The first frame read, once the protocol reader has handed on the `handed` ordered frames
+    /// it waits for (or after [`MARKER_GRACE`]: a frame line the reader could not parse is
+    /// not counted).
+    fn take(&mut self, handed: u64, now: Instant) -> Option<Value> {
+        let (f, read_at) = self.frames.front()?;
+        let after = f["after"].as_u64().unwrap_or(0);
+        if handed < after {
+            if now.duration_since(*read_at) < MARKER_GRACE {
+                return None;
+            }
+            log::warn!("python: a cell's end released without the frames written before it");
+        }
+        self.frames.pop_front().map(|(f, _)| f)
+    }
+}
+
 impl Worker {
+    /// The pump's next event: from the readers' channel, or a `done` from its pipe once the
+    /// ordered frames before it are through; waits at most `timeout`.
+    fn next_event(&mut self, timeout: Duration) -> Result<Ev, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Counted before the channel is looked at: a frame counted is in the channel.
+            let handed = self.proto_handed.load(Ordering::SeqCst);
+            match self.rx.try_recv() {
+                Ok(ev) => return Ok(ev),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Some(f) = self.done.take(handed, Instant::now()) {
+                return Ok(Ev::Frame(f));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            let mut left = deadline - now;
+            if !self.done.frames.is_empty() {
+                // a `done` waiting for its frames: their reader rings; the grace is looked at
+                left = left.min(MARKER_GRACE / 10);
+            }
+            let mut got = None;
+            let rx = &self.rx;
+            let readable = self
+                .bell
+                .wait(self.done.fd(), left, || match rx.try_recv() {
+                    Ok(ev) => {
+                        got = Some(Ok(ev));
+                        true
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        got = Some(Err(RecvTimeoutError::Disconnected));
+                        true
+                    }
+                    Err(TryRecvError::Empty) => false,
+                })
+                .unwrap_or_else(|e| {
+                    log::warn!("python: cannot wait for the worker: {e}");
+                    std::thread::sleep(SYNC_RETRY); // no busy loop on a failing poll
+                    false
+                });
+            if let Some(r) = got {
+                return r;
+            }
+            if readable {
+                self.done.read();
+            }
+        }
+    }
+
     fn send(&mut self, v: &Value) -> std::io::Result<()> {
         let stdin = self
             .stdin
@@ -482,7 +629,10 @@ impl PythonRuntime {
             ))
         };
         let (proto_r, proto_w) = std::io::pipe().map_err(cannot)?;
-        let child = child::spawn(cmd, Some(proto_w.into())).map_err(cannot)?;
+        let (done_r, done_w) = std::io::pipe().map_err(cannot)?;
+        let bell = Arc::new(child::Doorbell::new().map_err(cannot)?);
+        cmd.env("CARBON_DONE_FD", "4");
+        let child = child::spawn(cmd, vec![proto_w.into(), done_w.into()]).map_err(cannot)?;
         let mut proc = Supervised::new(child);
         let c = proc.child_mut();
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -506,7 +656,7 @@ impl PythonRuntime {
         .enumerate()
         {
             let tx: SyncSender<Ev> = tx.clone();
-            let (gate, idle) = (gate.clone(), idle.clone());
+            let (gate, idle, bell) = (gate.clone(), idle.clone(), bell.clone());
             let mut split = MarkerSplitter::new(&token);
             let mut pieces = Vec::new();
             let (_, w) =
@@ -516,9 +666,9 @@ impl PythonRuntime {
                     split.feed(bytes, eof, &mut pieces);
                     for p in pieces.drain(..) {
                         let sent = match p {
-                            Piece::Text(t) => hand_over(Ev::Text(i, t), &idle, &gate, &tx),
+                            Piece::Text(t) => hand_over(Ev::Text(i, t), &idle, &gate, &tx, &bell),
                             Piece::Marker(k) => {
-                                let r = hand_over(Ev::Marker(i, k), &idle, &gate, &tx);
+                                let r = hand_over(Ev::Marker(i, k), &idle, &gate, &tx, &bell);
                                 gate.wait(k);
                                 r
                             }
@@ -528,15 +678,17 @@ impl PythonRuntime {
                         }
                     }
                     if eof {
-                        hand_over(Ev::StreamEnd(i), &idle, &gate, &tx);
+                        hand_over(Ev::StreamEnd(i), &idle, &gate, &tx, &bell);
                     }
                     true
                 })
                 .map_err(io_err)?;
             watch.push(w);
         }
+        let proto_handed = Arc::new(AtomicU64::new(0));
         {
-            let (gate, idle) = (gate.clone(), idle.clone());
+            let (gate, idle, bell) = (gate.clone(), idle.clone(), bell.clone());
+            let handed = proto_handed.clone();
             child::read_lines("carbon-py-proto", proto_r, move |line| {
                 let ev = match line {
                     None => Ev::ProtoEnd,
@@ -545,7 +697,15 @@ impl PythonRuntime {
                         Err(_) => Ev::Bad(l),
                     },
                 };
-                hand_over(ev, &idle, &gate, &tx)
+                let ordered = matches!(&ev, Ev::Frame(v) if v.get("seq").is_some());
+                let go = hand_over(ev, &idle, &gate, &tx, &bell);
+                if ordered {
+                    // after the hand-over: a `done` waiting for this frame may go once it is
+                    // counted (see `DonePipe`), so the pump must already have it
+                    handed.fetch_add(1, Ordering::SeqCst);
+                    bell.ring();
+                }
+                go
             })
             .map_err(io_err)?;
         }
@@ -558,6 +718,9 @@ impl PythonRuntime {
             next_id: 1,
             idle,
             held: None,
+            done: DonePipe::new(std::fs::File::from(std::os::fd::OwnedFd::from(done_r))),
+            bell,
+            proto_handed,
             counted: 0,
         };
         Ok(Launch { worker, exe })
@@ -826,7 +989,7 @@ impl PythonRuntime {
             };
             let ev = match w.held.take() {
                 Some(ev) => Ok(ev),
-                None => w.rx.recv_timeout(timeout),
+                None => w.next_event(timeout),
             };
             match ev {
                 Ok(Ev::Text(i, t)) => {
@@ -1477,6 +1640,32 @@ mod tests {
     }
 
     #[test]
+    fn a_done_waits_for_the_ordered_frames_written_before_it() {
+        let (r, _w) = std::io::pipe().unwrap();
+        let mut d = DonePipe::new(std::fs::File::from(std::os::fd::OwnedFd::from(r)));
+        let t0 = Instant::now();
+        // a frame split across two reads, then a second one in the same read as its end
+        d.push(br#"{"t":"done","id":1,"af"#, t0);
+        assert!(d.take(0, t0).is_none(), "half a line is no frame");
+        d.push(b"ter\":2}\n{\"t\":\"done\",\"id\":2,\"after\":3}\n", t0);
+        assert!(
+            d.take(0, t0).is_none(),
+            "two ordered frames before it not handed on"
+        );
+        assert!(d.take(1, t0).is_none());
+        assert_eq!(d.take(2, t0).unwrap()["id"], 1);
+        assert!(
+            d.take(2, t0).is_none(),
+            "the second waits for a third frame"
+        );
+        // a frame the protocol reader could not count does not hold the cell's end for ever
+        assert_eq!(d.take(2, t0 + MARKER_GRACE).unwrap()["id"], 2);
+        assert!(d.take(9, t0).is_none(), "nothing left");
+        d.push(b"not json\n", t0);
+        assert!(d.take(9, t0).is_none(), "a malformed line is dropped");
+    }
+
+    #[test]
     fn splitter_finds_markers_across_reads_and_keeps_utf8_whole() {
         let mut s = MarkerSplitter::new("tok");
         let mut out = Vec::new();
@@ -1498,6 +1687,40 @@ mod tests {
         let mut out = Vec::new();
         s.feed(b"\x00\x1fCtok:x\x1f!", true, &mut out);
         assert_eq!(out, [Piece::Text("\u{0}\u{1f}Ctok:x\u{1f}!".into())]);
+    }
+
+    #[test]
+    fn displays_at_a_cells_end_stay_in_the_cell() {
+        // The cell's end comes on its own pipe, read by the executor: it must not overtake the
+        // displays written to the protocol pipe just before it (its `after`). Without that, 17
+        // of 300 one-display cells had lost their display when the cell returned (it went out
+        // later, after the cell, through the idle path).
+        let mut rt = runtime_with(None);
+        let shown = |c: &Collector| -> Vec<String> {
+            c.items()
+                .iter()
+                .filter_map(|i| match i {
+                    Collected::Display(b, _) => b.text("text/plain").map(str::to_string),
+                    _ => None,
+                })
+                .collect()
+        };
+        for i in 0..100 {
+            let c = Collector::default();
+            let o = rt
+                .execute(&format!("display({i})"), &mut c.clone())
+                .expect("runtime failure");
+            // at once: what comes later went out after the cell's end
+            assert_eq!(shown(&c), [i.to_string()], "cell {i}");
+            assert!(o.error.is_none(), "{o:?}");
+        }
+        let c = Collector::default();
+        let o = rt
+            .execute("for i in range(300): display(i)", &mut c.clone())
+            .expect("runtime failure");
+        let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+        assert_eq!(shown(&c), want);
+        assert!(o.error.is_none(), "{o:?}");
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod utf8;
 pub use command::{CommandError, CommandRun};
 pub use exit::{describe_exit, oom_kill_count, signal_name};
 pub use path::{find_program, find_program_in};
-pub use read::{PipeWatch, read_chunks, read_chunks_watched, read_lines, read_text};
+pub use read::{Doorbell, PipeWatch, read_chunks, read_chunks_watched, read_lines, read_text};
 pub use spawn::{die_with_kernel, spawn};
 pub use supervised::Supervised;
 pub(crate) use sys::replace_fd;
@@ -67,7 +67,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo hello >&3; kill -9 $$"])
             .stdin(Stdio::null());
-        let child = spawn(cmd, Some(w.into())).unwrap();
+        let child = spawn(cmd, vec![w.into()]).unwrap();
         let mut sup = Supervised::new(child);
         let (tx, rx) = mpsc::channel();
         read_lines("t", r, move |l| tx.send(l).is_ok()).unwrap();

@@ -2,7 +2,7 @@
 
 use super::{Utf8Carry, sys};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -224,6 +224,56 @@ where
             }
             f(None);
         })
+}
+
+/// Wakes a thread that waits on a pipe of its own when other threads have handed it something
+/// through a channel (an `eventfd(2)` polled beside the pipe). Rung only while someone waits, so
+/// a busy reader costs no system call per event.
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: OwnedFd,
+    waiting: AtomicBool,
+}
+
+impl Doorbell {
+    /// A new doorbell (one eventfd).
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            fd: sys::eventfd()?,
+            waiting: AtomicBool::new(false),
+        })
+    }
+
+    /// Rings if someone waits. Call it after handing the event over (the waiter looks at its
+    /// channel once more after saying it waits: between the two, one of them sees the other).
+    pub fn ring(&self) {
+        if self.waiting.load(SeqCst) {
+            sys::eventfd_add(self.fd.as_fd());
+        }
+    }
+
+    /// Waits until rung, `pipe` (if given) is readable, or `timeout` passed; true if `pipe` is
+    /// readable. `ready` looks at the caller's channel after the wait is announced: when it
+    /// says true, nothing is awaited.
+    pub fn wait(
+        &self,
+        pipe: Option<BorrowedFd<'_>>,
+        timeout: std::time::Duration,
+        ready: impl FnOnce() -> bool,
+    ) -> io::Result<bool> {
+        self.waiting.store(true, SeqCst);
+        if ready() {
+            self.waiting.store(false, SeqCst);
+            return Ok(false);
+        }
+        let r = sys::poll_two(pipe, self.fd.as_fd(), timeout);
+        self.waiting.store(false, SeqCst);
+        let (readable, rung) = r?;
+        if rung {
+            sys::eventfd_clear(self.fd.as_fd());
+        }
+        Ok(readable)
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 /// One spawn request for the spawner thread.
 struct SpawnJob {
     cmd: Command,
-    fd3: Option<OwnedFd>,
+    fds: Vec<OwnedFd>,
     reply: mpsc::Sender<io::Result<Child>>,
 }
 
@@ -29,7 +29,7 @@ fn spawner() -> io::Result<&'static Mutex<mpsc::Sender<SpawnJob>>> {
         .name("carbon-spawner".into())
         .spawn(move || {
             for mut job in rx {
-                let res = spawn_here(&mut job.cmd, job.fd3.take());
+                let res = spawn_here(&mut job.cmd, std::mem::take(&mut job.fds));
                 let _ = job.reply.send(res);
             }
         })?;
@@ -37,13 +37,17 @@ fn spawner() -> io::Result<&'static Mutex<mpsc::Sender<SpawnJob>>> {
     Ok(SPAWNER.get_or_init(|| Mutex::new(tx)))
 }
 
-fn spawn_here(cmd: &mut Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
-    sys::prepare_child(cmd, fd3.as_ref().map(|f| f.as_raw_fd()));
+fn spawn_here(cmd: &mut Command, fds: Vec<OwnedFd>) -> io::Result<Child> {
+    if fds.len() > sys::MAX_EXTRA_FDS {
+        return Err(io::Error::other("too many fds for a child"));
+    }
+    let raw: Vec<_> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    sys::prepare_child(cmd, &raw);
     // its own process group: what it starts is told from the kernel's own helpers, and ended
     // with it (see the `tree` module)
     cmd.process_group(0);
     let child = cmd.spawn();
-    drop(fd3); // the parent's copy of the child's end
+    drop(fds); // the parent's copies of the child's ends
     if let Ok(c) = &child {
         tree::claim(c.id());
     }
@@ -54,11 +58,11 @@ fn spawn_here(cmd: &mut Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
 /// the kernel is killed, as the leader of its own process group (so what it starts can be told
 /// from the kernel's own helpers and ended with it), claimed (see [`super::claim`]): the
 /// caller waits for it through the returned `Child`.
-/// `fd3`, if given, becomes the child's fd 3 (e.g. the write end of a protocol pipe); the
-/// parent's copy is closed once the child runs.
-pub fn spawn(cmd: Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
+/// `fds` (at most two) become the child's fd 3 and 4 (e.g. the write ends of protocol pipes);
+/// the parent's copies are closed once the child runs.
+pub fn spawn(cmd: Command, fds: Vec<OwnedFd>) -> io::Result<Child> {
     let (reply, rx) = mpsc::channel();
-    let job = SpawnJob { cmd, fd3, reply };
+    let job = SpawnJob { cmd, fds, reply };
     spawner()?
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -73,6 +77,6 @@ pub fn spawn(cmd: Command, fd3: Option<OwnedFd>) -> io::Result<Child> {
 /// The child also leads its own process group; the caller claims its pid once known
 /// ([`super::claim`]).
 pub fn die_with_kernel(cmd: &mut Command) {
-    sys::prepare_child(cmd, None);
+    sys::prepare_child(cmd, &[]);
     cmd.process_group(0);
 }

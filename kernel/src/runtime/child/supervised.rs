@@ -38,7 +38,7 @@ impl Supervised {
     /// that [`Supervised::signal_group`] reaches everything it starts and nothing of the kernel.
     pub fn spawn_group(mut cmd: Command) -> io::Result<Self> {
         cmd.process_group(0);
-        let child = spawn(cmd, None)?;
+        let child = spawn(cmd, Vec::new())?;
         let mut me = Self::new(child);
         me.leads_group = true;
         Ok(me)

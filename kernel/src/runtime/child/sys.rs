@@ -10,19 +10,26 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 /// Makes `cmd`'s child, between fork and exec: ask for SIGKILL when its parent thread ends
-/// (`PR_SET_PDEATHSIG`), exit at once if the kernel already died, and take `fd3` as its fd 3.
+/// (`PR_SET_PDEATHSIG`), exit at once if the kernel already died, and take `fds[i]` as its fd
+/// `3 + i` (at most [`MAX_EXTRA_FDS`]).
 ///
 /// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child ends (prctl(2)), so the
 /// command must be spawned from a thread that lives as long as the kernel (see `spawn`).
-pub(super) fn prepare_child(cmd: &mut Command, fd3: Option<RawFd>) {
+pub(super) fn prepare_child(cmd: &mut Command, fds: &[RawFd]) {
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    let mut given = [-1 as RawFd; MAX_EXTRA_FDS];
+    for (g, fd) in given.iter_mut().zip(fds) {
+        *g = *fd;
+    }
+    let n = fds.len().min(MAX_EXTRA_FDS);
     // SAFETY: the closure runs in the forked child before exec and only calls async-signal-safe
-    // functions (prctl, getppid, _exit, dup2, fcntl); it allocates nothing.
+    // functions (prctl, getppid, _exit, dup2, fcntl); it allocates nothing (`given` is a copied
+    // array).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(
@@ -39,14 +46,18 @@ pub(super) fn prepare_child(cmd: &mut Command, fd3: Option<RawFd>) {
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
-            if let Some(fd) = fd3 {
-                if fd == 3 {
-                    // dup2 onto itself keeps FD_CLOEXEC: clear it by hand.
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) < 0 {
+            // First out of the way (fd 10 and up, closed at exec), then into place: a given fd
+            // that is already 3 or 4 is not overwritten before it is moved. dup2 leaves the new
+            // fd without FD_CLOEXEC, so it survives exec.
+            let mut high = [-1 as RawFd; MAX_EXTRA_FDS];
+            for i in 0..n {
+                high[i] = libc::fcntl(given[i], libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (i, h) in high.iter().enumerate().take(n) {
+                if libc::dup2(*h, 3 + i as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
@@ -54,6 +65,9 @@ pub(super) fn prepare_child(cmd: &mut Command, fd3: Option<RawFd>) {
         });
     }
 }
+
+/// How many fds [`prepare_child`] can hand a child (fd 3 and fd 4).
+pub(super) const MAX_EXTRA_FDS: usize = 2;
 
 /// `kill(pid, sig)`, ignoring errors (the process may be gone). Pids that would address more
 /// than one process (0, negative) are refused.
@@ -111,6 +125,67 @@ pub(super) fn wait_readable(fd: BorrowedFd<'_>) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+/// Waits until `a` (if given) or `b` is readable, or `timeout` passed: (a readable, b
+/// readable). An end of file or an error on a file counts as readable (its read says which).
+pub(super) fn poll_two(
+    a: Option<BorrowedFd<'_>>,
+    b: BorrowedFd<'_>,
+    timeout: std::time::Duration,
+) -> io::Result<(bool, bool)> {
+    let mut p = [
+        libc::pollfd {
+            fd: a.map_or(-1, |a| a.as_raw_fd()), // poll(2) skips a negative fd
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll reads and writes the two pollfds we own, and we pass their count (2).
+    if unsafe { libc::poll(p.as_mut_ptr(), 2, ms) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok((false, false));
+        }
+        return Err(e);
+    }
+    Ok((p[0].revents != 0, p[1].revents != 0))
+}
+
+/// A non-blocking, close-on-exec `eventfd(2)` (a counter one thread adds to and another waits
+/// on with `poll`).
+pub(super) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes integers and returns a new fd that nothing else owns.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds 1 to the eventfd `fd` (wakes its `poll`); errors ignored (a full counter is awake).
+pub(super) fn eventfd_add(fd: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writes the 8 bytes of a local to an fd we borrow.
+    unsafe {
+        libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len());
+    }
+}
+
+/// Resets the eventfd `fd` to 0 (non-blocking: nothing to read is fine).
+pub(super) fn eventfd_clear(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reads at most 8 bytes into a local buffer of 8 bytes.
+    unsafe {
+        libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len());
     }
 }
 
