@@ -62,6 +62,24 @@ mod tests {
     use std::time::Instant;
 
     #[test]
+    fn two_fds_reach_the_child_as_fd3_and_fd4() {
+        let (r3, w3) = std::io::pipe().unwrap();
+        let (r4, w4) = std::io::pipe().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo three >&3; echo four >&4"])
+            .stdin(Stdio::null());
+        let child = spawn(cmd, vec![w3.into(), w4.into()]).unwrap();
+        let mut sup = Supervised::new(child);
+        for (r, want) in [(r3, "three"), (r4, "four")] {
+            let (tx, rx) = mpsc::channel();
+            read_lines("t", r, move |l| tx.send(l).is_ok()).unwrap();
+            assert_eq!(rx.recv().unwrap().as_deref(), Some(want));
+            assert_eq!(rx.recv().unwrap(), None, "the parent's copy is closed");
+        }
+        assert_eq!(sup.exit_description(), "exited with status 0");
+    }
+
+    #[test]
     fn fd3_reaches_the_child_and_status_is_described() {
         let (r, w) = std::io::pipe().unwrap();
         let mut cmd = Command::new("sh");

@@ -283,6 +283,39 @@ mod tests {
     use std::sync::mpsc;
 
     #[test]
+    fn a_doorbell_wakes_its_waiter_and_says_when_the_pipe_is_readable() {
+        let bell = Arc::new(Doorbell::new().unwrap());
+        let (r, mut w) = std::io::pipe().unwrap();
+        let long = std::time::Duration::from_secs(60);
+        // a ring with nobody waiting is not kept: the next wait sleeps its whole timeout
+        bell.ring();
+        let t0 = std::time::Instant::now();
+        let short = std::time::Duration::from_millis(30);
+        assert!(!bell.wait(Some(r.as_fd()), short, || false).unwrap());
+        assert!(t0.elapsed() >= short);
+        // `ready` true: no wait at all
+        assert!(!bell.wait(Some(r.as_fd()), long, || true).unwrap());
+        // a ring from another thread while it waits ends the wait (the pipe not readable)
+        let t0 = std::time::Instant::now();
+        let ringer = {
+            let bell = bell.clone();
+            std::thread::spawn(move || {
+                while !bell.waiting.load(SeqCst) {
+                    std::thread::yield_now();
+                }
+                bell.ring();
+            })
+        };
+        assert!(!bell.wait(Some(r.as_fd()), long, || false).unwrap());
+        ringer.join().unwrap();
+        // bytes in the pipe: readable
+        std::io::Write::write_all(&mut w, b"x").unwrap();
+        assert!(bell.wait(Some(r.as_fd()), long, || false).unwrap());
+        // two 60 s waits that ended early: only a missing wake-up reaches this bound
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
     fn chunks_end_with_an_empty_slice() {
         let (r, mut w) = std::io::pipe().unwrap();
         let (tx, rx) = mpsc::channel();

@@ -1,12 +1,13 @@
 //! The system calls of the child-process layer: the one file of the workspace's kernel crate
 //! allowed to use `unsafe`.
 //!
-//! Why unsafe is needed at all: `libc::kill`, `libc::waitid`, `libc::prctl`, `libc::poll` and
-//! `libc::ioctl` are foreign functions (always `unsafe` to call), and the hook that runs in a
-//! forked child before `exec` goes through `CommandExt::pre_exec`, an `unsafe fn` because the
-//! hook must be async-signal-safe. Each function below wraps one such call behind a safe signature whose
-//! arguments cannot break memory safety, so the rest of the kernel stays `unsafe`-free
-//! (`unsafe_code = "deny"` in the workspace lints).
+//! Why unsafe is needed at all: `libc::kill`, `libc::waitid`, `libc::prctl`, `libc::poll`,
+//! `libc::ioctl` and `libc::eventfd` (with its `read`/`write`) are foreign functions (always
+//! `unsafe` to call), and the hook that runs in a forked child before `exec` goes through
+//! `CommandExt::pre_exec`, an `unsafe fn` because the hook must be async-signal-safe. Each
+//! function below wraps one such call behind a safe signature whose arguments cannot break
+//! memory safety, so the rest of the kernel stays `unsafe`-free (`unsafe_code = "deny"` in the
+//! workspace lints).
 #![allow(unsafe_code)]
 
 use std::io;
