@@ -73,10 +73,10 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let workdir = std::env::current_dir().context("cannot read the current directory")?;
     // One thread for the sockets: user code runs on the executor thread and nothing on this
-    // runtime blocks (shell awaits the executor), so control and the heartbeat stay answered
-    // while a cell runs. Two workers used to wake each other several times a cell (work
-    // stealing); on one thread a `pass` cell costs the kernel 0.15-0.2 ms less CPU and
-    // returns sooner (bench/kernel_bench-results.md, stop 21).
+    // runtime blocks (shell awaits the executor), so control stays answered while a cell runs
+    // (the heartbeat has a thread of its own: server::spawn_heartbeat). Two workers woke each
+    // other several times a cell (work stealing): on one thread a `pass` cell switches threads
+    // 3.4-4.2 times fewer and costs 10 % less CPU (bench/kernel_bench-results.md, stop 21).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -544,6 +544,47 @@ fn bad_connection_files_exit_with_a_message() {
 }
 
 #[test]
+fn a_port_in_use_exits_with_the_socket_named() {
+    // Every socket in turn on a port someone else holds: the kernel says which and exits (the
+    // heartbeat binds on a thread of its own, and says so the same way).
+    let dir = tempfile::tempdir().unwrap();
+    for socket in ["hb", "shell", "control", "stdin", "iopub"] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ports = serde_json::Map::new();
+        let mut keep = vec![];
+        for name in ["hb", "shell", "control", "stdin", "iopub"] {
+            let port = if name == socket {
+                taken.local_addr().unwrap().port()
+            } else {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let p = l.local_addr().unwrap().port();
+                keep.push(l); // held until the file is written, then freed for the kernel
+                p
+            };
+            ports.insert(format!("{name}_port"), json!(port));
+        }
+        let mut ci = json!({"ip": "127.0.0.1", "transport": "tcp", "key": "k",
+                            "signature_scheme": "hmac-sha256"});
+        ci.as_object_mut().unwrap().extend(ports);
+        let path = dir.path().join(format!("{socket}.json"));
+        std::fs::write(&path, ci.to_string()).unwrap();
+        drop(keep);
+        let out = Command::new(binary())
+            .args(["run", "--connection-file"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{socket}: {err}");
+        let name = if socket == "hb" { "heartbeat" } else { socket };
+        assert!(
+            err.contains(&format!("cannot bind the {name} socket")),
+            "{socket}: {err}"
+        );
+    }
+}
+
+#[test]
 fn install_and_uninstall_into_a_prefix() {
     let prefix = tempfile::tempdir().unwrap();
     let out = Command::new(binary())

@@ -1,7 +1,7 @@
 //! The five sockets and every protocol invariant, in one place (xeus' habit):
 //!
-//! * heartbeat task (REP echo), control task, shell reader + shell dispatcher tasks, stdin task,
-//!   and ONE iopub task fed by a bounded channel ([`iopub`]);
+//! * heartbeat (a ROUTER echo on a thread of its own), control task, shell reader + shell
+//!   dispatcher tasks, stdin task, and ONE iopub task fed by a bounded channel ([`iopub`]);
 //! * `status: busy` first and `status: idle` last, with the request as parent, around every
 //!   request on shell and control; `execute_input`, then outputs, then the reply, then idle;
 //! * execution count (incremented for `store_history`; `silent` publishes nothing and counts
@@ -97,6 +97,9 @@ pub enum ServerError {
     /// The executor thread could not start.
     #[error("cannot start the executor thread: {0}")]
     Executor(#[source] std::io::Error),
+    /// The heartbeat thread could not start.
+    #[error("cannot start the heartbeat thread: {0}")]
+    Heartbeat(#[source] std::io::Error),
 }
 
 /// Reads and checks a connection file.
@@ -207,10 +210,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         log::warn!("connection file has an empty key: messages are neither signed nor verified");
     }
     let session = uuid::Uuid::new_v4().to_string();
-    let mut hb = <zeromq::RouterSocket as zeromq::Socket>::new();
-    zeromq::Socket::bind(&mut hb, &ci.hb_url())
-        .await
-        .map_err(|e| bind_err("heartbeat", ci.hb_url())(e.into()))?;
+    spawn_heartbeat(ci.hb_url()).await?;
     let shell = jupyter_zmq_client::create_kernel_shell_connection(&ci, &session)
         .await
         .map_err(bind_err("shell", ci.shell_url()))?;
@@ -252,7 +252,6 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
         exit: exit_tx,
     });
 
-    tokio::spawn(heartbeat(hb));
     tokio::spawn(control_loop(kernel.clone(), control));
     let (shell_send, shell_recv) = shell.split();
     let (shell_tx, shell_rx) = mpsc::unbounded_channel();
@@ -279,6 +278,52 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
     // control/shell replies may still wait in zeromq's per-peer queue: see EXIT_LINGER.
     tokio::time::sleep(EXIT_LINGER).await;
     Ok(exit)
+}
+
+/// Binds the heartbeat and answers it on a thread of its own, with a one-thread runtime: a pong
+/// never waits for the sockets' thread, however busy a cell's output keeps it (signing and
+/// sending messages), as ipykernel answers pings from a thread of its own. Returns once bound.
+async fn spawn_heartbeat(url: String) -> Result<(), ServerError> {
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    let at = url.clone();
+    std::thread::Builder::new()
+        .name("carbon-heartbeat".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut hb = <zeromq::RouterSocket as zeromq::Socket>::new();
+                match zeromq::Socket::bind(&mut hb, &at).await {
+                    Ok(_) => {
+                        let _ = bound_tx.send(Ok(()));
+                        heartbeat(hb).await;
+                    }
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        })
+        .map_err(ServerError::Heartbeat)?;
+    match bound.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(detail)) => Err(ServerError::Bind {
+            socket: "heartbeat",
+            url,
+            detail,
+        }),
+        Err(_) => Err(ServerError::Heartbeat(std::io::Error::other(
+            "the heartbeat thread ended before binding",
+        ))),
+    }
 }
 
 /// The heartbeat: every message comes back as it came, to the peer that sent it (ipykernel's
