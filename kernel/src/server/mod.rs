@@ -284,8 +284,7 @@ pub async fn serve(cfg: ServerConfig) -> Result<Exit, ServerError> {
 /// never waits for the sockets' thread, however busy a cell's output keeps it (signing and
 /// sending messages), as ipykernel answers pings from a thread of its own. Returns once bound.
 async fn spawn_heartbeat(url: String) -> Result<(), ServerError> {
-    let (bound_tx, bound) = tokio::sync::oneshot::channel();
-    let at = url.clone();
+    let (bound_tx, bound) = tokio::sync::oneshot::channel::<Result<(), ServerError>>();
     std::thread::Builder::new()
         .name("carbon-heartbeat".into())
         .spawn(move || {
@@ -295,35 +294,33 @@ async fn spawn_heartbeat(url: String) -> Result<(), ServerError> {
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = bound_tx.send(Err(e.to_string()));
+                    let _ = bound_tx.send(Err(ServerError::Heartbeat(e)));
                     return;
                 }
             };
             rt.block_on(async move {
                 let mut hb = <zeromq::RouterSocket as zeromq::Socket>::new();
-                match zeromq::Socket::bind(&mut hb, &at).await {
+                match zeromq::Socket::bind(&mut hb, &url).await {
                     Ok(_) => {
                         let _ = bound_tx.send(Ok(()));
                         heartbeat(hb).await;
                     }
                     Err(e) => {
-                        let _ = bound_tx.send(Err(e.to_string()));
+                        let _ = bound_tx.send(Err(ServerError::Bind {
+                            socket: "heartbeat",
+                            url,
+                            detail: e.to_string(),
+                        }));
                     }
                 }
             });
         })
         .map_err(ServerError::Heartbeat)?;
-    match bound.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(detail)) => Err(ServerError::Bind {
-            socket: "heartbeat",
-            url,
-            detail,
-        }),
-        Err(_) => Err(ServerError::Heartbeat(std::io::Error::other(
+    bound.await.unwrap_or_else(|_| {
+        Err(ServerError::Heartbeat(std::io::Error::other(
             "the heartbeat thread ended before binding",
-        ))),
-    }
+        )))
+    })
 }
 
 /// The heartbeat: every message comes back as it came, to the peer that sent it (ipykernel's
