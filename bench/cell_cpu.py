@@ -34,21 +34,8 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import bin_specs  # noqa: E402  (a throwaway kernelspec per binary)
+from kernel_bench import bin_specs, tree  # noqa: E402  (throwaway kernelspecs, /proc tree)
 from rawclient import RawClient  # noqa: E402
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and its descendants (from /proc/*/task/*/children)."""
-    out = [pid]
-    for t in glob.glob(f"/proc/{pid}/task/*/children"):
-        try:
-            kids = open(t).read().split()
-        except OSError:
-            continue
-        for k in kids:
-            out += tree(int(k))
-    return out
 
 
 def threads(root: int) -> dict[tuple[int, int], tuple[str, str, int, int]]:
