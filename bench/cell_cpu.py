@@ -34,7 +34,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import bin_specs, tree  # noqa: E402  (throwaway kernelspecs, /proc tree)
+from kernel_bench import bin_specs, tree, use_this_venv  # noqa: E402
 from rawclient import RawClient  # noqa: E402
 
 
@@ -109,10 +109,7 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=100, help="cells per kernel per round")
     parser.add_argument("--gap-ms", type=float, default=0.0, help="idle before each cell")
     args = parser.parse_args()
-    if sys.prefix != sys.base_prefix and not os.environ.get("VIRTUAL_ENV"):
-        # carbon's Python cells run on "the active environment's" python: this venv's, as the peer
-        os.environ["VIRTUAL_ENV"] = sys.prefix
-        os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    use_this_venv()
     names = bin_specs(args.carbon_bin) if args.carbon_bin else ["carbon"]
     if args.peer:
         names.append(args.peer)

@@ -30,7 +30,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import bin_specs  # noqa: E402  (a throwaway kernelspec per binary)
+from kernel_bench import bin_specs, use_this_venv  # noqa: E402
 
 WORKLOADS = {
     "print": "import sys\nfor i in range(300000): sys.stdout.write('x' * 99 + '\\n')",
@@ -89,10 +89,7 @@ def main() -> int:
     parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel ('' for none)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    if sys.prefix != sys.base_prefix and not os.environ.get("VIRTUAL_ENV"):
-        # carbon's Python cells run on "the active environment's" python: this venv's, as the peer
-        os.environ["VIRTUAL_ENV"] = sys.prefix
-        os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    use_this_venv()
     names = bin_specs(args.carbon_bin) if args.carbon_bin else ["carbon"]
     if args.peer:
         names.append(args.peer)

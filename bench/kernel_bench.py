@@ -332,6 +332,16 @@ def report(results: dict[str, Result], carbons: list[str], peer: str) -> str:
     return "\n".join(out)
 
 
+def use_this_venv() -> None:
+    """Same Python for every kernel: the peer (ipykernel) runs in this venv, and carbon-kernel's
+    Python cells use "the active environment's" interpreter. Run as `.venv/bin/python` without
+    activation, carbon would fall back to python3 on PATH, whose IPython may differ (measured
+    here: IPython 8.12 system-wide holds 51 MB after InteractiveShell(), 9.18 in .venv 23 MB)."""
+    if sys.prefix != sys.base_prefix and not os.environ.get("VIRTUAL_ENV"):
+        os.environ["VIRTUAL_ENV"] = sys.prefix
+        os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def bin_specs(bins: list[str]) -> list[str]:
     """Throwaway kernelspecs for LABEL=PATH binaries, found through JUPYTER_PATH; their names."""
     root = Path(tempfile.mkdtemp(prefix="carbon-bench-spec-"))
@@ -367,13 +377,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write raw samples and medians here")
     args = parser.parse_args()
 
-    # Same Python for both kernels: the peer (ipykernel) runs in this venv, and carbon-kernel's
-    # Python cells use "the active environment's" interpreter. Run as `.venv/bin/python` without
-    # activation, carbon would fall back to python3 on PATH, whose IPython may differ (measured
-    # here: IPython 8.12 system-wide holds 51 MB after InteractiveShell(), 9.18 in .venv 23 MB).
-    if sys.prefix != sys.base_prefix and not os.environ.get("VIRTUAL_ENV"):
-        os.environ["VIRTUAL_ENV"] = sys.prefix
-        os.environ["PATH"] = f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    use_this_venv()
     print(f"python of carbon's cells: {os.environ.get('VIRTUAL_ENV') or 'python3 on PATH'}", file=sys.stderr)
 
     carbons = bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
