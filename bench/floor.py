@@ -15,6 +15,13 @@ and idle status read, headers only), in one run, the kernels' blocks of cells al
     kernel's `pass` (kernel_bench's interleaved order). carbon's other kernel is ipykernel;
     ipykernel's, the first carbon binary.
 
+In carbon's kernels, a cell first wraps the Python worker's call of IPython's `run_cell` with a
+timer (the driver's `engine.run`, kernel/assets/python_driver.py): each mode's median time in
+IPython, inside the worker, is printed beside the round trips. Then, with the kernels gone,
+IPython's `run_cell("pass")` in this interpreter (the shell configured as carbon's worker
+configures it), back to back and after a pause as long as ipykernel's cell: the work every
+IPython kernel does for the cell, whatever carries the messages.
+
 Prints medians and ratios. Usage (the project venv, after install/setup.sh):
   .venv/bin/python bench/floor.py [--carbon-bin LABEL=PATH ...] [--peer python3] [--blocks 8]
                                   [--block 50]
@@ -36,6 +43,23 @@ import zmq
 
 from kernel_bench import Kernel, bin_specs, use_this_venv
 from rawclient import RawClient
+
+# Run in a carbon kernel's Python worker: times each call of IPython's run_cell by the driver.
+# (`get_ipython()` makes this cell run on IPython, so IPython's engine is the one wrapped.)
+TIME_RUN_CELL = """
+import sys as _bench_sys, time as _bench_time
+get_ipython()
+_bench_driver = _bench_sys.modules["_carbon_driver"]._driver
+_bench_run = _bench_driver.engine.run
+_bench_times = []
+def _bench_timed(*a, **kw):
+    t = _bench_time.perf_counter()
+    try:
+        return _bench_run(*a, **kw)
+    finally:
+        _bench_times.append((_bench_time.perf_counter() - t) * 1000)
+_bench_driver.engine.run = _bench_timed
+"""
 
 
 def serve_null(port_file: str) -> None:
@@ -108,12 +132,14 @@ class Timed:
         self.label = label
         self.client = RawClient(km, context)
         self.samples: dict[str, list[float]] = {}
+        self.cells: list[str] = []  # each cell's mode, in the order sent
 
     def run(self, mode: str, code: str = "pass") -> float:
         t = self.client.run(code) * 1000
         if self.client.status != "ok":
             raise RuntimeError(f"{self.label}: {code!r} answered {self.client.status}")
         self.samples.setdefault(mode, []).append(t)
+        self.cells.append(mode)
         return t
 
     def kernel_info(self) -> float:
@@ -141,6 +167,31 @@ class Timed:
     def med(self, mode: str) -> float:
         xs = self.samples.get(mode)
         return statistics.median(xs) if xs else float("nan")
+
+
+def run_cell_times(k: Kernel, t: Timed) -> dict[str, float]:
+    """Median ms per mode of the worker's calls of IPython's run_cell (TIME_RUN_CELL), read
+    back through a fresh jupyter_client."""
+    k.kc = k.km.client()
+    k.kc.start_channels()
+    k.kc.wait_for_ready(timeout=60)
+    msg_id = k.kc.execute("print(__import__('json').dumps(_bench_times))")
+    text = ""
+    while True:
+        m = k.kc.get_iopub_msg(timeout=60)
+        if m["parent_header"].get("msg_id") != msg_id:
+            continue
+        if m["msg_type"] == "stream":
+            text += m["content"]["text"]
+        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            break
+    times = json.loads(text)
+    if len(times) != len(t.cells):
+        raise RuntimeError(f"{t.label}: {len(times)} run_cell calls for {len(t.cells)} cells")
+    by_mode: dict[str, list[float]] = {}
+    for mode, ms in zip(t.cells, times):
+        by_mode.setdefault(mode, []).append(ms)
+    return {mode: statistics.median(v) for mode, v in by_mode.items()}
 
 
 def ipython_run_cell(pause: float, n: int) -> dict[str, float]:
@@ -192,6 +243,8 @@ def main() -> int:
             k = Kernel(name, context)
             k.start()
             k.execute("pass")  # the worker and IPython are ready
+            if name != args.peer:
+                k.execute(TIME_RUN_CELL)
             k.kc.stop_channels()  # only the raw clients read from here on
             kernels.append((name, k))
         floor = Timed("floor", null, context)
@@ -221,6 +274,7 @@ def main() -> int:
                 for _ in range(args.block):
                     peer.run("after the other's cell" if t is not floor else "after the floor")
                     t.run("after the other's cell")
+        in_ipython = {t.label: run_cell_times(k, t) for (_, k), t in zip(kernels[:-1], timed)}
     finally:
         for _, k in kernels:
             k.km.shutdown_kernel(now=True)
@@ -245,6 +299,11 @@ def main() -> int:
         ratios = [f"{t.label} {t.med(mode) / peer.med(mode):.2f} ({own[t.label] / own[peer.label]:.2f})"
                   for t in timed[:-1]]
         print(line + "   carbon/ipykernel (above the floor): " + ", ".join(ratios))
+    print()
+    for mode in modes[1:]:
+        print(f"{'in IPython run_cell, ' + mode:{w}}{'':16}"
+              + "".join(f"{in_ipython[t.label].get(mode, float('nan')):16.3f}" for t in timed[:-1])
+              + "   (inside carbon's Python worker)")
     print()
     for mode, v in ipython.items():
         print(f"{'IPython run_cell(pass), ' + mode:{w}}{v:16.3f}   (in this interpreter, no kernel)")
