@@ -1015,6 +1015,82 @@ def _warn_as_run_code(message):
                            module_globals=mod.__dict__)
 
 
+# IPython's `InteractiveShellApp.default_extensions` (IPython 8 and 9), which ipykernel loads;
+# loaded here too when the shell is built without IPython's application (_shell_app failed).
+_DEFAULT_EXTENSIONS = ("storemagic",)
+
+# The values of InteractiveShell.ast_node_interactivity for which IPython's displayhook may show
+# more than one value in a cell ("last_expr", the default, and "last_expr_or_assign" show the
+# last expression's at most; "none" none).
+_EVERY_VALUE = ("all", "last")
+
+# The configuration files ipykernel's application reads (BaseIPythonApplication.load_config_file:
+# ipython_config, then its own), each as .py and .json.
+_CONFIG_BASES = ("ipython_config", "ipython_kernel_config")
+
+
+def _ipython_dir():
+    """IPython's directory as IPython.paths.get_ipython_dir finds it, without importing IPython."""
+    d = os.environ.get("IPYTHONDIR") or os.environ.get("IPYTHON_DIR")
+    return d or os.path.join(os.path.expanduser("~"), ".ipython")
+
+
+def _profile_customized():
+    """Whether the start of IPython's shell as ipykernel starts it reads a configuration or runs
+    code of the user's: $PYTHONSTARTUP, a config file in the default profile or in IPython's
+    system folders, a `.py`/`.ipy` file in the profile's `startup/`. Cells must then wait for the
+    shell (no plain runner): under ipykernel that code runs before the first cell."""
+    if os.environ.get("PYTHONSTARTUP"):
+        return True
+    profile = os.path.join(_ipython_dir(), "profile_default")
+    folders = (profile, os.path.join(sys.prefix, "etc", "ipython"), "/usr/local/etc/ipython",
+               "/etc/ipython")
+    for d in folders:
+        for base in _CONFIG_BASES:
+            for ext in (".py", ".json"):
+                if os.path.isfile(os.path.join(d, base + ext)):
+                    return True
+    try:
+        return any(n.endswith((".py", ".ipy")) for n in os.listdir(os.path.join(profile, "startup")))
+    except OSError:
+        return False
+
+
+def _shell_app(shell_class, cfg, module):
+    """The shell, built as ipykernel's IPKernelApp builds its own (IPython's
+    BaseIPythonApplication and InteractiveShellApp): the default profile (created if missing, as
+    ipykernel does), its configuration and the system one, then `cfg` over them. Returns the
+    application, whose `init_extensions` and `init_code` the caller runs once the early cells
+    are accounted for; None when the application cannot start (an IPython directory that cannot
+    be created makes it exit): the caller builds the shell from `cfg` alone."""
+    from IPython.core.application import BaseIPythonApplication
+    from IPython.core.shellapp import InteractiveShellApp
+
+    class CarbonApp(BaseIPythonApplication, InteractiveShellApp):
+        name = "ipython-kernel"  # (IPKernelApp's)
+        config_file_name = "ipython_kernel_config.py"
+
+        def init_crash_handler(self):
+            pass  # no crash-report file: the driver reports its own failures
+
+        def init_shell(self):
+            kw = {"parent": self, "profile_dir": self.profile_dir, "ipython_dir": self.ipython_dir}
+            if module is not None:
+                kw["user_module"] = module
+            self.shell = shell_class.instance(**kw)
+
+    try:
+        app = CarbonApp.instance()
+        app.initialize([])
+        app.config.merge(cfg)
+        app.init_path()
+        app.init_shell()
+        return app
+    except BaseException as e:  # SystemExit included: app.exit() on a fatal start
+        sys.__stderr__.write("carbon: IPython's profile and configuration not loaded: %s\n" % e)
+        return None
+
+
 class IPythonEngine:
     """IPython's InteractiveShell, with its display machinery pointed at the channel."""
 
@@ -1047,7 +1123,14 @@ class IPythonEngine:
                 pass
 
             def write_format_data(self, format_dict, md_dict=None):
-                engine.result = {"data": format_dict, "metadata": md_dict or {}}
+                result = {"data": format_dict, "metadata": md_dict or {}}
+                if self.shell.ast_node_interactivity in _EVERY_VALUE:
+                    # several values a cell, each in its place among the cell's other outputs
+                    # (ipykernel publishes each as it comes)
+                    result["t"] = "result"
+                    _chan.send_ordered(result)
+                else:
+                    engine.result = result  # at most one, the cell's last: it comes with "done"
 
             def finish_displayhook(self):
                 pass
@@ -1087,7 +1170,10 @@ class IPythonEngine:
         # The shell's own completer runs without jedi (about a millisecond); jedi's answer, as
         # ipykernel gives it, comes from a second completer within a time budget (_JediBudget).
         cfg.IPCompleter.use_jedi = False
-        if module is None:
+        app = _shell_app(CarbonShell, cfg, module)
+        if app is not None:
+            self.shell = app.shell
+        elif module is None:
             self.shell = CarbonShell.instance(config=cfg)
         else:
             self.shell = CarbonShell.instance(config=cfg, user_module=module)
@@ -1103,10 +1189,23 @@ class IPythonEngine:
                 self.shell.history_manager.store_inputs(plan.number, plan.cell, plan.raw)
                 stored += 1
         self.shell.execution_count += stored
-        try:
-            self.shell.colors = "Linux"  # the scheme ipykernel's tracebacks use
-        except Exception:
-            pass
+        # (The shell keeps IPython's default colour theme, as ipykernel does: IPython 8 and 9's
+        # "neutral" reads on light and dark backgrounds, where "linux" draws a traceback's code
+        # in near-white, unreadable in JupyterLab's light theme.)
+        # As ipykernel's application goes on: the extensions (`storemagic`, for %store, and the
+        # configured ones), then exec_lines, $PYTHONSTARTUP and the profile's startup files. Only
+        # with a customized profile (no early cells then): init_code also hides the names
+        # already in the namespace from %who, which would hide the early cells' variables.
+        if app is not None:
+            app.init_extensions()
+            if _profile_customized():
+                app.init_code()
+        else:
+            for ext in _DEFAULT_EXTENSIONS:
+                try:
+                    self.shell.extension_manager.load_extension(ext)
+                except Exception as e:  # as the application does: a warning, the shell goes on
+                    sys.__stderr__.write("carbon: cannot load IPython extension %s: %s\n" % (ext, e))
         # obj? / %magic? go to the pager payload, as in ipykernel.
         self.shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
         self.shell.events.register("post_execute", flush_figures)
@@ -1508,7 +1607,7 @@ def main():
     # "ipython" frame. Without IPython the plain runner stays, as before.
     loader = _IPythonLoader() if _ipython_installed() else None
     engine = PlainEngine(_IPYTHON_MODULE_DOC if loader is not None else None)
-    _driver = Driver(engine, loader, early=_venv_matches())
+    _driver = Driver(engine, loader, early=_venv_matches() and not _profile_customized())
     _chan.send({"t": "ready", "version": "%d.%d.%d" % sys.version_info[:3], "ipython": None,
                 "loading": loader is not None, "executable": sys.executable,
                 "pid": os.getpid(), "warning": None})

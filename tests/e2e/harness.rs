@@ -222,6 +222,13 @@ impl Exec {
     pub(crate) fn result(&self) -> Option<&Value> {
         self.of_type("execute_result").into_iter().next()
     }
+    /// text/plain of every `execute_result`, in order.
+    pub(crate) fn of_results(&self) -> Vec<&str> {
+        self.of_type("execute_result")
+            .into_iter()
+            .filter_map(|r| r["data"]["text/plain"].as_str())
+            .collect()
+    }
     /// text/plain of the `execute_result`.
     pub(crate) fn result_text(&self) -> Option<String> {
         self.result()

@@ -104,6 +104,52 @@ fn state_persists_and_outputs_are_jupyter_messages() {
     );
 }
 
+/// With IPython's `ast_node_interactivity = "all"` every value of a cell is an `execute_result`
+/// of the cell's count, in its place among the prints (as ipykernel publishes them); with the
+/// default, one, the last. (tests/python/test_like_ipykernel.py compares with ipykernel itself.)
+#[test]
+fn every_value_of_a_cell_when_ipython_shows_them_all() {
+    let mut k = python_kernel();
+    let r = k.execute("%config InteractiveShell.ast_node_interactivity = 'all'");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    let r = k.execute("1\nprint('between')\n2\ny = 3\ny");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    let shown: Vec<(String, String)> = r
+        .iopub
+        .iter()
+        .filter(|m| m.msg_type == "execute_result" || m.msg_type == "stream")
+        .map(|m| {
+            let text = if m.msg_type == "stream" {
+                &m.content["text"]
+            } else {
+                assert_eq!(
+                    m.content["execution_count"].as_u64(),
+                    r.count(),
+                    "{}",
+                    m.content
+                );
+                &m.content["data"]["text/plain"]
+            };
+            (m.msg_type.clone(), text.as_str().unwrap_or("").to_string())
+        })
+        .collect();
+    let want = [
+        ("execute_result", "1"),
+        ("stream", "between\n"),
+        ("execute_result", "2"),
+        ("execute_result", "3"),
+    ];
+    assert_eq!(
+        shown,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "{:?}",
+        r.types()
+    );
+    k.execute("%config InteractiveShell.ast_node_interactivity = 'last_expr'");
+    let r = k.execute("4\n5");
+    assert_eq!(r.of_results(), ["5"], "{:?}", r.iopub);
+}
+
 /// `store_history: false` and `silent: true` reach IPython's run_cell, as ipykernel passes them:
 /// IPython's count, `In` and `_`, and the `Cell In[n]` of tracebacks follow the reply's
 /// `execution_count`, magic bodies included. (The first cell may run before IPython is in: the

@@ -53,6 +53,9 @@ impl<'a, P: std::ops::DerefMut<Target = dyn Publish + 'a> + Send> Publish for Ph
     fn clear_output(&mut self, wait: bool) {
         self.inner.clear_output(wait)
     }
+    fn execute_result(&mut self, bundle: MimeBundle) {
+        self.inner.execute_result(bundle)
+    }
     fn input(&mut self, prompt: &str, password: bool) -> Option<String> {
         self.inner.input(prompt, password)
     }

@@ -249,6 +249,11 @@ impl Publish for Redacting<'_> {
         self.flush_streams();
         self.out().clear_output(wait);
     }
+    fn execute_result(&mut self, b: MimeBundle) {
+        self.flush_streams();
+        let b = bundle(&self.redactor(), b);
+        self.out().execute_result(b);
+    }
     fn input(&mut self, prompt: &str, password: bool) -> Option<String> {
         self.flush_streams();
         let p = self.redactor().redact(prompt).into_owned();

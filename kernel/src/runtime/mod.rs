@@ -83,6 +83,10 @@ pub trait Publish: Send {
     fn update_display(&mut self, bundle: MimeBundle, display_id: &str);
     /// `clear_output`.
     fn clear_output(&mut self, wait: bool);
+    /// `execute_result` in the middle of a cell: a value IPython's displayhook shows when it shows
+    /// more than the cell's last one (`ast_node_interactivity` "all"), published as it comes,
+    /// between the cell's other outputs. The cell's last value comes in [`ExecOutcome::result`].
+    fn execute_result(&mut self, bundle: MimeBundle);
     /// Asks the front-end for a line of input (stdin channel). `None` when the front-end does not
     /// allow stdin or the request was interrupted.
     fn input(&mut self, prompt: &str, password: bool) -> Option<String>;
@@ -317,6 +321,8 @@ pub enum Collected {
     Update(MimeBundle, String),
     /// clear_output
     Clear(bool),
+    /// execute_result in the middle of a cell
+    Result(MimeBundle),
     /// phase boundary
     Phase(Phase),
 }
@@ -370,6 +376,9 @@ impl Publish for Collector {
     }
     fn clear_output(&mut self, wait: bool) {
         self.push(Collected::Clear(wait));
+    }
+    fn execute_result(&mut self, bundle: MimeBundle) {
+        self.push(Collected::Result(bundle));
     }
     fn input(&mut self, _prompt: &str, _password: bool) -> Option<String> {
         self.inputs

@@ -330,9 +330,11 @@ fn hand_over(
         }
         // the frame it announces is published below (no cell output to order against)
         Ev::Marker(..) => None,
-        Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" => {
+        Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" || f["t"] == "result" => {
             if f["t"] == "clear" {
                 o.clear_output(f["wait"] == true);
+            } else if f["t"] == "result" {
+                o.execute_result(bundle(&f["data"], &f["metadata"]));
             } else {
                 let b = bundle(&f["data"], &f["metadata"]);
                 match f["display_id"].as_str() {
@@ -1115,6 +1117,10 @@ impl PythonRuntime {
                         o.clear_output(f["wait"] == true);
                     }
                 }
+                "result" => match out.as_mut() {
+                    Some(o) => o.execute_result(bundle(&f["data"], &f["metadata"])),
+                    None => log::debug!("python: execute_result between cells dropped"),
+                },
                 "ipython" => self.on_ipython(&f, out),
                 "input" => {
                     let prompt = f["prompt"].as_str().unwrap_or("");

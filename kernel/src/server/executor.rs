@@ -33,6 +33,8 @@ pub enum Job {
         allow_stdin: bool,
         /// The execute request (parent of every output).
         parent: Arc<JupyterMessage>,
+        /// The cell's execution count (of its `execute_result`s).
+        count: u32,
         /// The outcome.
         done: oneshot::Sender<ExecOutcome>,
     },
@@ -178,10 +180,12 @@ fn run(
                 store_history,
                 allow_stdin,
                 parent,
+                count,
                 done,
             } => {
                 let mut out = IopubPublisher {
                     parent,
+                    count,
                     io: io.clone(),
                     stdin: stdin.clone(),
                     interrupts: ex.interrupts(),
@@ -256,6 +260,7 @@ pub fn lost_outcome() -> ExecOutcome {
 /// The `Publish` given to runtimes: outputs go to iopub as children of the execute request.
 pub struct IopubPublisher {
     parent: Arc<JupyterMessage>,
+    count: u32,
     io: IoHandle,
     stdin: mpsc::Sender<InputAsk>,
     interrupts: Arc<Interrupts>,
@@ -302,6 +307,13 @@ impl Publish for IopubPublisher {
         self.msg("clear_output", serde_json::json!({ "wait": wait }));
     }
 
+    fn execute_result(&mut self, bundle: MimeBundle) {
+        self.msg(
+            "execute_result",
+            protocol::execute_result(self.count, &bundle),
+        );
+    }
+
     fn input(&mut self, prompt: &str, password: bool) -> Option<String> {
         if !self.allow_stdin {
             return None;
@@ -332,6 +344,7 @@ impl Publish for IopubPublisher {
     fn boxed_clone(&self) -> Box<dyn Publish> {
         Box::new(IopubPublisher {
             parent: self.parent.clone(),
+            count: self.count,
             io: self.io.clone(),
             stdin: self.stdin.clone(),
             interrupts: self.interrupts.clone(),

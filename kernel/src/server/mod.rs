@@ -580,6 +580,7 @@ async fn handle_shell(
                     store_history: store,
                     allow_stdin,
                     parent,
+                    count,
                     done,
                 })
                 .await
