@@ -646,8 +646,8 @@ class PlainEngine:
     def is_complete(self, code):
         return _fallback_is_complete(code)
 
-    def pager(self):
-        return None
+    def payloads(self):
+        return None, None
 
     def magics(self):
         return None
@@ -1140,11 +1140,20 @@ class IPythonEngine:
             displayhook_class = CarbonDisplayHook
 
             def _showtraceback(self, etype, evalue, stb):
-                engine.error = {
-                    "ename": getattr(etype, "__name__", str(etype)),
-                    "evalue": str(evalue),
-                    "traceback": list(stb),
-                }
+                # Shown as it happens, in its place among the cell's outputs, as ipykernel does:
+                # a failing `%run` script, a nested run_cell, `showtraceback()` in an `except`,
+                # all in cells that go on. The last one is the failed cell's error (its reply).
+                err = {"ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue),
+                       "traceback": list(stb)}
+                _chan.send_ordered(dict(err, t="error"))
+                err["shown"] = True
+                engine.error = err
+
+            def set_next_input(self, text, replace=False):
+                # `%load`, `%recall`: the front-end puts `text` in the next cell (or this one),
+                # as ipykernel's ZMQInteractiveShell asks it (one such payload a cell).
+                self.payload_manager.write_payload(
+                    {"source": "set_next_input", "text": text, "replace": replace}, single=True)
 
             def show_usage_error(self, exc):
                 # IPython prints "UsageError: ..." on stderr and fails the cell; the cell's
@@ -1274,16 +1283,21 @@ class IPythonEngine:
         # (as IPythonEngine.run when IPython printed the error itself: exception groups...)
         return self.error or {"ename": "Error", "evalue": "the cell failed", "traceback": []}
 
-    def pager(self):
+    def payloads(self):
+        """(the pager's data, the next input {"text", "replace"}) the cell asked for, each or
+        None; taken, so the next cell starts without them."""
         pm = getattr(self.shell, "payload_manager", None)
         if pm is None:
-            return None
+            return None, None
         payloads = pm.read_payload()
         pm.clear_payload()
+        page = next_input = None
         for p in payloads:
-            if p.get("source") == "page":
-                return p.get("data")
-        return None
+            if p.get("source") == "page" and page is None:
+                page = p.get("data")
+            elif p.get("source") == "set_next_input":
+                next_input = {"text": p.get("text", ""), "replace": bool(p.get("replace"))}
+        return page, next_input
 
     def complete(self, code, cursor):
         from IPython.core.completer import provisionalcompleter
@@ -1532,16 +1546,16 @@ class Driver:
         self.count_unrun(msg.get("unrun") or [])
         result, error = self.run_cell(msg["code"], bool(msg.get("store_history", True)),
                                       bool(msg.get("silent", False)))
-        pager = None
+        pager = next_input = None
         try:
-            pager = self.engine.pager()
+            pager, next_input = self.engine.payloads()
         except Exception:
             pass
         exit_requested = bool(getattr(self.engine, "exit_requested", False))
         _chan.send_ordered({"t": "done", "id": msg.get("id"),
                             "status": "error" if error else "ok",
                             "result": result, "error": error, "pager": pager,
-                            "exit": exit_requested})
+                            "next_input": next_input, "exit": exit_requested})
         return exit_requested
 
     def loop(self):

@@ -150,6 +150,56 @@ fn every_value_of_a_cell_when_ipython_shows_them_all() {
     assert_eq!(r.of_results(), ["5"], "{:?}", r.iopub);
 }
 
+/// Tracebacks are shown as IPython shows them, in their place: a failing `%run` script or a
+/// nested `run_cell` in a cell that goes on (reply "ok"); a failing cell's own error once, with
+/// the reply carrying it. `%load` asks the front-end to replace the cell with the file
+/// (`set_next_input`), as under ipykernel.
+#[test]
+fn tracebacks_in_place_and_the_next_input_payload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.py"),
+        "print('start')\nraise ValueError('in script')\n",
+    )
+    .expect("script");
+    std::fs::write(dir.path().join("mod.py"), "x = 1\n").expect("module");
+    let mut k = kernel(Opts::default().workdir(dir.path()));
+    let r = k.execute("%run bad.py\nprint('after')");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    let t: Vec<&str> = r
+        .types()
+        .into_iter()
+        .filter(|t| *t == "stream" || *t == "error")
+        .collect();
+    assert_eq!(t, ["stream", "error", "stream"], "{:?}", r.iopub);
+    assert_eq!(r.errors()[0]["ename"], "ValueError");
+    assert!(error_text(r.errors()[0]).contains("raise ValueError"));
+
+    let r = k.execute("get_ipython().run_cell('1/0')\nprint('after')");
+    assert_eq!(r.status(), "ok", "{:?}", r.iopub);
+    assert_eq!(r.errors()[0]["ename"], "ZeroDivisionError");
+    assert_eq!(r.stdout(), "after\n");
+
+    let r = k.execute("print('before')\n{}['missing']");
+    assert_eq!(r.status(), "error");
+    assert_eq!(r.reply["ename"], "KeyError");
+    assert_eq!(r.errors().len(), 1, "the error once: {:?}", r.iopub);
+    assert_eq!(r.errors()[0]["traceback"], r.reply["traceback"]);
+
+    let r = k.execute("%load mod.py");
+    assert_eq!(r.status(), "ok", "{:?}", r.reply);
+    let p = &r.reply["payload"][0];
+    assert_eq!(p["source"], "set_next_input", "{}", r.reply);
+    assert_eq!(p["text"], "# %load mod.py\nx = 1\n");
+    assert_eq!(p["replace"], true);
+    let r = k.execute("pass");
+    assert_eq!(
+        r.reply["payload"],
+        json!([]),
+        "a payload is for one cell only"
+    );
+}
+
 /// `store_history: false` and `silent: true` reach IPython's run_cell, as ipykernel passes them:
 /// IPython's count, `In` and `_`, and the `Cell In[n]` of tracebacks follow the reply's
 /// `execution_count`, magic bodies included. (The first cell may run before IPython is in: the

@@ -11,6 +11,7 @@ highlights more of a cell it can find again (the failing expression, on yellow).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.usefixtures("carbon_kernelspecs")
 
 CELLS = [
     "def f():\n    raise ValueError('boom')\nf()",
+    # tracebacks shown as they happen, in cells that go on: each an error output in its place
+    "open('bad.py', 'w').write('print(\"start\")\\nraise ValueError(\"in script\")\\n')",
+    "%run bad.py\nprint('after the script')",
+    "get_ipython().run_cell('1/0')\nprint('after the nested cell')",
+    "print('before')\n1/0",
+    # payloads: the next cell's text (%load replaces the cell), the pager
+    "%load mod.py",
+    "%recall 1",
+    "get_ipython().set_next_input('next cell text')",
+    "len?",
     "x = 1\nx / 0",
     "%xmode Minimal\n[][1]",
     "%xmode Context\nimport json\njson.loads('{')",
@@ -52,8 +63,12 @@ def outputs(kernel_name: str, cwd: str, cells=CELLS, env=None) -> list[list[tupl
                     seen.append((t, c["data"].get("text/plain")))
 
             reply = kc.execute_interactive(code, timeout=120, output_hook=hook)
+            payloads = tuple(
+                (p.get("source"), p.get("text"), p.get("replace"),
+                 json.dumps(p.get("data"), sort_keys=True))
+                for p in reply["content"].get("payload", []))
             seen.append(("reply", reply["content"]["status"],
-                         reply["content"].get("execution_count")))
+                         reply["content"].get("execution_count"), payloads))
             results.append(seen)
         return results
     finally:
@@ -124,8 +139,15 @@ def test_pale_characters_finds_near_white_text():
 
 
 def test_the_same_cells_give_the_same_outputs_as_ipykernel(tmp_path):
+    (tmp_path / "mod.py").write_text("def hi():\n    return 'hi'\n")
     ours = outputs("carbon", str(tmp_path))
     theirs = outputs("python3", str(tmp_path))
+    by_code = dict(zip(CELLS, ours))
+    # what the cells do, in case both kernels failed alike
+    assert [o[0] for o in by_code["%run bad.py\nprint('after the script')"]] == [
+        "stream", "error", "stream", "reply"]
+    assert by_code["%load mod.py"][-1][3][0][:3] == (
+        "set_next_input", "# %load mod.py\ndef hi():\n    return 'hi'\n", True)
     for code, a, b in zip(CELLS, ours, theirs):
         assert [plain(o) for o in a] == [plain(o) for o in b], (
             f"cell {code!r}:\ncarbon:    {a!r}\nipykernel: {b!r}")

@@ -56,6 +56,9 @@ impl<'a, P: std::ops::DerefMut<Target = dyn Publish + 'a> + Send> Publish for Ph
     fn execute_result(&mut self, bundle: MimeBundle) {
         self.inner.execute_result(bundle)
     }
+    fn error(&mut self, error: &crate::runtime::ExecError) {
+        self.inner.error(error)
+    }
     fn input(&mut self, prompt: &str, password: bool) -> Option<String> {
         self.inner.input(prompt, password)
     }

@@ -368,6 +368,7 @@ pub fn usage_error(e: UsageError) -> ExecOutcome {
             ename: "UsageError".to_string(),
             evalue: e.evalue(),
             traceback: vec![format!("\x1b[0;31m{e}\x1b[0m")],
+            shown: false,
         }),
         ..Default::default()
     }

@@ -12,7 +12,7 @@
 //! status), and at the latest [`HOLD_BOUND`] after it was held, by a thread started the first
 //! time something is held.
 
-use crate::runtime::{ExecOutcome, Phase, Publish, StreamName};
+use crate::runtime::{ExecError, ExecOutcome, Phase, Publish, StreamName};
 use carbon_magics::MimeBundle;
 use carbon_magics::redact::{self, Carry, Redactor};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -194,7 +194,16 @@ pub fn bundle(r: &Redactor, mut b: MimeBundle) -> MimeBundle {
     b
 }
 
-/// `o` with every text masked (result, error, pager).
+/// `e` with every known secret replaced.
+fn redact_error(r: &Redactor, e: &mut ExecError) {
+    e.ename = r.redact(&e.ename).into_owned();
+    e.evalue = r.redact(&e.evalue).into_owned();
+    for t in &mut e.traceback {
+        *t = r.redact(t).into_owned();
+    }
+}
+
+/// `o` with every text masked (result, error, pager, next input).
 pub fn outcome(r: &Redactor, mut o: ExecOutcome) -> ExecOutcome {
     if r.is_empty() {
         return o;
@@ -202,11 +211,10 @@ pub fn outcome(r: &Redactor, mut o: ExecOutcome) -> ExecOutcome {
     o.result = o.result.map(|b| bundle(r, b));
     o.pager = o.pager.map(|b| bundle(r, b));
     if let Some(e) = o.error.as_mut() {
-        e.ename = r.redact(&e.ename).into_owned();
-        e.evalue = r.redact(&e.evalue).into_owned();
-        for t in &mut e.traceback {
-            *t = r.redact(t).into_owned();
-        }
+        redact_error(r, e);
+    }
+    if let Some(n) = o.next_input.as_mut() {
+        n.text = r.redact(&n.text).into_owned();
     }
     o
 }
@@ -248,6 +256,13 @@ impl Publish for Redacting<'_> {
     fn clear_output(&mut self, wait: bool) {
         self.flush_streams();
         self.out().clear_output(wait);
+    }
+    fn error(&mut self, e: &ExecError) {
+        self.flush_streams();
+        let r = self.redactor();
+        let mut e = e.clone();
+        redact_error(&r, &mut e);
+        self.out().error(&e);
     }
     fn execute_result(&mut self, b: MimeBundle) {
         self.flush_streams();

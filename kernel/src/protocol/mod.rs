@@ -9,7 +9,7 @@
 //!
 //! Spec: <https://jupyter-client.readthedocs.io/en/latest/messaging.html>.
 
-use crate::runtime::{ExecError, Language, LanguageInfo};
+use crate::runtime::{ExecError, Language, LanguageInfo, NextInput};
 use carbon_magics::MimeBundle;
 use jupyter_protocol::{JupyterMessage, JupyterMessageContent, UnknownMessage};
 use serde_json::{Map, Value, json};
@@ -136,7 +136,12 @@ pub fn error_content(e: &ExecError) -> Value {
 }
 
 /// `execute_reply` content. `user_expressions` is always an (empty) object.
-pub fn execute_reply(count: u32, error: Option<&ExecError>, pager: Option<&MimeBundle>) -> Value {
+pub fn execute_reply(
+    count: u32,
+    error: Option<&ExecError>,
+    pager: Option<&MimeBundle>,
+    next_input: Option<&NextInput>,
+) -> Value {
     let mut c = json!({
         "status": "ok",
         "execution_count": count,
@@ -152,6 +157,12 @@ pub fn execute_reply(count: u32, error: Option<&ExecError>, pager: Option<&MimeB
     if let Some(p) = pager {
         // IPython's pager payload (the spec calls payloads deprecated, front-ends still show them).
         c["payload"] = json!([{ "source": "page", "data": bundle_data(p), "start": 0 }]);
+    }
+    if let Some(n) = next_input
+        && let Some(payload) = c["payload"].as_array_mut()
+    {
+        // as ipykernel's ZMQInteractiveShell.set_next_input writes it
+        payload.push(json!({ "source": "set_next_input", "text": n.text, "replace": n.replace }));
     }
     c
 }
@@ -169,7 +180,9 @@ pub fn aborted_execute_reply(count: u32) -> Value {
                 "ExecutionAborted: not run: an earlier cell failed and stop_on_error was set"
                     .into(),
             ],
+            shown: false,
         }),
+        None,
         None,
     )
 }
@@ -319,7 +332,7 @@ mod tests {
 
     #[test]
     fn no_nulls_in_replies() {
-        let r = execute_reply(3, None, None);
+        let r = execute_reply(3, None, None, None);
         assert_eq!(r["user_expressions"], json!({}));
         let d = display_data(&MimeBundle::plain("x"), None);
         assert_eq!(d["transient"], json!({}));

@@ -968,12 +968,13 @@ fn parse_done(payload: &[u8]) -> Result<ExecOutcome, RuntimeError> {
             ename: s("ename"),
             evalue: s("evalue"),
             traceback,
+            shown: false,
         }
     });
     Ok(ExecOutcome {
         result,
         error,
-        pager: None,
+        ..Default::default()
     })
 }
 

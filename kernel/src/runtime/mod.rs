@@ -87,6 +87,10 @@ pub trait Publish: Send {
     /// more than the cell's last one (`ast_node_interactivity` "all"), published as it comes,
     /// between the cell's other outputs. The cell's last value comes in [`ExecOutcome::result`].
     fn execute_result(&mut self, bundle: MimeBundle);
+    /// An `error` output in the middle of a cell: a traceback the language showed as it happened
+    /// (IPython's: a failing `%run` script, a nested `run_cell`, `showtraceback()`, and the
+    /// cell's own error, then marked [`ExecError::shown`]).
+    fn error(&mut self, error: &ExecError);
     /// Asks the front-end for a line of input (stdin channel). `None` when the front-end does not
     /// allow stdin or the request was interrupted.
     fn input(&mut self, prompt: &str, password: bool) -> Option<String>;
@@ -105,6 +109,18 @@ pub struct ExecOutcome {
     pub error: Option<ExecError>,
     /// Pager payloads (`obj?`): text/plain (and optionally html) to show in the pager.
     pub pager: Option<MimeBundle>,
+    /// Text for the front-end's next cell (IPython's `set_next_input`: `%load`, `%recall`).
+    pub next_input: Option<NextInput>,
+}
+
+/// IPython's `set_next_input` payload: text the front-end puts in a new cell after this one, or
+/// in this one instead of its code (`replace`, as `%load` asks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextInput {
+    /// The cell's text.
+    pub text: String,
+    /// Replace the cell that ran instead of adding one after it.
+    pub replace: bool,
 }
 
 /// How the front-end asked for a cell to be kept: `execute_request`'s `store_history` and
@@ -140,6 +156,9 @@ pub struct ExecError {
     pub evalue: String,
     /// Traceback lines (may contain ANSI colours).
     pub traceback: Vec<String>,
+    /// Already published among the cell's outputs, in its place (IPython shows every traceback
+    /// as it happens, through [`Publish::error`]): the reply carries it, no `error` output again.
+    pub shown: bool,
 }
 
 impl ExecError {
@@ -152,6 +171,7 @@ impl ExecError {
             ename,
             evalue,
             traceback,
+            shown: false,
         }
     }
 }
@@ -323,6 +343,8 @@ pub enum Collected {
     Clear(bool),
     /// execute_result in the middle of a cell
     Result(MimeBundle),
+    /// error output in the middle of a cell
+    Error(ExecError),
     /// phase boundary
     Phase(Phase),
 }
@@ -379,6 +401,9 @@ impl Publish for Collector {
     }
     fn execute_result(&mut self, bundle: MimeBundle) {
         self.push(Collected::Result(bundle));
+    }
+    fn error(&mut self, error: &ExecError) {
+        self.push(Collected::Error(error.clone()));
     }
     fn input(&mut self, _prompt: &str, _password: bool) -> Option<String> {
         self.inputs

@@ -20,7 +20,7 @@ use super::child::{self, ESCALATION_DELAY, Supervised, Utf8Carry};
 use super::idle::Idle;
 use super::{
     Completeness, Completions, CountedCells, ExecError, ExecOptions, ExecOutcome, Inspection,
-    InterruptHandle, Language, LanguageInfo, Publish, Runtime, RuntimeError, StreamName,
+    InterruptHandle, Language, LanguageInfo, NextInput, Publish, Runtime, RuntimeError, StreamName,
 };
 use carbon_magics::MimeBundle;
 use carbon_magics::config::Settings;
@@ -330,9 +330,16 @@ fn hand_over(
         }
         // the frame it announces is published below (no cell output to order against)
         Ev::Marker(..) => None,
-        Ev::Frame(f) if f["t"] == "display" || f["t"] == "clear" || f["t"] == "result" => {
+        Ev::Frame(f)
+            if f["t"] == "display"
+                || f["t"] == "clear"
+                || f["t"] == "result"
+                || f["t"] == "error" =>
+        {
             if f["t"] == "clear" {
                 o.clear_output(f["wait"] == true);
+            } else if f["t"] == "error" {
+                o.error(&exec_error(&f));
             } else if f["t"] == "result" {
                 o.execute_result(bundle(&f["data"], &f["metadata"]));
             } else {
@@ -1121,6 +1128,10 @@ impl PythonRuntime {
                     Some(o) => o.execute_result(bundle(&f["data"], &f["metadata"])),
                     None => log::debug!("python: execute_result between cells dropped"),
                 },
+                "error" => match out.as_mut() {
+                    Some(o) => o.error(&exec_error(&f)),
+                    None => log::debug!("python: error output between cells dropped"),
+                },
                 "ipython" => self.on_ipython(&f, out),
                 "input" => {
                     let prompt = f["prompt"].as_str().unwrap_or("");
@@ -1253,6 +1264,23 @@ fn bundle(data: &Value, metadata: &Value) -> MimeBundle {
     b
 }
 
+/// An `error` as the driver writes it (`{"ename", "evalue", "traceback", "shown"}`).
+fn exec_error(e: &Value) -> ExecError {
+    ExecError {
+        ename: e["ename"].as_str().unwrap_or("Error").to_string(),
+        evalue: e["evalue"].as_str().unwrap_or("").to_string(),
+        traceback: e["traceback"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|l| l.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        shown: e["shown"] == true,
+    }
+}
+
 fn outcome(f: &Value) -> ExecOutcome {
     let result = f["result"]
         .as_object()
@@ -1260,25 +1288,19 @@ fn outcome(f: &Value) -> ExecOutcome {
         .filter(|b| !b.is_empty());
     let pager = Some(bundle(&f["pager"], &Value::Null)).filter(|b| !b.is_empty());
     let error = match f["error"].as_object() {
-        Some(e) => Some(ExecError {
-            ename: e["ename"].as_str().unwrap_or("Error").to_string(),
-            evalue: e["evalue"].as_str().unwrap_or("").to_string(),
-            traceback: e["traceback"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|l| l.as_str().unwrap_or("").to_string())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }),
+        Some(_) => Some(exec_error(&f["error"])),
         None if f["status"] == "error" => Some(ExecError::new("Error", "the cell failed")),
         None => None,
     };
+    let next_input = f["next_input"]["text"].as_str().map(|t| NextInput {
+        text: t.to_string(),
+        replace: f["next_input"]["replace"] == true,
+    });
     ExecOutcome {
         result,
         error,
         pager,
+        next_input,
     }
 }
 

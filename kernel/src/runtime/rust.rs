@@ -599,6 +599,7 @@ fn format_compile_errors(errors: &[CompilationError], code: &str, shift: usize) 
         ename: "CompilationError".into(),
         evalue,
         traceback,
+        shown: false,
     }
 }
 
@@ -836,6 +837,7 @@ fn panic_error(msg: &str, at: Option<(usize, String)>) -> ExecError {
         ename: "panic".into(),
         evalue: msg.to_string(),
         traceback,
+        shown: false,
     }
 }
 

@@ -314,6 +314,10 @@ impl Publish for IopubPublisher {
         );
     }
 
+    fn error(&mut self, error: &ExecError) {
+        self.msg("error", protocol::error_content(error));
+    }
+
     fn input(&mut self, prompt: &str, password: bool) -> Option<String> {
         if !self.allow_stdin {
             return None;

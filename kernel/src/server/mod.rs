@@ -590,7 +590,7 @@ async fn handle_shell(
                     k.iopub("execute_result", protocol::execute_result(count, r), msg)
                         .await;
                 }
-                if let Some(e) = &outcome.error {
+                if let Some(e) = outcome.error.as_ref().filter(|e| !e.shown) {
                     k.iopub("error", protocol::error_content(e), msg).await;
                 }
             }
@@ -605,8 +605,12 @@ async fn handle_shell(
             }
             // Outputs before the reply: the iopub task has written everything queued so far.
             k.io.flush().await;
-            let content =
-                protocol::execute_reply(count, outcome.error.as_ref(), outcome.pager.as_ref());
+            let content = protocol::execute_reply(
+                count,
+                outcome.error.as_ref(),
+                outcome.pager.as_ref(),
+                outcome.next_input.as_ref(),
+            );
             if outcome.error.is_some() && req.stop_on_error {
                 queue.abort_queued_executes();
             }
