@@ -406,6 +406,31 @@ def flush_figures():
     plt.close("all")
 
 
+def _inline_backend():
+    """The backend a fresh `import matplotlib` gets: matplotlib_inline's, as under ipykernel
+    (which sets it through MPLBACKEND), when IPython's shell runs and matplotlib_inline is
+    importable: loading it configures the shell as ipykernel's (the cell's figures shown after
+    it, a `Figure` value shown as an image, `%config InlineBackend` options such as
+    `figure_formats`). Else the driver's own (no IPython: the plain runner)."""
+    try:
+        ip = sys.modules.get("IPython")
+        if (ip is not None and ip.get_ipython() is not None
+                and importlib.util.find_spec("matplotlib_inline") is not None):
+            return "module://matplotlib_inline.backend_inline"
+    except Exception:
+        pass
+    return "module://" + _MPL_BACKEND
+
+
+def _figures_pending():
+    """Whether pyplot holds open figures, which the end of the cell will show."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    try:
+        return plt is not None and bool(plt.get_fignums())
+    except Exception:
+        return False
+
+
 class _MplFinder:
     """Import hooks: provides the inline backend module, and selects it right after
     `import matplotlib` unless MPLBACKEND is set. (An MPLBACKEND env var would leak into child
@@ -428,7 +453,7 @@ class _MplFinder:
         def exec_module(module):
             orig(module)
             try:
-                module.rcParams["backend"] = "module://" + _MPL_BACKEND
+                module.rcParams["backend"] = _inline_backend()
             except Exception:
                 pass
 
@@ -1124,9 +1149,9 @@ class IPythonEngine:
 
             def write_format_data(self, format_dict, md_dict=None):
                 result = {"data": format_dict, "metadata": md_dict or {}}
-                if self.shell.ast_node_interactivity in _EVERY_VALUE:
-                    # several values a cell, each in its place among the cell's other outputs
-                    # (ipykernel publishes each as it comes)
+                if self.shell.ast_node_interactivity in _EVERY_VALUE or _figures_pending():
+                    # several values a cell, or figures that the cell's end shows: each value in
+                    # its place among the cell's outputs (ipykernel publishes each as it comes)
                     result["t"] = "result"
                     _chan.send_ordered(result)
                 else:
