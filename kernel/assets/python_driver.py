@@ -213,6 +213,9 @@ _driver = None
 
 def _ask(prompt, password):
     """input() through the kernel's stdin channel."""
+    # IPython leaves frames with this local out of a user's traceback: the error points at
+    # the cell's `input()`, not into the driver (as ipykernel's own frames are left out)
+    __tracebackhide__ = True  # noqa: F841
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("input() is only available from the main thread of a cell")
     prompt = "" if prompt is None else str(prompt)
@@ -237,7 +240,8 @@ def _ask(prompt, password):
     value = msg.get("value")
     if value is None:
         raise _stdin_not_implemented()(
-            "input() was called, but this front-end does not support input requests")
+            "%s was called, but this front-end does not support input requests"
+            % ("getpass()" if password else "input()"))
     return value
 
 
@@ -251,10 +255,12 @@ def _stdin_not_implemented():
 
 
 def _input(prompt=""):
+    __tracebackhide__ = True  # noqa: F841 (see _ask)
     return _ask(prompt, False)
 
 
 def _getpass(prompt="Password: ", stream=None):
+    __tracebackhide__ = True  # noqa: F841 (see _ask)
     return _ask(prompt, True)
 
 
