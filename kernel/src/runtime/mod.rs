@@ -84,8 +84,9 @@ pub trait Publish: Send {
     /// `clear_output`.
     fn clear_output(&mut self, wait: bool);
     /// `execute_result` in the middle of a cell: a value IPython's displayhook shows when it shows
-    /// more than the cell's last one (`ast_node_interactivity` "all"), published as it comes,
-    /// between the cell's other outputs. The cell's last value comes in [`ExecOutcome::result`].
+    /// more than the cell's last one (`ast_node_interactivity` "all"), or when figures that the
+    /// cell's end shows must come after it; published as it comes, between the cell's other
+    /// outputs. Otherwise the cell's last value comes in [`ExecOutcome::result`].
     fn execute_result(&mut self, bundle: MimeBundle);
     /// An `error` output in the middle of a cell: a traceback the language showed as it happened
     /// (IPython's: a failing `%run` script, a nested `run_cell`, `showtraceback()`, and the
