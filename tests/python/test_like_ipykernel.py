@@ -151,6 +151,14 @@ def fg_is_pale(fg: tuple) -> bool:
     return False
 
 
+def same_in_both(cwd, cells, env=None) -> list[list[tuple]]:
+    """The cells' outputs in carbon, checked equal to ipykernel's."""
+    ours = outputs("carbon", str(cwd), cells, env)
+    theirs = outputs("python3", str(cwd), cells, env)
+    assert ours == theirs
+    return ours
+
+
 def test_pale_characters_finds_near_white_text():
     assert pale_characters("\x1b[38;5;255m(\x1b[39m x \x1b[97mab\x1b[0m c") == "(ab"
     assert pale_characters("\x1b[38;5;28;01mdef\x1b[39;00m f() \x1b[30;43mx\x1b[39;49m") == ""
@@ -190,9 +198,7 @@ def test_a_profile_configures_and_starts_the_shell_as_under_ipykernel(tmp_path):
     cells = ["from_startup + from_exec_lines", "1\n2", "mine = 3\n%who"]
     work = tmp_path / "work"
     work.mkdir()
-    ours = outputs("carbon", str(work), cells, env)
-    theirs = outputs("python3", str(work), cells, env)
-    assert ours == theirs
+    ours = same_in_both(work, cells, env)
     # what the configuration does, in case both kernels ignored it alike
     assert ("execute_result", "49", 1, "text/plain") in ours[0], ours[0]
     assert [o[1] for o in ours[1] if o[0] == "execute_result"] == ["1", "2"], ours[1]
@@ -209,9 +215,7 @@ def test_every_value_of_a_cell_in_its_place_as_under_ipykernel(tmp_path):
         "%config InteractiveShell.ast_node_interactivity = 'last_expr'",
         "4\n5",
     ]
-    ours = outputs("carbon", str(tmp_path), cells)
-    theirs = outputs("python3", str(tmp_path), cells)
-    assert ours == theirs
+    ours = same_in_both(tmp_path, cells)
     assert [o[:3] for o in ours[1] if o[0] != "reply"] == [
         ("execute_result", "1", 2), ("stream", "stdout", "between\n"), ("execute_result", "2", 2),
         ("execute_result", "3", 2)], ours[1]
@@ -226,9 +230,7 @@ def test_figures_as_under_ipykernel(tmp_path):
         "fig",
         "%config InlineBackend.figure_formats = ['svg']\nplt.plot([1]);",
     ]
-    ours = outputs("carbon", str(tmp_path), cells)
-    theirs = outputs("python3", str(tmp_path), cells)
-    assert ours == theirs
+    ours = same_in_both(tmp_path, cells)
     assert [o[0] for o in ours[0]] == ["execute_result", "display_data", "reply"], ours[0]
     assert ("execute_result", "<Figure size 640x480 with 1 Axes>", 3, "image/png",
             "text/plain") in ours[2], ours[2]
