@@ -1122,6 +1122,15 @@ def _shell_app(shell_class, cfg, module):
         return None
 
 
+def _no_editor(line=""):
+    """%edit in a notebook: a UsageError that names what to use instead."""
+    from IPython.core.error import UsageError
+
+    raise UsageError("%edit opens a text editor in a terminal, which a notebook's kernel does not "
+                     "have: `%load FILE` puts a file in this cell, `%%writefile FILE` saves a "
+                     "cell to a file")
+
+
 class IPythonEngine:
     """IPython's InteractiveShell, with its display machinery pointed at the channel."""
 
@@ -1246,6 +1255,11 @@ class IPythonEngine:
                     self.shell.extension_manager.load_extension(ext)
                 except Exception as e:  # as the application does: a warning, the shell goes on
                     sys.__stderr__.write("carbon: cannot load IPython extension %s: %s\n" % (ext, e))
+        # %edit (and %ed) open a text editor on a terminal, which a notebook's kernel has not:
+        # IPython's fails with "no attribute 'editor'", ipykernel's sends a payload JupyterLab
+        # ignores. Say what does the job in a notebook instead.
+        for name in ("edit", "ed"):
+            self.shell.register_magic_function(_no_editor, "line", name)
         # obj? / %magic? go to the pager payload, as in ipykernel.
         self.shell.set_hook("show_in_pager", page.as_hook(payloadpage.page), 99)
         self.shell.events.register("post_execute", flush_figures)

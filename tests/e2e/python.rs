@@ -198,6 +198,16 @@ fn tracebacks_in_place_and_the_next_input_payload() {
         json!([]),
         "a payload is for one cell only"
     );
+    // %edit needs a terminal's editor: a usage error that says what to use instead
+    for edit in ["%edit", "%ed mod.py"] {
+        let r = k.execute(edit);
+        assert_eq!(r.reply["ename"], "UsageError", "{edit}: {:?}", r.iopub);
+        assert!(
+            error_text(r.errors()[0]).contains("%load FILE"),
+            "{edit}: {:?}",
+            r.iopub
+        );
+    }
 }
 
 /// `store_history: false` and `silent: true` reach IPython's run_cell, as ipykernel passes them:
