@@ -330,25 +330,8 @@ fn hand_over(
         }
         // the frame it announces is published below (no cell output to order against)
         Ev::Marker(..) => None,
-        Ev::Frame(f)
-            if f["t"] == "display"
-                || f["t"] == "clear"
-                || f["t"] == "result"
-                || f["t"] == "error" =>
-        {
-            if f["t"] == "clear" {
-                o.clear_output(f["wait"] == true);
-            } else if f["t"] == "error" {
-                o.error(&exec_error(&f));
-            } else if f["t"] == "result" {
-                o.execute_result(bundle(&f["data"], &f["metadata"]));
-            } else {
-                let b = bundle(&f["data"], &f["metadata"]);
-                match f["display_id"].as_str() {
-                    Some(id) if f["update"] == true => o.update_display(b, id),
-                    id => o.display(b, id),
-                }
-            }
+        Ev::Frame(f) if is_output(&f) => {
+            publish_output(o, &f);
             gate.release(f["seq"].as_u64().unwrap_or(0));
             None
         }
@@ -1110,27 +1093,9 @@ impl PythonRuntime {
                         result = Some(f);
                     }
                 }
-                "display" => {
-                    let b = bundle(&f["data"], &f["metadata"]);
-                    let id = f["display_id"].as_str();
-                    match (out.as_mut(), id) {
-                        (Some(o), Some(id)) if f["update"] == true => o.update_display(b, id),
-                        (Some(o), _) => o.display(b, id),
-                        (None, _) => log::debug!("python: display between cells dropped"),
-                    }
-                }
-                "clear" => {
-                    if let Some(o) = out.as_mut() {
-                        o.clear_output(f["wait"] == true);
-                    }
-                }
-                "result" => match out.as_mut() {
-                    Some(o) => o.execute_result(bundle(&f["data"], &f["metadata"])),
-                    None => log::debug!("python: execute_result between cells dropped"),
-                },
-                "error" => match out.as_mut() {
-                    Some(o) => o.error(&exec_error(&f)),
-                    None => log::debug!("python: error output between cells dropped"),
+                t if is_output(&f) => match out.as_mut() {
+                    Some(o) => publish_output(&mut **o, &f),
+                    None => log::debug!("python: {t} frame between cells dropped"),
                 },
                 "ipython" => self.on_ipython(&f, out),
                 "input" => {
@@ -1262,6 +1227,31 @@ fn bundle(data: &Value, metadata: &Value) -> MimeBundle {
         }
     }
     b
+}
+
+/// Whether `f` is one of the cell's outputs the driver sends as ordered frames: a display (or
+/// its update), a `clear_output`, an `execute_result` in the middle of a cell, an `error`.
+fn is_output(f: &Value) -> bool {
+    matches!(
+        f["t"].as_str(),
+        Some("display" | "clear" | "result" | "error")
+    )
+}
+
+/// Publishes an output frame ([`is_output`]) on `o`.
+fn publish_output(o: &mut dyn Publish, f: &Value) {
+    match f["t"].as_str().unwrap_or("") {
+        "clear" => o.clear_output(f["wait"] == true),
+        "error" => o.error(&exec_error(f)),
+        "result" => o.execute_result(bundle(&f["data"], &f["metadata"])),
+        _ => {
+            let b = bundle(&f["data"], &f["metadata"]);
+            match f["display_id"].as_str() {
+                Some(id) if f["update"] == true => o.update_display(b, id),
+                id => o.display(b, id),
+            }
+        }
+    }
 }
 
 /// An `error` as the driver writes it (`{"ename", "evalue", "traceback", "shown"}`).
