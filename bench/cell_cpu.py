@@ -34,7 +34,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import bin_specs, tree, use_this_venv  # noqa: E402
+from kernel_bench import add_kernel_args, carbon_names, tree, use_this_venv  # noqa: E402
 from rawclient import RawClient  # noqa: E402
 
 
@@ -102,15 +102,13 @@ class Kernel:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--carbon-bin", action="append", default=[], metavar="LABEL=PATH",
-                        help="a carbon-kernel binary (repeatable; default: the installed `carbon`)")
-    parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel ('' for none)")
+    add_kernel_args(parser, peer_optional=True)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--block", type=int, default=100, help="cells per kernel per round")
     parser.add_argument("--gap-ms", type=float, default=0.0, help="idle before each cell")
     args = parser.parse_args()
     use_this_venv()
-    names = bin_specs(args.carbon_bin) if args.carbon_bin else ["carbon"]
+    names = carbon_names(args)
     if args.peer:
         names.append(args.peer)
     context = zmq.Context()

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import zmq
 
-from kernel_bench import Kernel, bin_specs, use_this_venv
+from kernel_bench import Kernel, add_kernel_args, carbon_names, use_this_venv
 from rawclient import RawClient
 
 # Run in a carbon kernel's Python worker: times each call of IPython's run_cell by the driver.
@@ -222,10 +222,7 @@ def ipython_run_cell(pause: float, n: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-null", metavar="PORT_FILE", help=argparse.SUPPRESS)
-    parser.add_argument("--carbon", default="carbon", help="kernelspec of carbon-kernel")
-    parser.add_argument("--carbon-bin", action="append", default=[], metavar="LABEL=PATH",
-                        help="a carbon-kernel binary instead of --carbon (repeatable)")
-    parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel")
+    add_kernel_args(parser)
     parser.add_argument("--blocks", type=int, default=8, help="blocks per kernel and mode")
     parser.add_argument("--block", type=int, default=50, help="cells per block")
     args = parser.parse_args()
@@ -234,7 +231,7 @@ def main() -> int:
         return 0
 
     use_this_venv()
-    carbons = bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
+    carbons = carbon_names(args)
     context = zmq.Context()
     null = NullKernel()
     kernels = []

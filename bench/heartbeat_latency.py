@@ -30,7 +30,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import bin_specs, use_this_venv  # noqa: E402
+from kernel_bench import add_kernel_args, carbon_names, use_this_venv  # noqa: E402
 
 WORKLOADS = {
     "print": "import sys\nfor i in range(300000): sys.stdout.write('x' * 99 + '\\n')",
@@ -84,13 +84,11 @@ def one_run(name: str, code: str, context: zmq.Context) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--carbon-bin", action="append", default=[], metavar="LABEL=PATH",
-                        help="a carbon-kernel binary (repeatable; default: the installed `carbon`)")
-    parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel ('' for none)")
+    add_kernel_args(parser, peer_optional=True)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     use_this_venv()
-    names = bin_specs(args.carbon_bin) if args.carbon_bin else ["carbon"]
+    names = carbon_names(args)
     if args.peer:
         names.append(args.peer)
     context = zmq.Context()

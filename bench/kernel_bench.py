@@ -360,12 +360,25 @@ def bin_specs(bins: list[str]) -> list[str]:
     return names
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_kernel_args(parser: argparse.ArgumentParser, peer_optional: bool = False) -> None:
+    """The kernels a benchmark compares: --carbon (a kernelspec) or --carbon-bin LABEL=PATH
+    (binaries, repeatable; see bin_specs), and --peer (ipykernel's kernelspec; '' for none
+    where `peer_optional`). carbon_names(args) gives the carbon kernels' names."""
     parser.add_argument("--carbon", default="carbon", help="kernelspec of carbon-kernel (default carbon)")
     parser.add_argument("--carbon-bin", action="append", default=[], metavar="LABEL=PATH",
                         help="a carbon-kernel binary to measure instead of --carbon (repeatable)")
-    parser.add_argument("--peer", default="python3", help="kernelspec of ipykernel (default python3)")
+    parser.add_argument("--peer", default="python3",
+                        help="kernelspec of ipykernel (default python3" + ("; '' for none)" if peer_optional else ")"))
+
+
+def carbon_names(args: argparse.Namespace) -> list[str]:
+    """The carbon kernels of add_kernel_args' options, as kernelspec names."""
+    return bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_kernel_args(parser)
     parser.add_argument("--start-runs", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
@@ -380,7 +393,7 @@ def main() -> int:
     use_this_venv()
     print(f"python of carbon's cells: {os.environ.get('VIRTUAL_ENV') or 'python3 on PATH'}", file=sys.stderr)
 
-    carbons = bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
+    carbons = carbon_names(args)
     specs = KernelSpecManager().get_all_specs()
     for name in (*carbons, args.peer):
         if name not in specs:
