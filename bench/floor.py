@@ -144,23 +144,7 @@ class Timed:
 
     def kernel_info(self) -> float:
         """A kernel_info round trip: its reply and idle status, as `run` times a cell."""
-        c = self.client
-        msg = c.session.msg("kernel_info_request", {})
-        mid = msg["header"]["msg_id"]
-        t0 = time.perf_counter()
-        c.session.send(c.shell, msg)
-        reply = idle = False
-        while not (reply and idle):
-            for sock, _ in c.poller.poll(60_000):
-                parts = sock.recv_multipart()
-                i = parts.index(b"<IDS|MSG>")
-                if json.loads(parts[i + 3]).get("msg_id") != mid:
-                    continue
-                if sock is c.shell:
-                    reply = True
-                elif b'"idle"' in parts[i + 5]:
-                    idle = True
-        t = (time.perf_counter() - t0) * 1000
+        t = self.client.request("kernel_info_request", {}) * 1000
         self.samples.setdefault("kernel_info", []).append(t)
         return t
 

@@ -43,7 +43,7 @@ class RawClient:
         self.poller = zmq.Poller()
         self.poller.register(self.shell, zmq.POLLIN)
         self.poller.register(self.iopub, zmq.POLLIN)
-        self.status = None  # the last execute_reply's status
+        self.status = None  # the last reply's status
 
     def drain(self):
         """Reads (and drops) what is queued on the iopub socket now."""
@@ -51,9 +51,14 @@ class RawClient:
             self.iopub.recv_multipart()
 
     def run(self, code):
-        msg = self.session.msg("execute_request", {
+        """Seconds from an execute_request of `code` to its reply and idle status."""
+        return self.request("execute_request", {
             "code": code, "silent": False, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": True})
+
+    def request(self, msg_type, content):
+        """Seconds from a shell request to its reply and idle status (`status`: the reply's)."""
+        msg = self.session.msg(msg_type, content)
         mid = msg["header"]["msg_id"]
         t0 = time.perf_counter()
         self.session.send(self.shell, msg)
@@ -61,7 +66,7 @@ class RawClient:
         while not (reply and idle):
             ready = self.poller.poll(60_000)
             if not ready:
-                raise RuntimeError(f"no answer to {code!r}")
+                raise RuntimeError(f"no answer to {msg_type} {content!r}")
             for sock, _ in ready:
                 parts = sock.recv_multipart()
                 i = parts.index(b"<IDS|MSG>")
