@@ -306,11 +306,7 @@ async fn spawn_heartbeat(url: String) -> Result<(), ServerError> {
                         heartbeat(hb).await;
                     }
                     Err(e) => {
-                        let _ = bound_tx.send(Err(ServerError::Bind {
-                            socket: "heartbeat",
-                            url,
-                            detail: e.to_string(),
-                        }));
+                        let _ = bound_tx.send(Err(bind_err("heartbeat", url)(e.into())));
                     }
                 }
             });
