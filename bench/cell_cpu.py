@@ -34,7 +34,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import add_kernel_args, carbon_names, tree, use_this_venv  # noqa: E402
+from kernel_bench import add_kernel_args, kernel_names, tree, use_this_venv  # noqa: E402
 from rawclient import RawClient  # noqa: E402
 
 
@@ -108,9 +108,7 @@ def main() -> int:
     parser.add_argument("--gap-ms", type=float, default=0.0, help="idle before each cell")
     args = parser.parse_args()
     use_this_venv()
-    names = carbon_names(args)
-    if args.peer:
-        names.append(args.peer)
+    names = kernel_names(args)
     context = zmq.Context()
     kernels = [Kernel(n, context) for n in names]
     try:

@@ -30,7 +30,7 @@ import zmq
 from jupyter_client import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernel_bench import add_kernel_args, carbon_names, use_this_venv  # noqa: E402
+from kernel_bench import add_kernel_args, kernel_names, use_this_venv  # noqa: E402
 
 WORKLOADS = {
     "print": "import sys\nfor i in range(300000): sys.stdout.write('x' * 99 + '\\n')",
@@ -88,9 +88,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     use_this_venv()
-    names = carbon_names(args)
-    if args.peer:
-        names.append(args.peer)
+    names = kernel_names(args)
     context = zmq.Context()
     got = {(n, w): [] for n in names for w in WORKLOADS}
     for r in range(args.runs):

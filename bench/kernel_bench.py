@@ -376,6 +376,11 @@ def carbon_names(args: argparse.Namespace) -> list[str]:
     return bin_specs(args.carbon_bin) if args.carbon_bin else [args.carbon]
 
 
+def kernel_names(args: argparse.Namespace) -> list[str]:
+    """carbon_names(args), then the peer unless --peer ''."""
+    return carbon_names(args) + ([args.peer] if args.peer else [])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_kernel_args(parser)
